@@ -1,0 +1,270 @@
+//! In-process emulator of the AvePoint Online Services identity and audit APIs.
+//!
+//! It behaves as the real service is documented to (see `shared/aos-api.md`): OAuth2 client
+//! credentials at `POST /connect/token` (client secret or RFC 7523 certificate assertion), bearer
+//! tokens that expire, `GET /aos/audit` with the documented parameters, errors and paging through
+//! absolute `nextLink`s. Records come from a deterministic generator ([`data`]) and the ground truth
+//! is available in process ([`EmulatorHandle::ground_truth`]). Faults ([`Faults`]), per-page
+//! latency, late arrival and a settable clock let tests drive the exporter through the hard cases.
+//! Every server binds the address it is given (tests use `127.0.0.1:0`) and stops when its handle
+//! is dropped.
+
+pub mod assertion;
+pub mod data;
+mod server;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::Value;
+
+pub use data::{DataSpec, StoredRecord};
+
+/// A client the identity service knows.
+#[derive(Clone, Debug)]
+pub struct ClientRegistration {
+    pub client_id: String,
+    /// Accepted client secret, if the app has one.
+    pub secret: Option<String>,
+    /// DER of the certificate registered for the app, if any.
+    pub certificate_der: Option<Vec<u8>>,
+    /// Scopes the app was granted (e.g. `audit.read.all`).
+    pub scopes: Vec<String>,
+}
+
+/// Probabilities (0..1) of injected faults on `GET /aos/audit`; drawn from a seeded generator.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    pub seed: u64,
+    /// 429 with `Retry-After: retry_after_secs`.
+    pub rate_429: f64,
+    pub retry_after_secs: u64,
+    /// 500/502/503/504.
+    pub rate_5xx: f64,
+    /// Responses delayed by `slow`.
+    pub rate_slow: f64,
+    pub slow: std::time::Duration,
+    /// The connection is cut in the middle of the body.
+    pub rate_reset: f64,
+    /// A 200 whose JSON body is cut short.
+    pub rate_truncated: f64,
+}
+
+impl Faults {
+    /// The same total failure rate spread over 429, 5xx, resets and truncated bodies.
+    pub fn mixed(total: f64, seed: u64) -> Self {
+        Faults {
+            seed,
+            rate_429: total / 4.0,
+            retry_after_secs: 0,
+            rate_5xx: total / 4.0,
+            rate_slow: 0.0,
+            slow: std::time::Duration::ZERO,
+            rate_reset: total / 4.0,
+            rate_truncated: total / 4.0,
+        }
+    }
+}
+
+/// Everything the emulator can be told at start.
+#[derive(Clone, Debug)]
+pub struct EmulatorConfig {
+    pub data: DataSpec,
+    /// Records per page (server-chosen page size).
+    pub page_size: usize,
+    /// Lifetime of issued access tokens.
+    pub token_ttl: Duration,
+    pub clients: Vec<ClientRegistration>,
+    /// Whether `endTime` is inclusive (the API does not say; inclusive is the harder case).
+    pub inclusive_end: bool,
+    pub faults: Faults,
+    /// Added to every audit page response.
+    pub latency: std::time::Duration,
+    /// Base URL put into `nextLink`s instead of the emulator's own (to test foreign hosts).
+    pub next_link_base: Option<String>,
+}
+
+/// Client id and secret the default configuration registers (demo, tests).
+pub const DEMO_CLIENT_ID: &str = "demo-client";
+pub const DEMO_CLIENT_SECRET: &str = "demo-secret";
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        let today = data::midnight(Utc::now());
+        EmulatorConfig {
+            data: DataSpec {
+                seed: 42,
+                start: today - Duration::days(45),
+                days: 45,
+                records_per_day: 1200,
+                max_delay: Duration::zero(),
+            },
+            page_size: 500,
+            token_ttl: Duration::hours(1),
+            clients: vec![ClientRegistration {
+                client_id: DEMO_CLIENT_ID.into(),
+                secret: Some(DEMO_CLIENT_SECRET.into()),
+                certificate_der: None,
+                scopes: vec!["audit.read.all".into()],
+            }],
+            inclusive_end: true,
+            faults: Faults::default(),
+            latency: std::time::Duration::ZERO,
+            next_link_base: None,
+        }
+    }
+}
+
+/// Counters tests read to prove what did (or did not) reach the server.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub token_requests: AtomicU64,
+    pub tokens_issued: AtomicU64,
+    pub audit_requests: AtomicU64,
+    pub audit_ok: AtomicU64,
+    pub faults_injected: AtomicU64,
+    pub unauthorized: AtomicU64,
+}
+
+pub(crate) struct State {
+    pub cfg: EmulatorConfig,
+    /// Records per day, index = day offset from `cfg.data.start`.
+    pub days: Vec<Vec<StoredRecord>>,
+    pub tokens: Mutex<std::collections::HashMap<String, server::IssuedToken>>,
+    pub seen_jti: Mutex<HashSet<String>>,
+    pub rng: Mutex<rand_chacha::ChaCha8Rng>,
+    pub clock: Mutex<Option<DateTime<Utc>>>,
+    pub counters: Counters,
+    pub base_url: String,
+    /// Tokens revoked by a test (the next use gets 401).
+    pub revoked: Mutex<HashSet<String>>,
+}
+
+impl State {
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.lock().expect("clock lock").unwrap_or_else(Utc::now)
+    }
+}
+
+/// A running emulator; dropping it stops the server.
+pub struct EmulatorHandle {
+    addr: SocketAddr,
+    state: Arc<State>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl EmulatorHandle {
+    /// Binds `addr` (e.g. `127.0.0.1:0`) and serves until the handle is dropped or [`Self::stop`].
+    pub async fn start(cfg: EmulatorConfig, addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let base_url = format!("http://{addr}");
+        let days = (0..cfg.data.days).map(|d| data::generate_day(&cfg.data, d)).collect();
+        use rand::SeedableRng;
+        let state = Arc::new(State {
+            rng: Mutex::new(rand_chacha::ChaCha8Rng::seed_from_u64(cfg.faults.seed)),
+            cfg,
+            days,
+            tokens: Mutex::default(),
+            seen_jti: Mutex::default(),
+            clock: Mutex::new(None),
+            counters: Counters::default(),
+            base_url,
+            revoked: Mutex::default(),
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let app = server::router(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(EmulatorHandle {
+            addr,
+            state,
+            stop: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`: both the graph base URL and the identity host.
+    pub fn base_url(&self) -> String {
+        self.state.base_url.clone()
+    }
+
+    pub fn token_url(&self) -> String {
+        format!("{}/connect/token", self.state.base_url)
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.state.counters
+    }
+
+    pub fn audit_requests(&self) -> u64 {
+        self.state.counters.audit_requests.load(Ordering::Relaxed)
+    }
+
+    /// Pins the emulator's clock (record visibility, token expiry); `None` returns to real time.
+    pub fn set_now(&self, now: Option<DateTime<Utc>>) {
+        *self.state.clock.lock().expect("clock lock") = now;
+    }
+
+    /// Makes every token issued so far invalid (the API answers 401 until a new one is fetched).
+    pub fn revoke_all_tokens(&self) {
+        let tokens = self.state.tokens.lock().expect("tokens lock");
+        self.state.revoked.lock().expect("revoked lock").extend(tokens.keys().cloned());
+    }
+
+    /// First and last instant of the generated data: `[start, end)`.
+    pub fn data_range(&self) -> (DateTime<Utc>, DateTime<Utc>) {
+        let s = data::midnight(self.state.cfg.data.start);
+        (s, s + Duration::days(self.state.cfg.data.days as i64))
+    }
+
+    /// Every generated record with `from <= actionTime < to` (visible or not), in no order.
+    pub fn ground_truth(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Value> {
+        self.state
+            .days
+            .iter()
+            .flatten()
+            .filter(|r| r.time >= from && r.time < to)
+            .map(|r| r.json.clone())
+            .collect()
+    }
+
+    /// All generated records.
+    pub fn all_records(&self) -> Vec<Value> {
+        self.state.days.iter().flatten().map(|r| r.json.clone()).collect()
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for EmulatorHandle {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}

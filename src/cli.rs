@@ -1,0 +1,98 @@
+//! Command-line interface (clap derive). No logic: parsing only.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "aos-audit-export",
+    version,
+    about = "Export the AvePoint Online Services audit log into a data lake, exactly once."
+)]
+pub struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, global = true, env = "AOS_EXPORT_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Overrides export.output.
+    #[arg(long, global = true, value_name = "DIR_OR_URL")]
+    pub output: Option<String>,
+    /// Overrides export.format (parquet | ndjson).
+    #[arg(long, global = true)]
+    pub format: Option<String>,
+    /// Overrides state.path.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub state: Option<PathBuf>,
+    /// Overrides log.level.
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+    /// Overrides log.format (text | json).
+    #[arg(long, global = true)]
+    pub log_format: Option<String>,
+    /// Testing aid: pretend the current time is this RFC 3339 instant.
+    #[arg(long, global = true, hide = true)]
+    pub now: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// One export pass from the checkpoint up to now − lag, then exit (Kubernetes CronJob).
+    Run,
+    /// Export a historical range; resumable, and a finished range is never fetched again.
+    Backfill {
+        /// Start (RFC 3339 instant or YYYY-MM-DD, UTC).
+        #[arg(long)]
+        from: String,
+        /// End, exclusive (default: now − lag).
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Long-running: `run` on schedule.cron; serves /healthz, /readyz and /metrics.
+    Daemon,
+    /// Checkpoints, lag, last runs and files written.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read every published file and check it against the manifest (rows, bytes, SHA-256).
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Obtain a token and print client, method, scope and expiry (never the token).
+    Token,
+    /// Start the emulator in-process and export its data into DIR.
+    Demo {
+        #[arg(long, default_value = "./demo-out")]
+        out: PathBuf,
+    },
+    /// Run the AOS emulator standalone, for testing pipelines.
+    Emulator {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        #[arg(long, default_value_t = 45)]
+        days: u32,
+        #[arg(long, default_value_t = 1200)]
+        records_per_day: u32,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 500)]
+        page_size: usize,
+        /// Delay added to every audit page.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// Share of audit requests failing (429, 5xx, resets, truncated bodies), 0..1.
+        #[arg(long, default_value_t = 0.0)]
+        fault_rate: f64,
+        /// Records become visible up to this long after their actionTime (e.g. 30m).
+        #[arg(long, default_value = "0s")]
+        late_max: String,
+        /// First day of data (YYYY-MM-DD); default: `days` before today.
+        #[arg(long)]
+        start: Option<String>,
+    },
+    /// Print the effective configuration, secrets redacted.
+    Config,
+}

@@ -1,0 +1,76 @@
+//! Exit codes, and the mapping from an error chain to one. Documented in `docs/operations.md`.
+
+use crate::api::ApiError;
+use crate::auth::AuthError;
+use crate::checkpoint::CheckpointError;
+use crate::config::ConfigError;
+use crate::job::JobError;
+use crate::sink::SinkError;
+use crate::store::StoreError;
+
+pub const OK: u8 = 0;
+/// Anything not covered below.
+pub const FAILURE: u8 = 1;
+/// Bad configuration or command line.
+pub const CONFIG: u8 = 2;
+/// Credential unusable or rejected by the identity service.
+pub const AUTH: u8 = 3;
+/// The API refused a request, or kept failing past the retries.
+pub const API: u8 = 4;
+/// Output could not be written or published.
+pub const OUTPUT: u8 = 5;
+/// State database unusable, or another instance holds its lock.
+pub const STATE: u8 = 6;
+/// `verify` found files that do not match the manifest; `demo` exported a different count.
+pub const MISMATCH: u8 = 7;
+/// `export.run_deadline` reached (progress up to it is committed).
+pub const DEADLINE: u8 = 75;
+/// Interrupted by SIGINT/SIGTERM (progress up to it is committed).
+pub const INTERRUPTED: u8 = 130;
+
+/// Raised by `verify` and `demo` when what was written differs from what was expected.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Mismatch(pub String);
+
+fn api_code(e: &ApiError) -> u8 {
+    match e {
+        ApiError::Auth(_) => AUTH,
+        ApiError::Cancelled => INTERRUPTED,
+        _ => API,
+    }
+}
+
+/// The exit code for an error: the first error in the chain whose kind is known decides.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if cause.is::<ConfigError>() || cause.is::<clap::Error>() {
+            return CONFIG;
+        }
+        if cause.is::<AuthError>() {
+            return AUTH;
+        }
+        if let Some(e) = cause.downcast_ref::<ApiError>() {
+            return api_code(e);
+        }
+        if cause.is::<SinkError>() || cause.is::<StoreError>() {
+            return OUTPUT;
+        }
+        if cause.is::<CheckpointError>() {
+            return STATE;
+        }
+        if cause.is::<Mismatch>() {
+            return MISMATCH;
+        }
+        if let Some(e) = cause.downcast_ref::<JobError>() {
+            return match e {
+                JobError::Api(a) => api_code(a),
+                JobError::Sink(_) | JobError::Store(_) => OUTPUT,
+                JobError::Checkpoint(_) => STATE,
+                JobError::Cancelled => INTERRUPTED,
+                JobError::Deadline => DEADLINE,
+            };
+        }
+    }
+    FAILURE
+}

@@ -1,0 +1,33 @@
+//! The `aos-audit-export` binary: parse the command line, run, print one error line, exit with
+//! the code `error.rs` assigns.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = match aos_audit_export::cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { aos_audit_export::error::CONFIG } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(aos_audit_export::error::FAILURE);
+        }
+    };
+    match runtime.block_on(aos_audit_export::commands::dispatch(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            // One line: the error chain joined by ": ".
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {msg}");
+            ExitCode::from(aos_audit_export::error::exit_code(&e))
+        }
+    }
+}

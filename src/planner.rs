@@ -1,0 +1,170 @@
+//! Pure window planning: which `[start, end)` ranges a run or backfill asks the API for.
+//!
+//! Invariants: windows are contiguous, non-overlapping, half-open, aligned to the range start,
+//! never longer than the configured window (itself at most 7 days), and never reach past
+//! `now − lag`.
+
+use chrono::{DateTime, Duration, Utc};
+
+/// A half-open time range `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Window {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+impl Window {
+    pub fn contains(&self, t: DateTime<Utc>) -> bool {
+        self.start <= t && t < self.end
+    }
+}
+
+/// Splits `[from, to)` into consecutive windows of at most `size`.
+pub fn split(from: DateTime<Utc>, to: DateTime<Utc>, size: Duration) -> Vec<Window> {
+    assert!(size > Duration::zero(), "window size must be positive");
+    let mut out = Vec::new();
+    let mut s = from;
+    while s < to {
+        let e = (s + size).min(to);
+        out.push(Window { start: s, end: e });
+        s = e;
+    }
+    out
+}
+
+/// The range a `run` exports: from the watermark minus the look-back (or `start` when there is
+/// no checkpoint) up to `now − lag`. `None` when there is nothing final to read yet.
+pub fn run_range(
+    watermark: Option<DateTime<Utc>>,
+    start: DateTime<Utc>,
+    now: DateTime<Utc>,
+    lag: Duration,
+    lookback: Duration,
+) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let to = now - lag;
+    let from = match watermark {
+        Some(w) => (w - lookback).max(start.min(w)),
+        None => start,
+    };
+    (from < to).then_some((from, to))
+}
+
+/// The parts of `[from, to)` not covered by `covered` (sorted or not, possibly overlapping).
+/// Backfill reads only these: a range already exported is never fetched again, so its pruned
+/// dedup keys can never be needed.
+pub fn gaps(from: DateTime<Utc>, to: DateTime<Utc>, covered: &[(DateTime<Utc>, DateTime<Utc>)]) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    let mut cov: Vec<_> = covered.iter().copied().filter(|(s, e)| s < e && *e > from && *s < to).collect();
+    cov.sort();
+    let mut out = Vec::new();
+    let mut cursor = from;
+    for (s, e) in cov {
+        if s > cursor {
+            out.push((cursor, s.min(to)));
+        }
+        cursor = cursor.max(e);
+        if cursor >= to {
+            break;
+        }
+    }
+    if cursor < to {
+        out.push((cursor, to));
+    }
+    out
+}
+
+/// Clamps a backfill's end to `now − lag`: nothing newer is final.
+pub fn clamp_end(to: DateTime<Utc>, now: DateTime<Utc>, lag: Duration) -> DateTime<Utc> {
+    to.min(now - lag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn ten_days_in_three_day_windows_is_four_windows() {
+        let w = split(t("2024-01-01T00:00:00Z"), t("2024-01-11T00:00:00Z"), Duration::days(3));
+        assert_eq!(w.len(), 4);
+        assert_eq!(
+            w[3],
+            Window {
+                start: t("2024-01-10T00:00:00Z"),
+                end: t("2024-01-11T00:00:00Z")
+            }
+        );
+        for pair in w.windows(2) {
+            assert_eq!(pair[0].end, pair[1].start);
+        }
+    }
+
+    #[test]
+    fn empty_and_exact_ranges() {
+        assert!(split(t("2024-01-01T00:00:00Z"), t("2024-01-01T00:00:00Z"), Duration::days(1)).is_empty());
+        assert_eq!(
+            split(t("2024-01-01T00:00:00Z"), t("2024-01-08T00:00:00Z"), Duration::days(7)).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn run_range_uses_lookback_and_lag() {
+        let now = t("2024-02-01T12:00:00Z");
+        let start = t("2024-01-01T00:00:00Z");
+        assert_eq!(
+            run_range(None, start, now, Duration::minutes(15), Duration::hours(2)),
+            Some((start, t("2024-02-01T11:45:00Z")))
+        );
+        let wm = t("2024-02-01T10:00:00Z");
+        assert_eq!(
+            run_range(Some(wm), start, now, Duration::minutes(15), Duration::hours(2)),
+            Some((t("2024-02-01T08:00:00Z"), t("2024-02-01T11:45:00Z")))
+        );
+        // Nothing final yet.
+        assert_eq!(
+            run_range(Some(t("2024-02-01T11:50:00Z")), start, now, Duration::minutes(15), Duration::zero()),
+            None
+        );
+    }
+
+    #[test]
+    fn lookback_never_reaches_before_configured_start() {
+        let start = t("2024-02-01T09:00:00Z");
+        let r = run_range(
+            Some(t("2024-02-01T10:00:00Z")),
+            start,
+            t("2024-02-01T12:00:00Z"),
+            Duration::zero(),
+            Duration::hours(5),
+        );
+        assert_eq!(r.unwrap().0, start);
+    }
+
+    #[test]
+    fn gaps_skip_covered_ranges() {
+        let (a, b, c, d) = (
+            t("2024-01-01T00:00:00Z"),
+            t("2024-01-02T00:00:00Z"),
+            t("2024-01-03T00:00:00Z"),
+            t("2024-01-05T00:00:00Z"),
+        );
+        assert_eq!(gaps(a, d, &[]), vec![(a, d)]);
+        assert_eq!(gaps(a, d, &[(b, c)]), vec![(a, b), (c, d)]);
+        assert_eq!(gaps(a, d, &[(a, d)]), vec![]);
+        // Overlapping and out-of-order coverage.
+        assert_eq!(gaps(a, d, &[(c, d), (a, b), (t("2024-01-01T12:00:00Z"), c)]), vec![]);
+        assert_eq!(gaps(b, c, &[(a, t("2024-01-02T06:00:00Z"))]), vec![(t("2024-01-02T06:00:00Z"), c)]);
+    }
+
+    #[test]
+    fn backfill_end_is_clamped_to_lag() {
+        let now = t("2024-02-01T12:00:00Z");
+        assert_eq!(
+            clamp_end(t("2030-01-01T00:00:00Z"), now, Duration::minutes(15)),
+            t("2024-02-01T11:45:00Z")
+        );
+    }
+}

@@ -1,0 +1,84 @@
+//! NDJSON sink: each record verbatim (key order and unknown fields kept) plus `_record_id` and
+//! `_ingested_at`, one per line; optionally gzip or zstd compressed.
+
+use std::io::Write;
+use std::path::Path;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use super::{FileOut, OutRecord, SinkError};
+use crate::config::Compression;
+use crate::pipeline::id_hex;
+
+enum Enc {
+    Plain(FileOut),
+    Gzip(flate2::write::GzEncoder<FileOut>),
+    Zstd(zstd::Encoder<'static, FileOut>),
+}
+
+pub struct NdjsonFile {
+    enc: Enc,
+    suffix_tail: String,
+    line: Vec<u8>,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> SinkError + '_ {
+    move |source| SinkError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl NdjsonFile {
+    pub fn new(out: FileOut, compression: Compression, ingested_at: DateTime<Utc>, path: &Path) -> Result<Self, SinkError> {
+        let enc = match compression {
+            Compression::Gzip => Enc::Gzip(flate2::write::GzEncoder::new(out, flate2::Compression::default())),
+            Compression::Zstd(level) => Enc::Zstd(zstd::Encoder::new(out, level).map_err(io(path))?),
+            _ => Enc::Plain(out),
+        };
+        let suffix_tail = format!(
+            "\"_ingested_at\":\"{}\"}}\n",
+            ingested_at.to_rfc3339_opts(SecondsFormat::Micros, true)
+        );
+        Ok(NdjsonFile {
+            enc,
+            suffix_tail,
+            line: Vec::with_capacity(4096),
+        })
+    }
+
+    pub fn write(&mut self, rec: &OutRecord<'_>, path: &Path) -> Result<(), SinkError> {
+        // Serialize the record as sent, then splice the metadata fields in before its closing
+        // brace: no copy of the record, and the API's own key order is kept.
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, rec.value).map_err(|e| io(path)(e.into()))?;
+        if self.line.last() == Some(&b'}') {
+            self.line.pop();
+            if self.line.len() > 1 {
+                self.line.push(b',');
+            }
+        } else {
+            // Not an object (the API only sends objects): wrap it so nothing is lost.
+            let raw = std::mem::take(&mut self.line);
+            self.line.extend_from_slice(b"{\"_value\":");
+            self.line.extend_from_slice(&raw);
+            self.line.push(b',');
+        }
+        write!(self.line, "\"_record_id\":\"{}\",", id_hex(rec.id)).map_err(io(path))?;
+        self.line.extend_from_slice(self.suffix_tail.as_bytes());
+        let w: &mut dyn Write = match &mut self.enc {
+            Enc::Plain(w) => w,
+            Enc::Gzip(w) => w,
+            Enc::Zstd(w) => w,
+        };
+        w.write_all(&self.line).map_err(io(path))
+    }
+
+    pub fn close(self, path: &Path) -> Result<FileOut, SinkError> {
+        match self.enc {
+            Enc::Plain(w) => Ok(w),
+            Enc::Gzip(w) => w.finish().map_err(io(path)),
+            Enc::Zstd(w) => w.finish().map_err(io(path)),
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! Parquet sink: the documented fields under their API names (`actionTime` as
+//! TIMESTAMP(µs, UTC), `additionalDetails` as a JSON string, the rest UTF8) plus `_record_id`,
+//! `_ingested_at` and `_extra`.
+//!
+//! Lossless mapping: a field the schema does not know goes to `_extra` (a JSON object, null when
+//! empty); so does a known field whose value is not a string (its column is then null), and the
+//! raw `actionTime` text when it has precision below a microsecond or cannot be parsed.
+//! Rows are buffered in batches of at most 8192 and row groups are cut at
+//! `export.row_group_rows`, so memory is bounded whatever the window size.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use chrono::{DateTime, Utc};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression as PqCompression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde_json::{Map, Value};
+
+use super::{FileOut, OutRecord, SinkError, SinkOptions};
+use crate::config::Compression;
+use crate::pipeline::{id_hex, parse_action_time};
+
+/// The documented record fields, in output column order.
+pub const FIELDS: [&str; 20] = [
+    "actionName",
+    "actionUser",
+    "actionParameters",
+    "actionTime",
+    "controllerName",
+    "product",
+    "geoLocation",
+    "previousValue",
+    "currentValue",
+    "partnerTenantOwner",
+    "status",
+    "comment",
+    "objectType",
+    "operationType",
+    "module",
+    "functionality",
+    "objectName",
+    "action",
+    "clientIP",
+    "additionalDetails",
+];
+const ACTION_TIME: usize = 3;
+const ADDITIONAL_DETAILS: usize = 19;
+const BATCH_ROWS: usize = 8192;
+
+fn ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// The Parquet schema every file has.
+pub fn schema() -> SchemaRef {
+    let mut fields: Vec<Field> = FIELDS
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            if i == ACTION_TIME {
+                Field::new(*f, ts_type(), true)
+            } else {
+                Field::new(*f, DataType::Utf8, true)
+            }
+        })
+        .collect();
+    fields.push(Field::new("_record_id", DataType::Utf8, false));
+    fields.push(Field::new("_ingested_at", ts_type(), false));
+    fields.push(Field::new("_extra", DataType::Utf8, true));
+    Arc::new(Schema::new(fields))
+}
+
+pub struct ParquetFile {
+    writer: ArrowWriter<FileOut>,
+    schema: SchemaRef,
+    strings: Vec<StringBuilder>,
+    action_time: TimestampMicrosecondBuilder,
+    record_id: StringBuilder,
+    extra: StringBuilder,
+    ingested_at_us: i64,
+    rows: usize,
+    batch_rows: usize,
+}
+
+fn pq_err(path: &Path) -> impl Fn(parquet::errors::ParquetError) -> SinkError + '_ {
+    move |e| SinkError::Parquet {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+impl ParquetFile {
+    pub fn new(out: FileOut, opts: &SinkOptions, ingested_at: DateTime<Utc>, path: &Path) -> Result<Self, SinkError> {
+        let compression = match opts.compression {
+            Compression::Zstd(l) => PqCompression::ZSTD(ZstdLevel::try_new(l).map_err(pq_err(path))?),
+            Compression::Snappy => PqCompression::SNAPPY,
+            _ => PqCompression::UNCOMPRESSED,
+        };
+        let props = WriterProperties::builder()
+            .set_compression(compression)
+            .set_max_row_group_row_count(Some(opts.row_group_rows))
+            .set_created_by(format!("aos-audit-export {}", env!("CARGO_PKG_VERSION")))
+            .build();
+        let schema = schema();
+        let writer = ArrowWriter::try_new(out, schema.clone(), Some(props)).map_err(pq_err(path))?;
+        let batch_rows = opts.row_group_rows.clamp(1, BATCH_ROWS);
+        Ok(ParquetFile {
+            writer,
+            schema,
+            strings: (0..FIELDS.len()).map(|_| StringBuilder::new()).collect(),
+            action_time: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+            record_id: StringBuilder::new(),
+            extra: StringBuilder::new(),
+            ingested_at_us: ingested_at.timestamp_micros(),
+            rows: 0,
+            batch_rows,
+        })
+    }
+
+    pub fn write(&mut self, rec: &OutRecord<'_>, path: &Path) -> Result<(), SinkError> {
+        let empty = Map::new();
+        let obj = match rec.value {
+            Value::Object(m) => m,
+            _ => &empty,
+        };
+        let mut extra: Map<String, Value> = Map::new();
+        if !rec.value.is_object() {
+            extra.insert("_value".into(), rec.value.clone());
+        }
+        for (i, name) in FIELDS.iter().enumerate() {
+            let v = obj.get(*name);
+            if i == ACTION_TIME {
+                match v {
+                    Some(Value::String(s)) => match parse_action_time(s) {
+                        Some(t) => {
+                            self.action_time.append_value(t.timestamp_micros());
+                            if t.timestamp_subsec_nanos() % 1000 != 0 {
+                                extra.insert((*name).into(), Value::String(s.clone()));
+                            }
+                        }
+                        None => {
+                            self.action_time.append_null();
+                            extra.insert((*name).into(), Value::String(s.clone()));
+                        }
+                    },
+                    None | Some(Value::Null) => self.action_time.append_null(),
+                    Some(other) => {
+                        self.action_time.append_null();
+                        extra.insert((*name).into(), other.clone());
+                    }
+                }
+                continue;
+            }
+            let b = &mut self.strings[i];
+            match v {
+                None | Some(Value::Null) => b.append_null(),
+                Some(Value::String(s)) if i != ADDITIONAL_DETAILS => b.append_value(s),
+                Some(other) if i == ADDITIONAL_DETAILS => b.append_value(other.to_string()),
+                Some(other) => {
+                    b.append_null();
+                    extra.insert((*name).into(), other.clone());
+                }
+            }
+        }
+        for (k, v) in obj {
+            if !FIELDS.contains(&k.as_str()) {
+                extra.insert(k.clone(), v.clone());
+            }
+        }
+        self.record_id.append_value(id_hex(rec.id));
+        if extra.is_empty() {
+            self.extra.append_null();
+        } else {
+            self.extra.append_value(Value::Object(extra).to_string());
+        }
+        self.rows += 1;
+        if self.rows >= self.batch_rows {
+            self.flush_batch(path)?;
+        }
+        Ok(())
+    }
+
+    fn flush_batch(&mut self, path: &Path) -> Result<(), SinkError> {
+        if self.rows == 0 {
+            return Ok(());
+        }
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(FIELDS.len() + 3);
+        for (i, b) in self.strings.iter_mut().enumerate() {
+            if i == ACTION_TIME {
+                cols.push(Arc::new(self.action_time.finish()));
+            } else {
+                cols.push(Arc::new(b.finish()));
+            }
+        }
+        cols.push(Arc::new(self.record_id.finish()));
+        let mut ing = TimestampMicrosecondBuilder::with_capacity(self.rows).with_timezone("UTC");
+        ing.append_value_n(self.ingested_at_us, self.rows);
+        cols.push(Arc::new(ing.finish()));
+        cols.push(Arc::new(self.extra.finish()));
+        let batch = RecordBatch::try_new(self.schema.clone(), cols).map_err(|e| SinkError::Parquet {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        self.writer.write(&batch).map_err(pq_err(path))?;
+        self.rows = 0;
+        Ok(())
+    }
+
+    /// Writes the footer (without it the file is not valid Parquet) and returns the file.
+    pub fn close(mut self, path: &Path) -> Result<FileOut, SinkError> {
+        self.flush_batch(path)?;
+        self.writer.into_inner().map_err(pq_err(path))
+    }
+}

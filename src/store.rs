@@ -1,0 +1,268 @@
+//! Where published files live: a local folder, or object storage (S3, Azure Blob/ADLS Gen2,
+//! GCS) through `object_store`.
+//!
+//! Publishing is atomic: locally a fsynced staging file (hidden `.tmp-` name in the final
+//! folder) is renamed over its final name and the folder is fsynced; in object storage a put
+//! (multipart for large files) becomes visible whole. Readers never see a partial file under a
+//! final name. Hive-style readers skip names starting with `.` or `_`, so staging files and the
+//! `_state` folder of the demo are never read as data.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("export.output {output}: {message}")]
+    Open { output: String, message: String },
+    #[error("cannot publish {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("object storage {path}: {message}")]
+    Object { path: String, message: String },
+}
+
+pub enum Store {
+    Local {
+        root: PathBuf,
+    },
+    Object {
+        store: Arc<dyn ObjectStore>,
+        prefix: ObjPath,
+        display: String,
+        spool: PathBuf,
+    },
+}
+
+/// Options for object_store taken from the environment (AWS_*, AZURE_*, GOOGLE_*), the same
+/// variables the cloud SDKs read.
+fn env_options() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("AWS_") || k.starts_with("AZURE_") || k.starts_with("GOOGLE_") || k.starts_with("OBJECT_STORE_"))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect()
+}
+
+/// `root/dt=…/.tmp-name`: same folder as the final file, so the publishing rename is atomic.
+fn local_staging(root: &Path, rel: &str) -> PathBuf {
+    let p = root.join(rel);
+    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    p.with_file_name(format!(".tmp-{name}"))
+}
+
+impl Store {
+    /// Opens `output`; `spool` is where files for object storage are staged before upload.
+    pub fn open(output: &str, spool: &Path) -> Result<Store, StoreError> {
+        let remote = [
+            "s3://",
+            "s3a://",
+            "az://",
+            "azure://",
+            "abfs://",
+            "abfss://",
+            "adl://",
+            "gs://",
+            "memory://",
+            "https://",
+        ];
+        if !remote.iter().any(|p| output.starts_with(p)) {
+            let root = PathBuf::from(output.strip_prefix("file://").unwrap_or(output));
+            return Ok(Store::Local { root });
+        }
+        let url = url::Url::parse(output).map_err(|e| StoreError::Open {
+            output: output.into(),
+            message: e.to_string(),
+        })?;
+        let (store, prefix) = object_store::parse_url_opts(&url, env_options()).map_err(|e| StoreError::Open {
+            output: output.into(),
+            message: e.to_string(),
+        })?;
+        Ok(Store::Object {
+            store: Arc::from(store),
+            prefix,
+            display: output.to_string(),
+            spool: spool.to_path_buf(),
+        })
+    }
+
+    /// An object store given directly (tests use `InMemory`).
+    pub fn from_object_store(store: Arc<dyn ObjectStore>, spool: &Path) -> Store {
+        Store::Object {
+            store,
+            prefix: ObjPath::default(),
+            display: "memory://".into(),
+            spool: spool.to_path_buf(),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Store::Local { root } => root.display().to_string(),
+            Store::Object { display, .. } => display.clone(),
+        }
+    }
+
+    /// Checks the destination is usable before any API call: the local root can be created and
+    /// written.
+    pub fn check(&self) -> Result<(), StoreError> {
+        if let Store::Local { root } = self {
+            let io = |source| StoreError::Io {
+                path: root.clone(),
+                source,
+            };
+            std::fs::create_dir_all(root).map_err(io)?;
+            let probe = root.join(".aos-audit-export-write-test");
+            std::fs::write(&probe, b"ok").map_err(io)?;
+            std::fs::remove_file(&probe).map_err(io)?;
+        }
+        Ok(())
+    }
+
+    /// Where the file that will be published as `rel` is written first.
+    pub fn staging_path(&self, rel: &str) -> PathBuf {
+        match self {
+            Store::Local { root } => local_staging(root, rel),
+            Store::Object { spool, .. } => spool.join(rel.replace('/', "__")),
+        }
+    }
+
+    /// A function from final relative path to staging path, owned (for the sink).
+    pub fn stager(&self) -> Box<dyn Fn(&str) -> PathBuf + Send + Sync> {
+        match self {
+            Store::Local { root } => {
+                let root = root.clone();
+                Box::new(move |rel| local_staging(&root, rel))
+            }
+            Store::Object { spool, .. } => {
+                let spool = spool.clone();
+                Box::new(move |rel| spool.join(rel.replace('/', "__")))
+            }
+        }
+    }
+
+    fn obj_path(prefix: &ObjPath, rel: &str) -> ObjPath {
+        let mut p = prefix.clone();
+        for part in rel.split('/') {
+            p = p.clone().join(part);
+        }
+        p
+    }
+
+    /// Makes the staged file visible under `rel`, replacing any earlier file of that name.
+    pub async fn publish(&self, staged: &Path, rel: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Local { root } => {
+                let dest = root.join(rel);
+                std::fs::rename(staged, &dest).map_err(|source| StoreError::Io {
+                    path: dest.clone(),
+                    source,
+                })?;
+                // The rename is durable only once the folder entry is.
+                if let Some(dir) = dest.parent() {
+                    std::fs::File::open(dir)
+                        .and_then(|d| d.sync_all())
+                        .map_err(|source| StoreError::Io {
+                            path: dir.to_path_buf(),
+                            source,
+                        })?;
+                }
+                Ok(())
+            }
+            Store::Object { store, prefix, .. } => {
+                let path = Self::obj_path(prefix, rel);
+                let err = |m: String| StoreError::Object {
+                    path: path.to_string(),
+                    message: m,
+                };
+                let data = tokio::fs::read(staged).await.map_err(|e| err(e.to_string()))?;
+                if data.len() <= 8 << 20 {
+                    store.put(&path, data.into()).await.map_err(|e| err(e.to_string()))?;
+                } else {
+                    let upload = store.put_multipart(&path).await.map_err(|e| err(e.to_string()))?;
+                    let mut w = WriteMultipart::new(upload);
+                    w.write(&data);
+                    w.finish().await.map_err(|e| err(e.to_string()))?;
+                }
+                let _ = tokio::fs::remove_file(staged).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes every file (published or staged) in `partitions` whose name starts with
+    /// `name_prefix`: the leftovers of an attempt that crashed before its commit.
+    pub async fn remove_prefix(&self, partitions: &[String], name_prefix: &str) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        match self {
+            Store::Local { root } => {
+                for part in partitions {
+                    let dir = root.join(part);
+                    let entries = match std::fs::read_dir(&dir) {
+                        Ok(e) => e,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(source) => return Err(StoreError::Io { path: dir, source }),
+                    };
+                    for entry in entries.flatten() {
+                        let name = entry.file_name().to_string_lossy().into_owned();
+                        if name.starts_with(name_prefix) || name.strip_prefix(".tmp-").is_some_and(|n| n.starts_with(name_prefix)) {
+                            std::fs::remove_file(entry.path()).map_err(|source| StoreError::Io {
+                                path: entry.path(),
+                                source,
+                            })?;
+                            removed += 1;
+                        }
+                    }
+                }
+            }
+            Store::Object { store, prefix, spool, .. } => {
+                for part in partitions {
+                    let dir = Self::obj_path(prefix, part);
+                    let mut list = store.list(Some(&dir));
+                    while let Some(meta) = list.next().await {
+                        let meta = meta.map_err(|e| StoreError::Object {
+                            path: dir.to_string(),
+                            message: e.to_string(),
+                        })?;
+                        if meta.location.filename().is_some_and(|n| n.starts_with(name_prefix)) {
+                            store.delete(&meta.location).await.map_err(|e| StoreError::Object {
+                                path: meta.location.to_string(),
+                                message: e.to_string(),
+                            })?;
+                            removed += 1;
+                        }
+                    }
+                    // Spooled uploads of the attempt.
+                    if let Ok(entries) = std::fs::read_dir(spool) {
+                        for entry in entries.flatten() {
+                            if entry.file_name().to_string_lossy().starts_with(&format!("{part}__{name_prefix}")) {
+                                let _ = std::fs::remove_file(entry.path());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Reads a published file back (for `verify`).
+    pub async fn read(&self, rel: &str) -> Result<Vec<u8>, StoreError> {
+        match self {
+            Store::Local { root } => {
+                let p = root.join(rel);
+                std::fs::read(&p).map_err(|source| StoreError::Io { path: p, source })
+            }
+            Store::Object { store, prefix, .. } => {
+                let path = Self::obj_path(prefix, rel);
+                let err = |m: String| StoreError::Object {
+                    path: path.to_string(),
+                    message: m,
+                };
+                let got = store.get(&path).await.map_err(|e| err(e.to_string()))?;
+                Ok(got.bytes().await.map_err(|e| err(e.to_string()))?.to_vec())
+            }
+        }
+    }
+}
