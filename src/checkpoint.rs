@@ -215,7 +215,7 @@ impl Checkpoint {
         stream_id: &str,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<Vec<(DateTime<Utc>, DateTime<Utc>)>, CheckpointError> {
+    ) -> Result<Vec<crate::planner::Range>, CheckpointError> {
         let c = self.conn();
         let mut st =
             c.prepare_cached("SELECT DISTINCT start_us, end_us FROM windows WHERE stream_id = ?1 AND end_us > ?2 AND start_us < ?3")?;

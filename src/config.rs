@@ -298,7 +298,7 @@ pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<RawConf
     fig.extract::<RawConfig>().map_err(|e| {
         // Report the first error on one line; figment names the key and the source.
         let first = e.into_iter().next().map(|e| e.to_string()).unwrap_or_default();
-        ConfigError::Layer(first.replace('\n', " "))
+        ConfigError::Layer(first.replace('\n', " ").replace("key \"default.", "key \""))
     })
 }
 

@@ -28,6 +28,22 @@ pub const DEADLINE: u8 = 75;
 /// Interrupted by SIGINT/SIGTERM (progress up to it is committed).
 pub const INTERRUPTED: u8 = 130;
 
+/// The error chain on one line, joined by ": ", skipping causes an outer message already
+/// quotes (our errors often embed their source).
+pub fn one_line(err: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&text);
+        }
+    }
+    msg.replace(['\n', '\r'], " ")
+}
+
 /// Raised by `verify` and `demo` when what was written differs from what was expected.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

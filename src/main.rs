@@ -24,9 +24,7 @@ fn main() -> ExitCode {
     match runtime.block_on(aos_audit_export::commands::dispatch(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            // One line: the error chain joined by ": ".
-            let msg = format!("{e:#}").replace('\n', " ");
-            eprintln!("error: {msg}");
+            eprintln!("error: {}", aos_audit_export::error::one_line(&e));
             ExitCode::from(aos_audit_export::error::exit_code(&e))
         }
     }

@@ -6,6 +6,9 @@
 
 use chrono::{DateTime, Duration, Utc};
 
+/// A `[start, end)` pair of instants.
+pub type Range = (DateTime<Utc>, DateTime<Utc>);
+
 /// A half-open time range `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Window {
@@ -52,7 +55,7 @@ pub fn run_range(
 /// The parts of `[from, to)` not covered by `covered` (sorted or not, possibly overlapping).
 /// Backfill reads only these: a range already exported is never fetched again, so its pruned
 /// dedup keys can never be needed.
-pub fn gaps(from: DateTime<Utc>, to: DateTime<Utc>, covered: &[(DateTime<Utc>, DateTime<Utc>)]) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+pub fn gaps(from: DateTime<Utc>, to: DateTime<Utc>, covered: &[Range]) -> Vec<Range> {
     let mut cov: Vec<_> = covered.iter().copied().filter(|(s, e)| s < e && *e > from && *s < to).collect();
     cov.sort();
     let mut out = Vec::new();

@@ -225,6 +225,11 @@ impl EmulatorHandle {
         self.state.revoked.lock().expect("revoked lock").extend(tokens.keys().cloned());
     }
 
+    /// Every access token issued so far (tests search logs for them).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.state.tokens.lock().expect("tokens lock").keys().cloned().collect()
+    }
+
     /// First and last instant of the generated data: `[start, end)`.
     pub fn data_range(&self) -> (DateTime<Utc>, DateTime<Utc>) {
         let s = data::midnight(self.state.cfg.data.start);

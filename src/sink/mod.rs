@@ -119,10 +119,10 @@ fn create(path: &PathBuf) -> Result<FileOut, SinkError> {
 }
 
 /// Flushes and fsyncs a finished file; returns (bytes, sha256).
-fn seal(out: FileOut, path: &PathBuf) -> Result<(u64, String), SinkError> {
+fn seal(out: FileOut, path: &std::path::Path) -> Result<(u64, String), SinkError> {
     let (buf, bytes, sha) = out.finish();
     let io = |source| SinkError::Io {
-        path: path.clone(),
+        path: path.to_path_buf(),
         source,
     };
     let file = buf.into_inner().map_err(|e| io(e.into_error()))?;
@@ -132,7 +132,7 @@ fn seal(out: FileOut, path: &PathBuf) -> Result<(u64, String), SinkError> {
 
 enum FileWriter {
     Parquet(Box<parquet::ParquetFile>),
-    Ndjson(ndjson::NdjsonFile),
+    Ndjson(Box<ndjson::NdjsonFile>),
 }
 
 struct OpenFile {
@@ -183,7 +183,12 @@ impl WindowWriter {
             let out = create(&temp)?;
             let writer = match self.opts.format {
                 Format::Parquet => FileWriter::Parquet(Box::new(parquet::ParquetFile::new(out, &self.opts, self.ingested_at, &temp)?)),
-                Format::Ndjson => FileWriter::Ndjson(ndjson::NdjsonFile::new(out, self.opts.compression, self.ingested_at, &temp)?),
+                Format::Ndjson => FileWriter::Ndjson(Box::new(ndjson::NdjsonFile::new(
+                    out,
+                    self.opts.compression,
+                    self.ingested_at,
+                    &temp,
+                )?)),
             };
             self.open.insert(
                 partition.clone(),

@@ -1,0 +1,314 @@
+//! Fixtures shared by the integration tests: an emulator per test on 127.0.0.1:0, a config
+//! pointing at it in a fresh temp dir, running the real binary, and reading the output back
+//! (Parquet through the `parquet` crate's row API, independent of the arrow writer).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use aos_emulator::{EmulatorConfig, EmulatorHandle};
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use serde_json::{Map, Value};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_aos-audit-export");
+
+/// A fixed data start so tests are deterministic.
+pub fn day0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 3, 1, 0, 0, 0).unwrap()
+}
+
+pub fn emu_config(days: u32, per_day: u32) -> EmulatorConfig {
+    let mut c = EmulatorConfig::default();
+    c.data.start = day0();
+    c.data.days = days;
+    c.data.records_per_day = per_day;
+    c.page_size = 100;
+    c
+}
+
+pub async fn start(cfg: EmulatorConfig) -> EmulatorHandle {
+    EmulatorHandle::start(cfg, "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("emulator starts")
+}
+
+/// A temp dir with `config.toml` pointing at `emu`; `extra` is appended (TOML sections).
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Setup {
+    pub fn out(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state/state.db")
+    }
+}
+
+pub fn setup(emu: &EmulatorHandle, export_extra: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), format!("{}\n", aos_emulator::DEMO_CLIENT_SECRET)).unwrap();
+    let config = dir.path().join("config.toml");
+    let toml = format!(
+        r#"[auth]
+token_url = "{token}"
+client_id = "{client}"
+client_secret_file = "{secret}"
+
+[api]
+base_url = "{base}"
+requests_per_second = 0
+retry_initial_backoff = "10ms"
+retry_max_backoff = "200ms"
+
+[export]
+start = "{start}"
+lag = "0s"
+output = "{out}"
+{export_extra}
+
+[state]
+path = "{state}"
+"#,
+        token = emu.token_url(),
+        client = aos_emulator::DEMO_CLIENT_ID,
+        secret = dir.path().join("secret").display(),
+        base = emu.base_url(),
+        start = day0().to_rfc3339(),
+        out = dir.path().join("out").display(),
+        state = dir.path().join("state/state.db").display(),
+    );
+    std::fs::write(&config, toml).unwrap();
+    Setup { dir, config }
+}
+
+/// Runs the binary with `--config` and `args`; environment additions in `env`.
+pub async fn cli(s: &Setup, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg("--config").arg(&s.config).args(args).env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().await.expect("binary runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn assert_ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// Every data file under `out` (skipping hidden and `_` names, as Hive readers do).
+pub fn data_files(out: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    let Ok(parts) = std::fs::read_dir(out) else { return v };
+    for p in parts.flatten() {
+        let name = p.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("dt=") {
+            continue;
+        }
+        for f in std::fs::read_dir(p.path()).unwrap().flatten() {
+            let n = f.file_name().to_string_lossy().into_owned();
+            if !n.starts_with('.') && !n.starts_with('_') {
+                v.push(f.path());
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+/// Files with a staging (`.tmp-`) name anywhere under `out`.
+pub fn staging_files(out: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    let Ok(parts) = std::fs::read_dir(out) else { return v };
+    for p in parts.flatten() {
+        if let Ok(files) = std::fs::read_dir(p.path()) {
+            for f in files.flatten() {
+                if f.file_name().to_string_lossy().starts_with(".tmp-") {
+                    v.push(f.path());
+                }
+            }
+        }
+    }
+    v
+}
+
+/// One output row: the record as the API sent it (rebuilt), and its metadata.
+pub struct Row {
+    pub record: Value,
+    pub record_id: String,
+    pub partition: String,
+}
+
+fn read_ndjson(path: &Path) -> Vec<Row> {
+    use std::io::Read;
+    let raw = std::fs::read(path).unwrap();
+    let name = path.to_string_lossy();
+    let mut text = Vec::new();
+    if name.ends_with(".gz") {
+        flate2::read::GzDecoder::new(raw.as_slice()).read_to_end(&mut text).unwrap();
+    } else if name.ends_with(".zst") {
+        zstd::stream::read::Decoder::new(raw.as_slice())
+            .unwrap()
+            .read_to_end(&mut text)
+            .unwrap();
+    } else {
+        text = raw;
+    }
+    let partition = path.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned();
+    String::from_utf8(text)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: Map<String, Value> = serde_json::from_str(l).expect("each line is JSON");
+            let id = v
+                .remove("_record_id")
+                .and_then(|x| x.as_str().map(str::to_string))
+                .expect("_record_id");
+            assert!(v.remove("_ingested_at").is_some(), "_ingested_at present");
+            Row {
+                record: Value::Object(v),
+                record_id: id,
+                partition: partition.clone(),
+            }
+        })
+        .collect()
+}
+
+fn read_parquet(path: &Path) -> Vec<Row> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::Field;
+    let f = std::fs::File::open(path).unwrap();
+    let reader = SerializedFileReader::new(f).expect("valid parquet");
+    let partition = path.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned();
+    let mut rows = Vec::new();
+    for row in reader.get_row_iter(None).unwrap() {
+        let row = row.unwrap();
+        let mut rec = Map::new();
+        let mut id = String::new();
+        let mut extra: Option<Map<String, Value>> = None;
+        let mut action_time: Option<i64> = None;
+        for (name, field) in row.get_column_iter() {
+            match (name.as_str(), field) {
+                ("_record_id", Field::Str(s)) => id = s.clone(),
+                ("_ingested_at", Field::TimestampMicros(_)) => {}
+                ("_extra", Field::Str(s)) => extra = Some(serde_json::from_str(s).expect("_extra is a JSON object")),
+                ("_extra", Field::Null) => {}
+                ("actionTime", Field::TimestampMicros(us)) => action_time = Some(*us),
+                ("actionTime", Field::Null) => {}
+                ("additionalDetails", Field::Str(s)) => {
+                    rec.insert(name.clone(), serde_json::from_str(s).expect("additionalDetails is JSON"));
+                }
+                (_, Field::Str(s)) => {
+                    rec.insert(name.clone(), Value::String(s.clone()));
+                }
+                (_, Field::Null) => {}
+                (n, other) => panic!("unexpected type for {n}: {other:?}"),
+            }
+        }
+        if let Some(us) = action_time {
+            let t = DateTime::from_timestamp_micros(us).unwrap();
+            rec.insert(
+                "actionTime".into(),
+                Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+            );
+        }
+        if let Some(e) = extra {
+            for (k, v) in e {
+                rec.insert(k, v);
+            }
+        }
+        rows.push(Row {
+            record: Value::Object(rec),
+            record_id: id,
+            partition: partition.clone(),
+        });
+    }
+    rows
+}
+
+pub fn read_all(out: &Path) -> Vec<Row> {
+    data_files(out)
+        .iter()
+        .flat_map(|p| {
+            if p.to_string_lossy().ends_with(".parquet") {
+                read_parquet(p)
+            } else {
+                read_ndjson(p)
+            }
+        })
+        .collect()
+}
+
+/// A comparable form of a record: nulls dropped (Parquet cannot tell absent from null) and
+/// `actionTime` as an exact instant.
+pub fn normalize(v: &Value) -> String {
+    let mut m: Map<String, Value> = v.as_object().cloned().unwrap_or_default();
+    m.retain(|_, v| !v.is_null());
+    if let Some(Value::String(t)) = m.get("actionTime")
+        && let Ok(p) = DateTime::parse_from_rfc3339(t)
+    {
+        let t = p.with_timezone(&Utc);
+        m.insert(
+            "actionTime".into(),
+            Value::String(format!("{}.{:09}", t.timestamp(), t.timestamp_subsec_nanos())),
+        );
+    }
+    let mut keys: Vec<_> = m.keys().cloned().collect();
+    keys.sort();
+    let sorted: Map<String, Value> = keys.into_iter().map(|k| (k.clone(), m[&k].clone())).collect();
+    Value::Object(sorted).to_string()
+}
+
+pub fn multiset<'a>(records: impl IntoIterator<Item = &'a Value>) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for r in records {
+        *m.entry(normalize(r)).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Asserts the output equals the ground truth as a multiset, with a readable diff summary.
+pub fn assert_same_multiset(out: &[Row], truth: &[Value]) {
+    let got = multiset(out.iter().map(|r| &r.record));
+    let want = multiset(truth.iter());
+    let lost: usize = want.iter().map(|(k, n)| n.saturating_sub(*got.get(k).unwrap_or(&0))).sum();
+    let dup: usize = got.iter().map(|(k, n)| n.saturating_sub(*want.get(k).unwrap_or(&0))).sum();
+    assert_eq!(
+        (lost, dup),
+        (0, 0),
+        "lost {lost}, duplicated/unknown {dup}; output {} rows, truth {}",
+        out.len(),
+        truth.len()
+    );
+    assert_eq!(out.len(), truth.len());
+}
+
+/// Count of records that have at least one identical twin in `truth`.
+pub fn twin_records(truth: &[Value]) -> usize {
+    multiset(truth.iter()).values().filter(|n| **n > 1).sum()
+}
+
+pub fn range(days: i64) -> (DateTime<Utc>, DateTime<Utc>) {
+    (day0(), day0() + Duration::days(days))
+}
+
+pub fn status_json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).expect("status --json prints JSON")
+}

@@ -1,0 +1,111 @@
+//! End-to-end export: ground truth as a multiset, idempotent re-runs, window planning,
+//! boundaries, output types.
+
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backfill_equals_ground_truth_parquet() {
+    let emu = start(emu_config(6, 400)).await;
+    let s = setup(&emu, "");
+    let (from, to) = range(6);
+    let o = cli(&s, &["backfill", "--from", "2024-03-01", "--to", "2024-03-07"], &[]).await;
+    assert_ok(&o);
+    let truth = emu.ground_truth(from, to);
+    // The data set must exercise twins and midnight records, or this test proves little.
+    assert!(twin_records(&truth) > 0, "no twins generated");
+    assert!(
+        truth.iter().any(|r| r["actionTime"].as_str().unwrap().ends_with("T00:00:00Z")),
+        "no midnight records"
+    );
+    let rows = read_all(&s.out());
+    assert_same_multiset(&rows, &truth);
+    // Partitioned by the UTC day of actionTime.
+    for r in &rows {
+        let t = r.record["actionTime"].as_str().unwrap();
+        assert_eq!(&r.partition[3..], &t[..10], "record in the wrong partition");
+    }
+    let ids: std::collections::HashSet<_> = rows.iter().map(|r| r.record_id.clone()).collect();
+    assert_eq!(ids.len(), rows.len(), "_record_id is unique");
+    assert!(staging_files(&s.out()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backfill_equals_ground_truth_ndjson_zstd() {
+    let emu = start(emu_config(4, 300)).await;
+    let s = setup(&emu, "format = \"ndjson\"\ncompression = \"zstd\"");
+    let o = cli(&s, &["backfill", "--from", "2024-03-01", "--to", "2024-03-05"], &[]).await;
+    assert_ok(&o);
+    let files = data_files(&s.out());
+    assert!(files.iter().all(|f| f.to_string_lossy().ends_with(".ndjson.zst")), "{files:?}");
+    let (from, to) = range(4);
+    assert_same_multiset(&read_all(&s.out()), &emu.ground_truth(from, to));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn second_run_writes_nothing_new() {
+    let emu = start(emu_config(3, 300)).await;
+    let s = setup(&emu, "lookback = \"2d\"");
+    let now = "2024-03-04T00:00:00Z";
+    let first = cli(&s, &["--now", now, "run"], &[]).await;
+    assert_ok(&first);
+    let files_before = data_files(&s.out());
+    let requests_before = emu.audit_requests();
+    let second = cli(&s, &["--now", "2024-03-04T01:00:00Z", "run"], &[]).await;
+    assert_ok(&second);
+    assert!(stdout(&second).contains("wrote 0 new records"), "{}", stdout(&second));
+    assert!(emu.audit_requests() > requests_before, "the second run re-read the look-back");
+    assert_eq!(data_files(&s.out()), files_before, "no new file");
+    let (from, to) = range(3);
+    assert_same_multiset(&read_all(&s.out()), &emu.ground_truth(from, to));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_days_with_three_day_windows_is_four_windows() {
+    let mut cfg = emu_config(10, 50);
+    cfg.page_size = 10_000;
+    let emu = start(cfg).await;
+    let s = setup(&emu, "window = \"3d\"");
+    assert_ok(&cli(&s, &["backfill", "--from", "2024-03-01", "--to", "2024-03-11"], &[]).await);
+    assert_eq!(emu.audit_requests(), 4, "one single-page request per window");
+    let st = status_json(&cli(&s, &["status", "--json"], &[]).await);
+    assert_eq!(st["streams"][0]["windows_committed"], 4);
+    // Re-running the finished backfill asks the API nothing.
+    assert_ok(&cli(&s, &["backfill", "--from", "2024-03-01", "--to", "2024-03-11"], &[]).await);
+    assert_eq!(emu.audit_requests(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parquet_types_and_unknown_fields_round_trip() {
+    use parquet::basic::{LogicalType, TimeUnit};
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let emu = start(emu_config(10, 400)).await;
+    let s = setup(&emu, "");
+    assert_ok(&cli(&s, &["backfill", "--from", "2024-03-01", "--to", "2024-03-11"], &[]).await);
+    let file = &data_files(&s.out())[0];
+    let reader = SerializedFileReader::new(std::fs::File::open(file).unwrap()).unwrap();
+    let schema = reader.metadata().file_metadata().schema_descr();
+    let col = |name: &str| {
+        (0..schema.num_columns())
+            .map(|i| schema.column(i))
+            .find(|c| c.name() == name)
+            .unwrap()
+    };
+    match col("actionTime").logical_type_ref() {
+        Some(LogicalType::Timestamp(t)) => {
+            assert!(t.is_adjusted_to_u_t_c);
+            assert!(matches!(t.unit, TimeUnit::MICROS));
+        }
+        other => panic!("actionTime logical type {other:?}"),
+    }
+    for name in ["actionName", "additionalDetails", "_record_id", "_extra"] {
+        assert!(matches!(col(name).logical_type_ref(), Some(LogicalType::String)), "{name} is UTF8");
+    }
+    // Records with fields the schema does not know keep them (through `_extra`).
+    let (from, to) = range(10);
+    let truth = emu.ground_truth(from, to);
+    let unknown = truth.iter().filter(|r| r.get("riskScore").is_some()).count();
+    assert!(unknown > 0, "the data set has records with unknown fields");
+    let rows = read_all(&s.out());
+    assert_eq!(rows.iter().filter(|r| r.record.get("riskScore").is_some()).count(), unknown);
+    assert_same_multiset(&rows, &truth);
+}

@@ -1,0 +1,8 @@
+//! Black-box tests: the real binary (or the library, where a test needs to reach inside a run)
+//! against the emulator on 127.0.0.1:0. One module per topic, a fresh temp dir per test.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod config_errors;
+mod export;
