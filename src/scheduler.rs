@@ -227,7 +227,19 @@ impl Exporter {
         )
         .buffered(e.concurrency);
         while let Some(res) = results.next().await {
-            let o = res?;
+            let o = match res {
+                Ok(o) => o,
+                Err(e) => {
+                    // Later windows may be published but, with this one missing, can never
+                    // commit in order: stop them and delete their files now rather than leave
+                    // them visible until the next run.
+                    drop(results);
+                    if let Err(re) = self.recover().await {
+                        tracing::warn!(error = %re, "could not clean up uncommitted windows; the next run will");
+                    }
+                    return Err(e);
+                }
+            };
             // Nothing between publishing (inside export_window) and this commit checks for
             // cancellation: a published window is committed whenever its predecessors are.
             let wm = self.checkpoint.watermark(&stream.id)?;

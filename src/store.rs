@@ -201,7 +201,8 @@ impl Store {
                     let dir = root.join(part);
                     let entries = match std::fs::read_dir(&dir) {
                         Ok(e) => e,
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        // No folder (or something else in its place) holds none of our files.
+                        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => continue,
                         Err(source) => return Err(StoreError::Io { path: dir, source }),
                     };
                     for entry in entries.flatten() {

@@ -5,4 +5,5 @@
 mod common;
 
 mod config_errors;
+mod crash;
 mod export;

@@ -1,0 +1,157 @@
+//! Exactly-once under crashes and failures: SIGKILL at random moments, look-back overlaps,
+//! an unwritable output, and `verify`.
+
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+
+use crate::common::*;
+
+/// Kills a backfill (SIGKILL, real child process) at random moments at least `kills` times,
+/// then lets it finish; the output must equal the ground truth as a multiset.
+async fn kill_and_finish(export_extra: &str, days: u32, seed: u64) {
+    let mut cfg = emu_config(days, 300);
+    cfg.page_size = 30;
+    cfg.latency = Duration::from_millis(25);
+    let emu = start(cfg).await;
+    let s = setup(&emu, &format!("concurrency = 2\n{export_extra}"));
+    let to = format!("2024-03-{:02}", 1 + days);
+    let args = [
+        "--config",
+        s.config.to_str().unwrap(),
+        "backfill",
+        "--from",
+        "2024-03-01",
+        "--to",
+        to.as_str(),
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut kills = 0;
+    while kills < 20 {
+        let mut child = tokio::process::Command::new(BIN)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let delay = Duration::from_millis(rng.random_range(20..250));
+        tokio::select! {
+            status = child.wait() => {
+                let status = status.unwrap();
+                assert!(status.success(), "a run between kills failed: {status:?}");
+                panic!("the backfill finished after only {kills} kills; make the workload larger");
+            }
+            _ = tokio::time::sleep(delay) => {
+                child.kill().await.unwrap();
+                kills += 1;
+            }
+        }
+    }
+    let o = cli(&s, &["backfill", "--from", "2024-03-01", "--to", &to], &[]).await;
+    assert_ok(&o);
+    let (from, to) = range(days as i64);
+    let truth = emu.ground_truth(from, to);
+    let rows = read_all(&s.out());
+    assert!(twin_records(&truth) > 0);
+    assert_same_multiset(&rows, &truth);
+    assert!(staging_files(&s.out()).is_empty(), "no staging files left");
+    // Every file on disk is in the manifest and matches it.
+    let v = cli(&s, &["verify"], &[]).await;
+    assert_ok(&v);
+    assert!(
+        stdout(&v).contains(&format!("verified {} files", data_files(&s.out()).len())),
+        "{}",
+        stdout(&v)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_during_backfill_parquet() {
+    kill_and_finish("", 30, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_during_backfill_ndjson() {
+    kill_and_finish("format = \"ndjson\"", 30, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn overlapping_lookback_rereads_add_no_duplicates() {
+    let emu = start(emu_config(4, 300)).await;
+    let s = setup(&emu, "window = \"6h\"\nlookback = \"1d\"");
+    let mut rereads = 0;
+    for now in [
+        "2024-03-01T13:00:00Z",
+        "2024-03-02T00:00:00Z",
+        "2024-03-02T07:30:00Z",
+        "2024-03-03T12:00:00Z",
+        "2024-03-05T00:00:00Z",
+    ] {
+        let o = cli(&s, &["--now", now, "run"], &[]).await;
+        assert_ok(&o);
+        let out = stdout(&o);
+        let n: u64 = out.split(" fetched, ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+        rereads += n;
+    }
+    assert!(rereads > 500, "the look-back re-read records ({rereads})");
+    let (from, to) = range(4);
+    assert_same_multiset(&read_all(&s.out()), &emu.ground_truth(from, to));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unwritable_partition_fails_cleanly_and_resumes() {
+    let emu = start(emu_config(5, 200)).await;
+    let s = setup(&emu, "concurrency = 3");
+    std::fs::create_dir_all(s.out()).unwrap();
+    // A file where the partition folder must go: every write into it fails (as on a full or
+    // read-only disk), while the days before it succeed.
+    let obstacle = s.out().join("dt=2024-03-03");
+    std::fs::write(&obstacle, b"not a folder").unwrap();
+    let o = cli(&s, &["backfill", "--from", "2024-03-01", "--to", "2024-03-06"], &[]).await;
+    assert_eq!(o.status.code(), Some(5), "output errors exit 5: {}", stderr(&o));
+    let err = stderr(&o);
+    let last = err.trim_end().lines().last().unwrap();
+    assert!(last.starts_with("error: ") && last.contains("dt=2024-03-03"), "{err}");
+    let st = status_json(&cli(&s, &["status", "--json"], &[]).await);
+    assert_eq!(
+        st["streams"][0]["watermark"], "2024-03-03T00:00:00Z",
+        "checkpoint stops before the failed window"
+    );
+    assert_eq!(st["pending_attempts"], 0, "uncommitted later windows were cleaned up");
+    let parts: Vec<String> = data_files(&s.out())
+        .iter()
+        .map(|p| p.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        parts.iter().all(|p| p == "dt=2024-03-01" || p == "dt=2024-03-02"),
+        "only committed windows are visible: {parts:?}"
+    );
+    assert!(staging_files(&s.out()).is_empty());
+    std::fs::remove_file(&obstacle).unwrap();
+    assert_ok(&cli(&s, &["backfill", "--from", "2024-03-01", "--to", "2024-03-06"], &[]).await);
+    let (from, to) = range(5);
+    assert_same_multiset(&read_all(&s.out()), &emu.ground_truth(from, to));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_detects_a_changed_file_and_status_lists_partitions() {
+    let emu = start(emu_config(2, 200)).await;
+    let s = setup(&emu, "");
+    assert_ok(&cli(&s, &["backfill", "--from", "2024-03-01", "--to", "2024-03-03"], &[]).await);
+    let st = stdout(&cli(&s, &["status"], &[]).await);
+    assert!(st.contains("dt=2024-03-01") && st.contains("dt=2024-03-02"), "{st}");
+    let rows_day1 = read_all(&s.out()).iter().filter(|r| r.partition == "dt=2024-03-01").count();
+    assert!(
+        st.lines()
+            .any(|l| l.contains("dt=2024-03-01") && l.contains(&format!(" {rows_day1} rows"))),
+        "{st}"
+    );
+    assert_ok(&cli(&s, &["verify"], &[]).await);
+    let f = &data_files(&s.out())[0];
+    let mut bytes = std::fs::read(f).unwrap();
+    bytes[10] ^= 0xff;
+    std::fs::write(f, bytes).unwrap();
+    let v = cli(&s, &["verify"], &[]).await;
+    assert_eq!(v.status.code(), Some(7));
+    assert!(stdout(&v).contains("MISMATCH") && stdout(&v).contains(&f.file_name().unwrap().to_string_lossy().into_owned()));
+}
