@@ -119,7 +119,7 @@ pub fn data_files(out: &Path) -> Vec<PathBuf> {
     let Ok(parts) = std::fs::read_dir(out) else { return v };
     for p in parts.flatten() {
         let name = p.file_name().to_string_lossy().into_owned();
-        if !name.starts_with("dt=") {
+        if !name.starts_with("dt=") || !p.path().is_dir() {
             continue;
         }
         for f in std::fs::read_dir(p.path()).unwrap().flatten() {
