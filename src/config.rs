@@ -819,6 +819,34 @@ mod tests {
     }
 
     #[test]
+    fn environments_and_regions_pick_documented_endpoints() {
+        let mut c = base();
+        for (env, url) in [
+            ("gov", "https://identity-gov.avepointonlineservices.com/connect/token"),
+            ("aos2", "https://identity-aos2.avepointonlineservices.com/connect/token"),
+            ("fedramp", "https://identity.online15.net/connect/token"),
+        ] {
+            c.auth.environment = env.into();
+            assert_eq!(c.validate(Utc::now()).unwrap().auth.token_url.as_str(), url);
+        }
+        c.auth.environment = "mars".into();
+        assert!(c.validate(Utc::now()).unwrap_err().to_string().starts_with("auth.environment"));
+        c.auth.environment = "commercial".into();
+        c.api.region = "de".into();
+        assert_eq!(
+            c.validate(Utc::now()).unwrap().api.base_url.as_str(),
+            "https://graph-de.avepointonlineservices.com/"
+        );
+        c.api.region = "xx".into();
+        assert!(c.validate(Utc::now()).unwrap_err().to_string().starts_with("api.region"));
+        c.auth.token_url = Some("https://login.example.com/connect/token".into());
+        c.api.base_url = Some("https://graph.example.com".into());
+        let s = c.validate(Utc::now()).unwrap();
+        assert_eq!(s.auth.token_url.host_str(), Some("login.example.com"));
+        assert_eq!(s.api.base_url.host_str(), Some("graph.example.com"));
+    }
+
+    #[test]
     fn stream_ids_are_stable_and_distinct() {
         let a = stream_id(None, &["Portal".into()], &[]);
         assert_eq!(a, stream_id(None, &["Portal".into()], &[]));

@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod certs;
 mod config_errors;
 mod crash;
 mod export;
