@@ -8,3 +8,4 @@ mod certs;
 mod config_errors;
 mod crash;
 mod export;
+mod resilience;
