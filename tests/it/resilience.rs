@@ -30,7 +30,7 @@ async fn late_arrival(max_delay_h: i64, lag: &str, lookback: &str) -> (usize, us
     let mut cfg = emu_config(2, 300);
     cfg.data.max_delay = chrono::Duration::hours(max_delay_h);
     let emu = start(cfg).await;
-    let s = setup(&emu, &format!("window = \"6h\""));
+    let s = setup(&emu, "window = \"6h\"");
     let mut raw = aos_audit_export::config::load(Some(&s.config), &[]).unwrap();
     raw.export.lag = lag.into();
     raw.export.lookback = lookback.into();
