@@ -1,1 +1,111 @@
-fn main() {}
+//! Throughput and peak memory of fingerprint + dedup + encode for one 1,000,000-record window.
+//!
+//! `cargo bench --bench pipeline` runs each case in a child process (so peak RSS, read from
+//! /proc/self/status VmHWM, is the case's own) and prints records/s and peak memory. Records
+//! come from the emulator's generator in pages of 10,000, the way a window arrives from the API.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use aos_audit_export::config::{Compression, Format};
+use aos_audit_export::pipeline::{Deduper, parse_action_time};
+use aos_audit_export::sink::{OutRecord, SinkOptions, WindowWriter};
+use aos_emulator::DataSpec;
+use chrono::{Duration, TimeZone, Utc};
+
+const RECORDS: usize = 1_000_000;
+const PAGE: u32 = 10_000;
+
+fn kib(field: &str) -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn run_case(case: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = match case {
+        "parquet" => Some(SinkOptions {
+            format: Format::Parquet,
+            compression: Compression::Zstd(3),
+            row_group_rows: 100_000,
+            file_max_rows: 1_000_000,
+            file_max_bytes: 1 << 40,
+        }),
+        "ndjson" => Some(SinkOptions {
+            format: Format::Ndjson,
+            compression: Compression::None,
+            row_group_rows: 100_000,
+            file_max_rows: 1_000_000,
+            file_max_bytes: 1 << 40,
+        }),
+        _ => None,
+    };
+    let base = kib("VmRSS:");
+    let root = dir.path().to_path_buf();
+    let mut writer = sink.map(|s| WindowWriter::new(s, "bench".into(), Utc::now(), Box::new(move |rel: &str| root.join(rel))));
+    let mut dedup = Deduper::new(HashSet::new());
+    let mut ids = Vec::with_capacity(RECORDS);
+    let mut gen_secs = 0.0;
+    let started = Instant::now();
+    let mut n = 0;
+    let mut page = 0u64;
+    while n < RECORDS {
+        // A page of records: 7 days' worth of partitions, like a 7-day window.
+        let g = Instant::now();
+        let spec = DataSpec {
+            seed: page,
+            start: Utc.with_ymd_and_hms(2024, 3, 1, 0, 0, 0).unwrap(),
+            days: 7,
+            records_per_day: PAGE,
+            max_delay: Duration::zero(),
+        };
+        let recs = aos_emulator::data::generate_day(&spec, (page % 7) as u32);
+        gen_secs += g.elapsed().as_secs_f64();
+        for r in &recs {
+            let t = r.json["actionTime"].as_str().and_then(parse_action_time);
+            let (id, new) = dedup.admit(&r.json);
+            if new {
+                if let Some(w) = writer.as_mut() {
+                    w.write(OutRecord {
+                        value: &r.json,
+                        id: &id,
+                        time: t,
+                    })
+                    .unwrap();
+                }
+                ids.push((id, t.map(|t| t.timestamp_micros())));
+            }
+        }
+        n += recs.len();
+        page += 1;
+    }
+    let files = writer.map(|w| w.finish().unwrap()).unwrap_or_default();
+    let secs = started.elapsed().as_secs_f64() - gen_secs;
+    let bytes: u64 = files.iter().map(|f| f.bytes).sum();
+    println!(
+        "{case:<8} {n} records, {} new, {:>9.0} records/s (excluding generation), peak RSS {:.0} MiB (+{:.0} MiB over start), {} files, {:.1} MiB",
+        ids.len(),
+        n as f64 / secs,
+        kib("VmHWM:") as f64 / 1024.0,
+        (kib("VmHWM:").saturating_sub(base)) as f64 / 1024.0,
+        files.len(),
+        bytes as f64 / 1048576.0
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(pos) = args.iter().position(|a| a == "--case") {
+        run_case(&args[pos + 1]);
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    for case in ["dedup", "parquet", "ndjson"] {
+        let st = std::process::Command::new(&exe).args(["--case", case]).status().unwrap();
+        assert!(st.success());
+    }
+}

@@ -188,6 +188,8 @@ pub struct ExportSection {
     pub row_group_rows: usize,
     /// A file is rolled over after this many rows.
     pub file_max_rows: usize,
+    /// ... or once it holds about this many bytes (e.g. 256MiB).
+    pub file_max_bytes: String,
     /// Windows fetched at once (backfill and catch-up runs).
     pub concurrency: usize,
     /// Give up a run after this long (committed windows stay committed); empty = no deadline.
@@ -207,6 +209,7 @@ impl Default for ExportSection {
             zstd_level: 3,
             row_group_rows: 100_000,
             file_max_rows: 1_000_000,
+            file_max_bytes: "512MiB".into(),
             concurrency: 4,
             run_deadline: None,
         }
@@ -390,6 +393,7 @@ pub struct ExportSettings {
     pub output: String,
     pub row_group_rows: usize,
     pub file_max_rows: usize,
+    pub file_max_bytes: u64,
     pub concurrency: usize,
     pub run_deadline: Option<std::time::Duration>,
 }
@@ -420,6 +424,31 @@ pub const REGIONS: &[&str] = &["au", "sg", "ca", "ne", "we", "fr", "de", "jp", "
 /// Parses `1d`, `15m`, `500ms`, `2h 30m`… into a duration.
 pub fn parse_duration(key: &'static str, s: &str) -> Result<std::time::Duration, ConfigError> {
     humantime::parse_duration(s.trim()).map_err(|e| invalid(key, format!("invalid duration {s:?} ({e}); use e.g. 15m, 2h, 1d")))
+}
+
+/// Parses `512MiB`, `64MB`, `1GiB`, `1000000` (bytes).
+pub fn parse_size(key: &'static str, s: &str) -> Result<u64, ConfigError> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| invalid(key, format!("invalid size {s:?}; use e.g. 256MiB")))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "kib" | "k" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" | "m" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" | "g" => 1 << 30,
+        other => return Err(invalid(key, format!("unknown size unit {other:?} in {s:?}; use B, KiB, MiB, GiB"))),
+    };
+    let v = n.checked_mul(mult).ok_or_else(|| invalid(key, format!("{s:?} is too large")))?;
+    if v == 0 {
+        return Err(invalid(key, "must be > 0"));
+    }
+    Ok(v)
 }
 
 fn parse_chrono(key: &'static str, s: &str) -> Result<chrono::Duration, ConfigError> {
@@ -702,6 +731,7 @@ impl RawConfig {
             output: e.output.trim().to_string(),
             row_group_rows: e.row_group_rows,
             file_max_rows: e.file_max_rows,
+            file_max_bytes: parse_size("export.file_max_bytes", &e.file_max_bytes)?,
             concurrency: e.concurrency,
             run_deadline: match &e.run_deadline {
                 Some(d) if !d.trim().is_empty() => Some(parse_duration("export.run_deadline", d)?),
@@ -844,6 +874,15 @@ mod tests {
         let s = c.validate(Utc::now()).unwrap();
         assert_eq!(s.auth.token_url.host_str(), Some("login.example.com"));
         assert_eq!(s.api.base_url.host_str(), Some("graph.example.com"));
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("k", "512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("k", "64 MB").unwrap(), 64_000_000);
+        assert_eq!(parse_size("k", "1000").unwrap(), 1000);
+        assert!(parse_size("k", "12 parsecs").is_err());
+        assert!(parse_size("k", "0").is_err());
     }
 
     #[test]

@@ -75,6 +75,7 @@ impl Exporter {
             compression: settings.export.compression,
             row_group_rows: settings.export.row_group_rows,
             file_max_rows: settings.export.file_max_rows,
+            file_max_bytes: settings.export.file_max_bytes,
         };
         let ex = Exporter {
             settings,

@@ -36,6 +36,9 @@ pub struct SinkOptions {
     pub compression: Compression,
     pub row_group_rows: usize,
     pub file_max_rows: usize,
+    /// A file is rolled over once about this many bytes are written (encoded, before the
+    /// footer); Parquet counts its buffered row group too.
+    pub file_max_bytes: u64,
 }
 
 impl SinkOptions {
@@ -83,6 +86,10 @@ impl<W: Write> HashingWriter<W> {
             hasher: Sha256::new(),
             bytes: 0,
         }
+    }
+    /// Bytes written so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
     pub fn finish(self) -> (W, u64, String) {
         (self.inner, self.bytes, hex::encode(self.hasher.finalize()))
@@ -206,7 +213,11 @@ impl WindowWriter {
             FileWriter::Ndjson(n) => n.write(&rec, &f.temp)?,
         }
         f.rows += 1;
-        if f.rows >= self.opts.file_max_rows as u64 {
+        let size = match &f.writer {
+            FileWriter::Parquet(p) => p.approx_bytes(),
+            FileWriter::Ndjson(n) => n.approx_bytes(),
+        };
+        if f.rows >= self.opts.file_max_rows as u64 || size >= self.opts.file_max_bytes {
             let f = self.open.remove(&partition).expect("present");
             self.close(partition, f)?;
         }

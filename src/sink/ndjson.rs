@@ -74,6 +74,15 @@ impl NdjsonFile {
         w.write_all(&self.line).map_err(io(path))
     }
 
+    /// Compressed bytes written so far (the encoders' buffers aside).
+    pub fn approx_bytes(&self) -> u64 {
+        match &self.enc {
+            Enc::Plain(w) => w.bytes(),
+            Enc::Gzip(w) => w.get_ref().bytes(),
+            Enc::Zstd(w) => w.get_ref().bytes(),
+        }
+    }
+
     pub fn close(self, path: &Path) -> Result<FileOut, SinkError> {
         match self.enc {
             Enc::Plain(w) => Ok(w),

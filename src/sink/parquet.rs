@@ -209,6 +209,11 @@ impl ParquetFile {
         Ok(())
     }
 
+    /// Bytes written plus the encoded size of the row group being built.
+    pub fn approx_bytes(&self) -> u64 {
+        (self.writer.bytes_written() + self.writer.in_progress_size()) as u64
+    }
+
     /// Writes the footer (without it the file is not valid Parquet) and returns the file.
     pub fn close(mut self, path: &Path) -> Result<FileOut, SinkError> {
         self.flush_batch(path)?;

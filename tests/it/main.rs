@@ -7,5 +7,7 @@ mod common;
 mod certs;
 mod config_errors;
 mod crash;
+mod daemon;
 mod export;
+mod object_store;
 mod resilience;
