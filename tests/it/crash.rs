@@ -155,3 +155,42 @@ async fn verify_detects_a_changed_file_and_status_lists_partitions() {
     assert_eq!(v.status.code(), Some(7));
     assert!(stdout(&v).contains("MISMATCH") && stdout(&v).contains(&f.file_name().unwrap().to_string_lossy().into_owned()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_at_a_consistent_checkpoint() {
+    let mut cfg = emu_config(10, 200);
+    cfg.page_size = 50;
+    cfg.latency = Duration::from_millis(40);
+    let emu = start(cfg).await;
+    let s = setup(&emu, "concurrency = 2");
+    let child = tokio::process::Command::new(BIN)
+        .args([
+            "--config",
+            s.config.to_str().unwrap(),
+            "backfill",
+            "--from",
+            "2024-03-01",
+            "--to",
+            "2024-03-11",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while emu.audit_requests() < 12 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let out = child.wait_with_output().await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    let st = status_json(&cli(&s, &["status", "--json"], &[]).await);
+    assert_eq!(st["runs"][0]["status"], "interrupted");
+    assert_eq!(st["pending_attempts"], 0, "the interrupted windows left nothing behind");
+    assert!(staging_files(&s.out()).is_empty());
+    assert_ok(&cli(&s, &["backfill", "--from", "2024-03-01", "--to", "2024-03-11"], &[]).await);
+    let (from, to) = range(10);
+    assert_same_multiset(&read_all(&s.out()), &emu.ground_truth(from, to));
+}
