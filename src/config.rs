@@ -207,7 +207,7 @@ impl Default for ExportSection {
             output: "./out".into(),
             compression: None,
             zstd_level: 3,
-            row_group_rows: 100_000,
+            row_group_rows: 50_000,
             file_max_rows: 1_000_000,
             file_max_bytes: "512MiB".into(),
             concurrency: 4,

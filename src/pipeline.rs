@@ -54,41 +54,44 @@ pub fn place(record: &Value, window: &Window) -> Placement {
 }
 
 /// Writes `v` as canonical JSON: keys sorted, no insignificant whitespace.
-pub fn canonical_json(v: &Value, out: &mut String) {
+pub fn canonical_json(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
+            let mut entries: Vec<(&String, &Value)> = m.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&serde_json::to_string(k).expect("string serializes"));
-                out.push(':');
-                canonical_json(&m[k], out);
+                serde_json::to_writer(&mut *out, k).expect("writing to a Vec cannot fail");
+                out.push(b':');
+                canonical_json(v, out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(xs) => {
-            out.push('[');
+            out.push(b'[');
             for (i, x) in xs.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 canonical_json(x, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        other => out.push_str(&serde_json::to_string(other).expect("scalar serializes")),
+        other => serde_json::to_writer(&mut *out, other).expect("writing to a Vec cannot fail"),
     }
 }
 
 /// Multiset deduplication for one read of one window.
+///
+/// Memory per record read: one 16-byte content key and a counter (identical records share
+/// one entry); the committed ids are only looked up, never added to.
 pub struct Deduper {
     known: HashSet<RecordId>,
-    occurrences: HashMap<[u8; 32], u32>,
-    buf: String,
+    occurrences: HashMap<u128, u32>,
+    buf: Vec<u8>,
 }
 
 impl Deduper {
@@ -97,7 +100,7 @@ impl Deduper {
         Deduper {
             known,
             occurrences: HashMap::new(),
-            buf: String::with_capacity(2048),
+            buf: Vec::with_capacity(2048),
         }
     }
 
@@ -105,8 +108,9 @@ impl Deduper {
     pub fn admit(&mut self, record: &Value) -> (RecordId, bool) {
         self.buf.clear();
         canonical_json(record, &mut self.buf);
-        let content: [u8; 32] = Sha256::digest(self.buf.as_bytes()).into();
-        let n = self.occurrences.entry(content).or_insert(0);
+        let content: [u8; 32] = Sha256::digest(&self.buf).into();
+        let key = u128::from_le_bytes(content[..16].try_into().expect("16 bytes"));
+        let n = self.occurrences.entry(key).or_insert(0);
         let occurrence = *n;
         *n += 1;
         let mut h = Sha256::new();
@@ -115,7 +119,9 @@ impl Deduper {
         let full: [u8; 32] = h.finalize().into();
         let mut id = [0u8; 16];
         id.copy_from_slice(&full[..16]);
-        let new = self.known.insert(id);
+        // Twins get distinct occurrence numbers, so an id can repeat within one read only if
+        // it was committed before: a lookup is enough.
+        let new = !self.known.contains(&id);
         (id, new)
     }
 }
@@ -127,9 +133,12 @@ mod tests {
 
     #[test]
     fn canonical_json_sorts_keys_recursively() {
-        let mut s = String::new();
+        let mut s = Vec::new();
         canonical_json(&json!({"b": 1, "a": {"d": [1, {"z": null, "y": "é\n\""}], "c": true}}), &mut s);
-        assert_eq!(s, r#"{"a":{"c":true,"d":[1,{"y":"é\n\"","z":null}]},"b":1}"#);
+        assert_eq!(
+            String::from_utf8(s).unwrap(),
+            r#"{"a":{"c":true,"d":[1,{"y":"é\n\"","z":null}]},"b":1}"#
+        );
     }
 
     #[test]

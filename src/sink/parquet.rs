@@ -49,6 +49,8 @@ pub const FIELDS: [&str; 20] = [
 const ACTION_TIME: usize = 3;
 const ADDITIONAL_DETAILS: usize = 19;
 const BATCH_ROWS: usize = 8192;
+/// Estimated encoded size at which a row group is flushed whatever its row count.
+pub const ROW_GROUP_MAX_BYTES: usize = 16 << 20;
 
 fn ts_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
@@ -102,6 +104,8 @@ impl ParquetFile {
         let props = WriterProperties::builder()
             .set_compression(compression)
             .set_max_row_group_row_count(Some(opts.row_group_rows))
+            // A window spans up to 8 partitions, each with a row group in memory: cap each.
+            .set_max_row_group_bytes(Some(ROW_GROUP_MAX_BYTES))
             .set_created_by(format!("aos-audit-export {}", env!("CARGO_PKG_VERSION")))
             .build();
         let schema = schema();
