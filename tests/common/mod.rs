@@ -95,6 +95,27 @@ pub async fn cli(s: &Setup, args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().await.expect("binary runs")
 }
 
+/// Starts the binary in the background with `--config` and `args` (stdout discarded, stderr
+/// captured); killed if the test drops it.
+pub fn spawn(s: &Setup, args: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&s.config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("binary starts")
+}
+
+/// Sends SIGTERM to a child.
+pub fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("running").to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

@@ -16,24 +16,11 @@ async fn kill_and_finish(export_extra: &str, days: u32, seed: u64) {
     let emu = start(cfg).await;
     let s = setup(&emu, &format!("concurrency = 2\n{export_extra}"));
     let to = format!("2024-03-{:02}", 1 + days);
-    let args = [
-        "--config",
-        s.config.to_str().unwrap(),
-        "backfill",
-        "--from",
-        "2024-03-01",
-        "--to",
-        to.as_str(),
-    ];
+    let args = ["backfill", "--from", "2024-03-01", "--to", to.as_str()];
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut kills = 0;
     while kills < 20 {
-        let mut child = tokio::process::Command::new(BIN)
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn(&s, &args);
         let delay = Duration::from_millis(rng.random_range(20..250));
         tokio::select! {
             status = child.wait() => {
@@ -163,25 +150,11 @@ async fn sigterm_stops_at_a_consistent_checkpoint() {
     cfg.latency = Duration::from_millis(40);
     let emu = start(cfg).await;
     let s = setup(&emu, "concurrency = 2");
-    let child = tokio::process::Command::new(BIN)
-        .args([
-            "--config",
-            s.config.to_str().unwrap(),
-            "backfill",
-            "--from",
-            "2024-03-01",
-            "--to",
-            "2024-03-11",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn(&s, &["backfill", "--from", "2024-03-01", "--to", "2024-03-11"]);
     while emu.audit_requests() < 12 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let pid = child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    sigterm(&child);
     let out = child.wait_with_output().await.unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{err}");

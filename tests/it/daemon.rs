@@ -16,13 +16,7 @@ async fn daemon_runs_on_schedule_serves_metrics_and_stops_on_sigterm() {
         format!("{text}\n[schedule]\ncron = \"* * * * * *\"\n[daemon]\nlisten = \"127.0.0.1:{port}\"\n"),
     )
     .unwrap();
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["--config", s.config.to_str().unwrap(), "daemon"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = spawn(&s, &["daemon"]);
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     let mut metrics = String::new();
@@ -50,8 +44,7 @@ async fn daemon_runs_on_schedule_serves_metrics_and_stops_on_sigterm() {
     assert_eq!(http.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
     let (from, to) = range(2);
     assert_same_multiset(&read_all(&s.out()), &emu.ground_truth(from, to));
-    let pid = child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    sigterm(&child);
     let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
         .await
         .expect("daemon stops")

@@ -163,20 +163,7 @@ async fn second_instance_exits_at_once() {
     cfg.latency = Duration::from_millis(100);
     let emu = start(cfg).await;
     let s = setup(&emu, "concurrency = 1");
-    let mut first = tokio::process::Command::new(BIN)
-        .args([
-            "--config",
-            s.config.to_str().unwrap(),
-            "backfill",
-            "--from",
-            "2024-03-01",
-            "--to",
-            "2024-03-11",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = spawn(&s, &["backfill", "--from", "2024-03-01", "--to", "2024-03-11"]);
     // Wait until the first one holds the state.
     for _ in 0..100 {
         if emu.audit_requests() > 0 {
