@@ -130,7 +130,7 @@ async fn verify_detects_a_changed_file_and_status_lists_partitions() {
     let rows_day1 = read_all(&s.out()).iter().filter(|r| r.partition == "dt=2024-03-01").count();
     assert!(
         st.lines()
-            .any(|l| l.contains("dt=2024-03-01") && l.contains(&format!(" {rows_day1} rows"))),
+            .any(|l| l.contains("dt=2024-03-01") && l.contains(&format!("rows {rows_day1:>10}"))),
         "{st}"
     );
     assert_ok(&cli(&s, &["verify"], &[]).await);
