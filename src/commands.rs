@@ -230,7 +230,7 @@ fn status(raw: &RawConfig, json: bool) -> anyhow::Result<u8> {
     );
     for p in &r.partitions {
         println!(
-            "  {:<16} {:>4} files {:>10} rows {:>10}",
+            "  {:<16} files {:>4}  rows {:>10}  {:>10}",
             p.partition,
             p.files,
             p.rows,
