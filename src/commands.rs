@@ -176,6 +176,16 @@ fn print_summary(command: &str, ex: &Exporter, s: &RunSummary) {
     }
 }
 
+/// `3d 04h`, `2h 05m`, `0h 12m`.
+fn human_lag(d: chrono::Duration) -> String {
+    let m = d.num_minutes().max(0);
+    if m >= 48 * 60 {
+        format!("{}d {:02}h", m / 1440, (m % 1440) / 60)
+    } else {
+        format!("{}h {:02}m", m / 60, m % 60)
+    }
+}
+
 fn human_bytes(b: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = b as f64;
@@ -204,13 +214,11 @@ fn status(raw: &RawConfig, json: bool) -> anyhow::Result<u8> {
         };
         match s.watermark {
             Some(w) => {
-                let lag = now - w;
                 println!(
-                    "stream {} ({filters}): exported up to {} ({}h{:02}m behind now), {} windows, {} records, {} dedup keys",
+                    "stream {} ({filters}): exported up to {} ({} behind now), {} windows, {} records, {} dedup keys",
                     s.id,
                     w.to_rfc3339(),
-                    lag.num_hours(),
-                    lag.num_minutes() % 60,
+                    human_lag(now - w),
                     s.windows_committed,
                     s.records_written,
                     s.dedup_keys
