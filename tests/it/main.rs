@@ -11,3 +11,4 @@ mod daemon;
 mod export;
 mod object_store;
 mod resilience;
+mod s3;
