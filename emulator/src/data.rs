@@ -196,3 +196,91 @@ fn random_record(rng: &mut ChaCha8Rng, day_start: DateTime<Utc>, n: usize) -> (D
     }
     (time, ptype, Value::Object(m))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(seed: u64, per_day: u32) -> DataSpec {
+        DataSpec {
+            seed,
+            start: Utc.with_ymd_and_hms(2024, 3, 1, 5, 0, 0).unwrap(),
+            days: 3,
+            records_per_day: per_day,
+            max_delay: Duration::zero(),
+        }
+    }
+
+    #[test]
+    fn same_seed_same_day_same_records() {
+        let a: Vec<Value> = generate_day(&spec(7, 500), 1).into_iter().map(|r| r.json).collect();
+        let b: Vec<Value> = generate_day(&spec(7, 500), 1).into_iter().map(|r| r.json).collect();
+        let c: Vec<Value> = generate_day(&spec(8, 500), 1).into_iter().map(|r| r.json).collect();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        // A day's records do not depend on how many days were generated.
+        let mut longer = spec(7, 500);
+        longer.days = 30;
+        assert_eq!(a, generate_day(&longer, 1).into_iter().map(|r| r.json).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn realistic_shape() {
+        let recs = generate_day(&spec(1, 5000), 0);
+        assert_eq!(recs.len(), 5000);
+        let day = midnight(spec(1, 1).start);
+        assert!(recs.iter().all(|r| r.time >= day && r.time < day + Duration::days(1)));
+        let mut counts = std::collections::HashMap::new();
+        for r in &recs {
+            *counts.entry(r.json.to_string()).or_insert(0) += 1;
+        }
+        let twins: usize = counts.values().filter(|n| **n > 1).map(|n| n - 1).sum();
+        assert!((50..=150).contains(&twins), "~2% twins, got {twins}");
+        let has = |f: &dyn Fn(&Value) -> bool| recs.iter().any(|r| f(&r.json));
+        assert!(
+            has(&|v| v["actionTime"].as_str().unwrap().len() == "2024-03-01T00:00:00.1234567Z".len()),
+            "7-digit fractions"
+        );
+        assert!(has(&|v| v.get("riskScore").is_some()), "unknown fields");
+        assert!(has(&|v| v["additionalDetails"].is_object()), "additionalDetails objects");
+        assert!(has(&|v| v
+            .get("comment")
+            .and_then(Value::as_str)
+            .is_some_and(|c| c.contains('\n') && c.contains('"') && !c.is_ascii())));
+        for field in [
+            "actionName",
+            "actionUser",
+            "actionParameters",
+            "controllerName",
+            "product",
+            "geoLocation",
+            "status",
+            "objectType",
+            "operationType",
+            "module",
+            "functionality",
+            "objectName",
+            "clientIP",
+            "previousValue",
+            "currentValue",
+            "partnerTenantOwner",
+            "action",
+        ] {
+            assert!(has(&|v| v.get(field).is_some()), "{field} generated");
+        }
+        // Not sorted.
+        assert!(recs.windows(2).any(|w| w[0].time > w[1].time));
+    }
+
+    #[test]
+    fn late_arrival_is_bounded() {
+        let mut s = spec(3, 1000);
+        s.max_delay = Duration::hours(2);
+        let recs = generate_day(&s, 0);
+        assert!(
+            recs.iter()
+                .all(|r| r.visible_at >= r.time && r.visible_at <= r.time + Duration::hours(2))
+        );
+        assert!(recs.iter().any(|r| r.visible_at > r.time + Duration::minutes(30)));
+    }
+}
