@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod azure;
 mod certs;
 mod config_errors;
 mod crash;
