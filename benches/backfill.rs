@@ -22,12 +22,12 @@ fn env(name: &str, default: u64) -> u64 {
 }
 
 async fn exporter(emu: &EmulatorHandle, dir: &std::path::Path, concurrency: usize) -> Exporter {
-    let mut raw = RawConfig::default();
-    raw.auth.client_id = Some(aos_emulator::DEMO_CLIENT_ID.into());
-    raw.auth.client_secret = Some(aos_emulator::DEMO_CLIENT_SECRET.into());
-    raw.auth.token_url = Some(emu.token_url());
-    raw.api.base_url = Some(emu.base_url());
-    raw.api.requests_per_second = 0.0;
+    let mut raw = RawConfig::local(
+        emu.token_url(),
+        emu.base_url(),
+        aos_emulator::DEMO_CLIENT_ID,
+        aos_emulator::DEMO_CLIENT_SECRET,
+    );
     raw.export.output = dir.join("out").display().to_string();
     raw.export.concurrency = concurrency;
     raw.state.path = dir.join("state.db");

@@ -365,12 +365,12 @@ async fn demo(out: &Path, format: Option<&str>, now: DateTime<Utc>) -> anyhow::R
     let started = Instant::now();
     let emu = aos_emulator::EmulatorHandle::start(aos_emulator::EmulatorConfig::default(), "127.0.0.1:0".parse()?).await?;
     let (data_start, _) = emu.data_range();
-    let mut raw = RawConfig::default();
-    raw.auth.client_id = Some(aos_emulator::DEMO_CLIENT_ID.into());
-    raw.auth.client_secret = Some(aos_emulator::DEMO_CLIENT_SECRET.into());
-    raw.auth.token_url = Some(emu.token_url());
-    raw.api.base_url = Some(emu.base_url());
-    raw.api.requests_per_second = 0.0;
+    let mut raw = RawConfig::local(
+        emu.token_url(),
+        emu.base_url(),
+        aos_emulator::DEMO_CLIENT_ID,
+        aos_emulator::DEMO_CLIENT_SECRET,
+    );
     raw.export.start = data_start.to_rfc3339();
     // The emulator's data is final: no lag needed.
     raw.export.lag = "0s".into();

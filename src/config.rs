@@ -769,6 +769,18 @@ impl RawConfig {
         })
     }
 
+    /// Defaults pointed at a local AOS-compatible server (the emulator) with a client secret,
+    /// and no client-side rate limit: for `demo`, benchmarks and tests.
+    pub fn local(token_url: String, base_url: String, client_id: &str, client_secret: &str) -> Self {
+        let mut raw = RawConfig::default();
+        raw.auth.client_id = Some(client_id.into());
+        raw.auth.client_secret = Some(client_secret.into());
+        raw.auth.token_url = Some(token_url);
+        raw.api.base_url = Some(base_url);
+        raw.api.requests_per_second = 0.0;
+        raw
+    }
+
     /// The effective configuration as TOML, with every secret replaced by `<redacted>`.
     pub fn redacted_toml(&self) -> String {
         let mut c = self.clone();

@@ -116,6 +116,22 @@ pub fn sigterm(child: &tokio::process::Child) {
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
 }
 
+/// Backfills 2024-03-01..04 into `output` (object storage) with `env`, checks nothing was
+/// written locally, runs `verify` against the store and returns its stdout.
+pub async fn backfill_remote_and_verify(s: &Setup, output: &str, env: &[(&str, &str)]) -> String {
+    let o = cli(
+        s,
+        &["--output", output, "backfill", "--from", "2024-03-01", "--to", "2024-03-04"],
+        env,
+    )
+    .await;
+    assert_ok(&o);
+    assert!(!s.out().exists(), "nothing written locally");
+    let v = cli(s, &["--output", output, "verify"], env).await;
+    assert_ok(&v);
+    stdout(&v)
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

@@ -82,24 +82,7 @@ async fn export_to_azure_blob_and_verify() {
     let s = setup(&emu, "");
     let url = format!("http://127.0.0.1:{port}");
     let env = [("AZURE_STORAGE_USE_EMULATOR", "true"), ("AZURITE_BLOB_STORAGE_URL", url.as_str())];
-    let o = cli(
-        &s,
-        &[
-            "--output",
-            "az://lake/aos",
-            "backfill",
-            "--from",
-            "2024-03-01",
-            "--to",
-            "2024-03-04",
-        ],
-        &env,
-    )
-    .await;
-    assert_ok(&o);
-    assert!(!s.out().exists(), "nothing written locally");
-    let v = cli(&s, &["--output", "az://lake/aos", "verify"], &env).await;
-    assert_ok(&v);
+    let verified = backfill_remote_and_verify(&s, "az://lake/aos", &env).await;
     let mirror = s.dir.path().join("mirror");
     let listed = python(
         r#"
@@ -120,7 +103,7 @@ for b in c.list_blobs(name_starts_with='aos/'):
         names.len() >= 3 && names.iter().all(|n| n.starts_with("aos/dt=2024-03-0") && n.ends_with(".parquet")),
         "{names:?}"
     );
-    assert!(stdout(&v).contains(&format!("verified {} files", names.len())), "{}", stdout(&v));
+    assert!(verified.contains(&format!("verified {} files", names.len())), "{verified}");
     let (from, to) = range(3);
     assert_same_multiset(&read_all(&mirror), &emu.ground_truth(from, to));
 }

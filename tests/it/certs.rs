@@ -290,12 +290,9 @@ async fn expiring_certificate_warns() {
 }
 
 fn settings_for(emu: &EmulatorHandle, cert: &Path) -> aos_audit_export::config::Settings {
-    let mut raw = aos_audit_export::config::RawConfig::default();
-    raw.auth.client_id = Some(CLIENT.into());
+    let mut raw = aos_audit_export::config::RawConfig::local(emu.token_url(), emu.base_url(), CLIENT, "unused");
+    raw.auth.client_secret = None;
     raw.auth.certificate_path = Some(cert.to_path_buf());
-    raw.auth.token_url = Some(emu.token_url());
-    raw.api.base_url = Some(emu.base_url());
-    raw.api.requests_per_second = 0.0;
     raw.validate(chrono::Utc::now()).unwrap()
 }
 
@@ -397,10 +394,12 @@ async fn one_refresh_for_concurrent_callers_and_proactive_refresh() {
     let mut cfg = emu_config(1, 10);
     cfg.token_ttl = chrono::Duration::seconds(2);
     let emu = start(cfg).await;
-    let mut raw = aos_audit_export::config::RawConfig::default();
-    raw.auth.client_id = Some(aos_emulator::DEMO_CLIENT_ID.into());
-    raw.auth.client_secret = Some(aos_emulator::DEMO_CLIENT_SECRET.into());
-    raw.auth.token_url = Some(emu.token_url());
+    let raw = aos_audit_export::config::RawConfig::local(
+        emu.token_url(),
+        emu.base_url(),
+        aos_emulator::DEMO_CLIENT_ID,
+        aos_emulator::DEMO_CLIENT_SECRET,
+    );
     let settings = raw.validate(chrono::Utc::now()).unwrap();
     let tp = std::sync::Arc::new(aos_audit_export::auth::TokenProvider::new(settings.auth, reqwest::Client::new()).unwrap());
     let tokens = futures::future::join_all((0..16).map(|_| {

@@ -58,24 +58,7 @@ async fn export_to_s3_and_verify() {
         ("AWS_SECRET_ACCESS_KEY", "test"),
         ("AWS_REGION", "us-east-1"),
     ];
-    let o = cli(
-        &s,
-        &[
-            "--output",
-            "s3://lake/aos",
-            "backfill",
-            "--from",
-            "2024-03-01",
-            "--to",
-            "2024-03-04",
-        ],
-        &env,
-    )
-    .await;
-    assert_ok(&o);
-    assert!(!s.out().exists(), "nothing written locally");
-    let v = cli(&s, &["--output", "s3://lake/aos", "verify"], &env).await;
-    assert_ok(&v);
+    let verified = backfill_remote_and_verify(&s, "s3://lake/aos", &env).await;
     // Read the bucket back with a separate signed S3 client and compare with the ground truth.
     use futures::TryStreamExt;
     use object_store::{ObjectStore, ObjectStoreExt};
@@ -95,7 +78,7 @@ async fn export_to_s3_and_verify() {
         keys.len() >= 3 && keys.iter().all(|k| k.starts_with("aos/dt=2024-03-0") && k.ends_with(".parquet")),
         "{keys:?}"
     );
-    assert!(stdout(&v).contains(&format!("verified {} files", keys.len())), "{}", stdout(&v));
+    assert!(verified.contains(&format!("verified {} files", keys.len())), "{verified}");
     let mirror = s.dir.path().join("mirror");
     for o in &objects {
         let data = store.get(&o.location).await.unwrap().bytes().await.unwrap();
