@@ -182,7 +182,8 @@ async fn second_instance_exits_at_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_request_is_not_retried_and_reports_the_trace_id() {
     let emu = start(emu_config(1, 10)).await;
-    let s = setup(&emu, "");
+    // One window at a time, so exactly one request is sent if it is not retried.
+    let s = setup(&emu, "concurrency = 1");
     let text = std::fs::read_to_string(&s.config)
         .unwrap()
         .replace("[api]", "[api]\nproduct_types = [\"NotAProduct\"]");
