@@ -167,3 +167,66 @@ async fn sigterm_stops_at_a_consistent_checkpoint() {
     let (from, to) = range(10);
     assert_same_multiset(&read_all(&s.out()), &emu.ground_truth(from, to));
 }
+
+/// Unmounts the tmpfs when the test ends, whatever happens.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disk_full_fails_cleanly_and_resumes() {
+    let emu = start(emu_config(5, 400)).await;
+    let s = setup(&emu, "concurrency = 1\nformat = \"ndjson\"");
+    std::fs::create_dir_all(s.out()).unwrap();
+    // A real full disk: the output on a tmpfs that holds about two days of NDJSON.
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=700k", "tmpfs"])
+        .arg(s.out())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|st| st.success());
+    if !mounted {
+        assert!(
+            std::env::var("AOS_TEST_REQUIRE_TMPFS").is_err(),
+            "mounting a tmpfs (root) is required here"
+        );
+        eprintln!("SKIPPED: cannot mount a tmpfs (needs root)");
+        return;
+    }
+    let _guard = Mount(s.out());
+    let o = cli(&s, &["backfill", "--from", "2024-03-01", "--to", "2024-03-06"], &[]).await;
+    assert_eq!(o.status.code(), Some(5), "output errors exit 5: {}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.trim_end().lines().last().unwrap().contains("No space left on device"), "{err}");
+    let st = status_json(&cli(&s, &["status", "--json"], &[]).await);
+    let wm = st["streams"][0]["watermark"]
+        .as_str()
+        .expect("some windows committed before the disk filled");
+    assert!(wm < "2024-03-06", "checkpoint stops before the failed window: {wm}");
+    assert_eq!(st["pending_attempts"], 0);
+    assert!(staging_files(&s.out()).is_empty(), "no partial file left");
+    // Every visible file is complete and in the manifest.
+    let v = cli(&s, &["verify"], &[]).await;
+    assert_ok(&v);
+    assert!(
+        stdout(&v).contains(&format!("verified {} files", data_files(&s.out()).len())),
+        "{}",
+        stdout(&v)
+    );
+    // Free space, resume: exactly the ground truth.
+    assert!(
+        std::process::Command::new("mount")
+            .args(["-o", "remount,size=20m"])
+            .arg(s.out())
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_ok(&cli(&s, &["backfill", "--from", "2024-03-01", "--to", "2024-03-06"], &[]).await);
+    let (from, to) = range(5);
+    assert_same_multiset(&read_all(&s.out()), &emu.ground_truth(from, to));
+}
