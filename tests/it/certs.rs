@@ -289,11 +289,25 @@ async fn expiring_certificate_warns() {
     assert!(stderr(&o).contains("certificate expires in"), "{}", stderr(&o));
 }
 
-fn settings_for(emu: &EmulatorHandle, cert: &Path) -> aos_audit_export::config::Settings {
+/// The shared certificate as one PEM file in `dir`, settings pointing at `emu`, and a token
+/// provider built from them (in process, for tests that reach inside the auth module).
+fn cert_provider(
+    emu: &EmulatorHandle,
+    c: &TestCert,
+    dir: &Path,
+) -> (
+    PathBuf,
+    aos_audit_export::config::Settings,
+    std::sync::Arc<aos_audit_export::auth::TokenProvider>,
+) {
+    let pem = dir.join("app.pem");
+    std::fs::write(&pem, format!("{}{}", c.cert_pem, c.key_pkcs8_pem)).unwrap();
     let mut raw = aos_audit_export::config::RawConfig::local(emu.token_url(), emu.base_url(), CLIENT, "unused");
     raw.auth.client_secret = None;
-    raw.auth.certificate_path = Some(cert.to_path_buf());
-    raw.validate(chrono::Utc::now()).unwrap()
+    raw.auth.certificate_path = Some(pem.clone());
+    let settings = raw.validate(chrono::Utc::now()).unwrap();
+    let tp = aos_audit_export::auth::TokenProvider::new(settings.auth.clone(), reqwest::Client::new()).unwrap();
+    (pem, settings, std::sync::Arc::new(tp))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -303,10 +317,7 @@ async fn assertion_verifies_with_an_independent_implementation() {
     let c = rsa_cert();
     let emu = cert_emulator(&c.der).await;
     let dir = tempfile::tempdir().unwrap();
-    let pem = dir.path().join("app.pem");
-    std::fs::write(&pem, format!("{}{}", c.cert_pem, c.key_pkcs8_pem)).unwrap();
-    let settings = settings_for(&emu, &pem);
-    let tp = aos_audit_export::auth::TokenProvider::new(settings.auth.clone(), reqwest::Client::new()).unwrap();
+    let (pem, _, tp) = cert_provider(&emu, c, dir.path());
     let cert = aos_audit_export::auth::certificate::load(&pem, None, None, chrono::Utc::now()).unwrap();
     let now = chrono::Utc::now().timestamp();
     let jwt = tp.client_assertion(&cert, now).unwrap();
@@ -371,10 +382,7 @@ async fn unauthorized_refreshes_once_then_succeeds() {
     let c = rsa_cert();
     let emu = cert_emulator(&c.der).await;
     let dir = tempfile::tempdir().unwrap();
-    let pem = dir.path().join("app.pem");
-    std::fs::write(&pem, format!("{}{}", c.cert_pem, c.key_pkcs8_pem)).unwrap();
-    let settings = settings_for(&emu, &pem);
-    let tp = std::sync::Arc::new(aos_audit_export::auth::TokenProvider::new(settings.auth.clone(), reqwest::Client::new()).unwrap());
+    let (_, settings, tp) = cert_provider(&emu, c, dir.path());
     let api = aos_audit_export::api::ApiClient::new(settings.api.clone(), reqwest::Client::new(), tp.clone());
     let (from, _) = range(1);
     let url = api.first_url(&settings.api.streams[0], from, from + chrono::Duration::hours(1));
