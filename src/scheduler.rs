@@ -53,6 +53,8 @@ pub struct Exporter {
     pub checkpoint: Checkpoint,
     pub sink: SinkOptions,
     pub metrics: Metrics,
+    /// Id of the run in progress (recorded on each window it commits).
+    current_run: std::sync::atomic::AtomicI64,
 }
 
 impl Exporter {
@@ -85,6 +87,7 @@ impl Exporter {
             checkpoint,
             sink,
             metrics: Metrics::default(),
+            current_run: Default::default(),
         };
         ex.recover().await?;
         for s in &ex.settings.api.streams {
@@ -168,6 +171,7 @@ impl Exporter {
     {
         let started = Instant::now();
         let run_id = self.checkpoint.start_run(command)?;
+        self.current_run.store(run_id, Ordering::Relaxed);
         let inner = cancel.child_token();
         let deadline_hit = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let timer = self.settings.export.run_deadline.map(|d| {
@@ -263,7 +267,7 @@ impl Exporter {
                 new_ids: o.new_ids,
                 records_fetched: o.fetched,
                 pages: o.pages,
-                run_id: None,
+                run_id: Some(self.current_run.load(Ordering::Relaxed)),
                 advance_watermark_to: advance,
                 prune_keys_before: horizon,
             })?;
