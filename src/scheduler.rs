@@ -225,6 +225,8 @@ impl Exporter {
         let deps = self.deps();
         let e = &self.settings.export;
         let deps = &deps;
+        let (total_windows, started) = (windows.len(), Instant::now());
+        let mut done = 0usize;
         let mut results = futures::stream::iter(
             windows
                 .into_iter()
@@ -272,9 +274,12 @@ impl Exporter {
                 prune_keys_before: horizon,
             })?;
             let written: u64 = o.files.iter().map(|f| f.rows).sum();
+            done += 1;
+            let eta_s = (started.elapsed().as_secs_f64() / done as f64 * (total_windows - done) as f64).round() as u64;
             tracing::info!(
                 stream = %o.stream_id, start = %o.window.start, end = %o.window.end, pages = o.pages,
                 fetched = o.fetched, written, duplicates = o.duplicates, files = o.files.len(),
+                progress = %format!("{done}/{total_windows}"), eta_s,
                 "window committed"
             );
             self.metrics.records_written.fetch_add(written, Ordering::Relaxed);
