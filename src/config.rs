@@ -74,13 +74,13 @@ pub struct AuthSection {
     /// Permission requested.
     pub scope: String,
     /// Client secret (prefer `client_secret_file`).
-    pub client_secret: Option<String>,
+    pub client_secret: Option<Secret>,
     /// File holding the client secret (trailing newline ignored).
     pub client_secret_file: Option<PathBuf>,
     /// Certificate: `.pfx`/`.p12` (PKCS#12) or `.pem` (certificate, and usually its key).
     pub certificate_path: Option<PathBuf>,
     /// Password of a PKCS#12 certificate (prefer `certificate_password_file`).
-    pub certificate_password: Option<String>,
+    pub certificate_password: Option<Secret>,
     /// File holding the PKCS#12 password.
     pub certificate_password_file: Option<PathBuf>,
     /// PEM private key (PKCS#8 or PKCS#1) when `certificate_path` is a PEM without its key.
@@ -299,17 +299,53 @@ pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<RawConf
         fig = fig.merge((*k, v.clone()));
     }
     fig.extract::<RawConfig>().map_err(|e| {
-        // Report the first error on one line; figment names the key and the source.
-        let first = e.into_iter().next().map(|e| e.to_string()).unwrap_or_default();
-        ConfigError::Layer(first.replace('\n', " ").replace("key \"default.", "key \""))
+        // Report the first error on one line; figment names the key and the source. A type
+        // error quotes the value it found: never for a secret key.
+        let Some(first) = e.into_iter().next() else {
+            return ConfigError::Layer("invalid configuration".into());
+        };
+        let key = first
+            .path
+            .iter()
+            .filter(|p| p.as_str() != "default")
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(".");
+        if SECRET_KEYS.contains(&key.as_str()) {
+            return ConfigError::Invalid {
+                key: if key.ends_with("client_secret") {
+                    "auth.client_secret"
+                } else {
+                    "auth.certificate_password"
+                },
+                message: "must be a string".into(),
+            };
+        }
+        ConfigError::Layer(first.to_string().replace('\n', " ").replace("key \"default.", "key \""))
     })
 }
 
 // ---------------------------------------------------------------- validated settings
 
-/// A string that must never be printed.
-#[derive(Clone, PartialEq, Eq)]
+/// Keys whose values are secrets (never echoed, even in errors).
+const SECRET_KEYS: &[&str] = &["auth.client_secret", "auth.certificate_password"];
+
+/// A string that must never be printed: `Debug` and `Serialize` show `<redacted>`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_string())
+    }
+}
 
 impl Secret {
     pub fn new(s: impl Into<String>) -> Self {
@@ -554,7 +590,7 @@ impl RawConfig {
         }
         let secret = match (&a.client_secret, &a.client_secret_file) {
             (Some(_), Some(_)) => return Err(invalid("auth.client_secret", "set client_secret or client_secret_file, not both")),
-            (Some(s), None) if !s.is_empty() => Some(Secret(s.clone())),
+            (Some(s), None) if !s.0.is_empty() => Some(s.clone()),
             (Some(_), None) => return Err(invalid("auth.client_secret", "is empty")),
             (None, Some(p)) => Some(read_secret_file("auth.client_secret_file", p)?),
             (None, None) => None,
@@ -571,7 +607,7 @@ impl RawConfig {
                             "set certificate_password or certificate_password_file, not both",
                         ));
                     }
-                    (Some(p), None) => Some(Secret(p.clone())),
+                    (Some(p), None) => Some(p.clone()),
                     (None, Some(f)) => Some(read_secret_file("auth.certificate_password_file", f)?),
                     (None, None) => None,
                 };
@@ -781,17 +817,10 @@ impl RawConfig {
         raw
     }
 
-    /// The effective configuration as TOML, with every secret replaced by `<redacted>`.
+    /// The effective configuration as TOML, with every secret replaced by `<redacted>`
+    /// (that is how [`Secret`] serializes).
     pub fn redacted_toml(&self) -> String {
-        let mut c = self.clone();
-        let r = |s: &mut Option<String>| {
-            if s.is_some() {
-                *s = Some("<redacted>".into());
-            }
-        };
-        r(&mut c.auth.client_secret);
-        r(&mut c.auth.certificate_password);
-        toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
     }
 }
 
@@ -895,6 +924,16 @@ mod tests {
         assert_eq!(parse_size("k", "1000").unwrap(), 1000);
         assert!(parse_size("k", "12 parsecs").is_err());
         assert!(parse_size("k", "0").is_err());
+    }
+
+    #[test]
+    fn a_secret_of_the_wrong_type_is_not_echoed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[auth]\nclient_id = \"x\"\nclient_secret = 98765431\n").unwrap();
+        let e = load(Some(&p), &[]).unwrap_err().to_string();
+        assert!(e.starts_with("auth.client_secret") && !e.contains("98765431"), "{e}");
+        assert!(!format!("{:?}", base()).contains("s3cret"), "Debug of the raw layer redacts");
     }
 
     #[test]
