@@ -132,6 +132,21 @@ pub async fn backfill_remote_and_verify(s: &Setup, output: &str, env: &[(&str, &
     stdout(&v)
 }
 
+/// The output is consistent: no staging file left, and `verify` vouches for every data file on
+/// disk (each one is in the manifest, with matching bytes, SHA-256 and row count).
+pub async fn assert_output_consistent(s: &Setup) {
+    assert!(staging_files(&s.out()).is_empty(), "no staging or partial file left");
+    let v = cli(s, &["verify"], &[]).await;
+    assert_ok(&v);
+    let expected = format!("verified {} files", data_files(&s.out()).len());
+    assert!(stdout(&v).contains(&expected), "{}", stdout(&v));
+}
+
+/// A port that was free a moment ago on 127.0.0.1 (for servers that need one up front).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

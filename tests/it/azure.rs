@@ -46,7 +46,7 @@ async fn export_to_azure_blob_and_verify() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let _azurite = tokio::process::Command::new("azurite-blob")
         .args([
             "--blobHost",

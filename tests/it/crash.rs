@@ -41,15 +41,7 @@ async fn kill_and_finish(export_extra: &str, days: u32, seed: u64) {
     let rows = read_all(&s.out());
     assert!(twin_records(&truth) > 0);
     assert_same_multiset(&rows, &truth);
-    assert!(staging_files(&s.out()).is_empty(), "no staging files left");
-    // Every file on disk is in the manifest and matches it.
-    let v = cli(&s, &["verify"], &[]).await;
-    assert_ok(&v);
-    assert!(
-        stdout(&v).contains(&format!("verified {} files", data_files(&s.out()).len())),
-        "{}",
-        stdout(&v)
-    );
+    assert_output_consistent(&s).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -208,15 +200,8 @@ async fn disk_full_fails_cleanly_and_resumes() {
         .expect("some windows committed before the disk filled");
     assert!(wm < "2024-03-06", "checkpoint stops before the failed window: {wm}");
     assert_eq!(st["pending_attempts"], 0);
-    assert!(staging_files(&s.out()).is_empty(), "no partial file left");
     // Every visible file is complete and in the manifest.
-    let v = cli(&s, &["verify"], &[]).await;
-    assert_ok(&v);
-    assert!(
-        stdout(&v).contains(&format!("verified {} files", data_files(&s.out()).len())),
-        "{}",
-        stdout(&v)
-    );
+    assert_output_consistent(&s).await;
     // Free space, resume: exactly the ground truth.
     assert!(
         std::process::Command::new("mount")

@@ -9,7 +9,7 @@ async fn daemon_runs_on_schedule_serves_metrics_and_stops_on_sigterm() {
     let emu = start(emu_config(2, 200)).await;
     // Scheduled runs use the real clock: from the 2024 data up to today in 7-day windows.
     let s = setup(&emu, "window = \"7d\"\nconcurrency = 8");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let text = std::fs::read_to_string(&s.config).unwrap();
     std::fs::write(
         &s.config,

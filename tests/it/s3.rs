@@ -25,7 +25,7 @@ async fn export_to_s3_and_verify() {
         eprintln!("SKIPPED: moto_server not installed (pip install 'moto[server]')");
         return;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let _moto = tokio::process::Command::new("moto_server")
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(std::process::Stdio::null())
