@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use aos_audit_export::config::RawConfig;
-use aos_audit_export::scheduler::Exporter;
+use aos_audit_export::exporter::Exporter;
 use aos_emulator::{EmulatorConfig, EmulatorHandle};
 use chrono::{TimeZone, Utc};
 use tokio_util::sync::CancellationToken;

@@ -7,9 +7,9 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use aos_audit_export::config::{Compression, Format};
-use aos_audit_export::pipeline::{Deduper, parse_action_time};
+use aos_audit_export::sink::{Compression, Format};
 use aos_audit_export::sink::{OutRecord, SinkOptions, WindowWriter};
+use aos_audit_export::{dedup::Deduper, model::parse_action_time};
 use aos_emulator::DataSpec;
 use chrono::{Duration, TimeZone, Utc};
 

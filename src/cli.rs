@@ -42,10 +42,10 @@ pub enum Command {
     Run,
     /// Export a historical range; resumable, and a finished range is never fetched again.
     Backfill {
-        /// Start (RFC 3339 instant or YYYY-MM-DD, UTC).
+        /// Start: RFC 3339 instant, YYYY-MM-DD (UTC), or a duration before now (e.g. 30d).
         #[arg(long)]
         from: String,
-        /// End, exclusive (default: now − lag).
+        /// End, exclusive (default: now − lag); same forms as --from.
         #[arg(long)]
         to: Option<String>,
     },
@@ -64,35 +64,47 @@ pub enum Command {
     /// Obtain a token and print client, method, scope and expiry (never the token).
     Token,
     /// Start the emulator in-process and export its data into DIR.
+    #[cfg(feature = "emulator")]
     Demo {
         #[arg(long, default_value = "./demo-out")]
         out: PathBuf,
     },
     /// Run the AOS emulator standalone, for testing pipelines.
-    Emulator {
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: std::net::SocketAddr,
-        #[arg(long, default_value_t = 45)]
-        days: u32,
-        #[arg(long, default_value_t = 1200)]
-        records_per_day: u32,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        #[arg(long, default_value_t = 500)]
-        page_size: usize,
-        /// Delay added to every audit page.
-        #[arg(long, default_value_t = 0)]
-        latency_ms: u64,
-        /// Share of audit requests failing (429, 5xx, resets, truncated bodies), 0..1.
-        #[arg(long, default_value_t = 0.0)]
-        fault_rate: f64,
-        /// Records become visible up to this long after their actionTime (e.g. 30m).
-        #[arg(long, default_value = "0s")]
-        late_max: String,
-        /// First day of data (YYYY-MM-DD); default: `days` before today.
-        #[arg(long)]
-        start: Option<String>,
-    },
+    #[cfg(feature = "emulator")]
+    Emulator(EmulatorArgs),
     /// Print the effective configuration, secrets redacted.
     Config,
+}
+
+/// `emulator` options.
+#[cfg(feature = "emulator")]
+#[derive(Debug, clap::Args)]
+pub struct EmulatorArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Days of data.
+    #[arg(long, default_value_t = 45)]
+    pub days: u32,
+    /// Records per day.
+    #[arg(long, default_value_t = 1200)]
+    pub records_per_day: u32,
+    /// Seed of the deterministic data generator.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Records per page.
+    #[arg(long, default_value_t = 500)]
+    pub page_size: usize,
+    /// Delay added to every audit page.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Share of audit requests failing (429, 5xx, resets, truncated bodies), 0..1.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_rate: f64,
+    /// Records become visible up to this long after their actionTime (e.g. 30m).
+    #[arg(long, default_value = "0s")]
+    pub late_max: String,
+    /// First day of data (YYYY-MM-DD); default: `days` before today.
+    #[arg(long)]
+    pub start: Option<String>,
 }

@@ -1,6 +1,8 @@
 //! Daemon mode: `run` on `schedule.cron` (tokio-cron-scheduler, UTC), never two at once, plus
 //! `/healthz` (process alive), `/readyz` (last run did not fail) and `/metrics` (Prometheus
-//! text). SIGTERM lets a run in progress end at a consistent checkpoint, then exits.
+//! text from [`crate::metrics`]). Before every pass, attempts a failed pass left uncommitted are
+//! cleaned up. Cancellation (SIGTERM, installed by `main`) lets a run in progress end at a
+//! consistent checkpoint, then returns.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +16,32 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::scheduler::Exporter;
+use crate::exporter::Exporter;
+use crate::window::ExportError;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The exporter could not be set up.
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    /// `daemon.listen` cannot be bound.
+    #[error("daemon.listen {listen}: {source}")]
+    Listen {
+        /// The address.
+        listen: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The scheduler failed.
+    #[error("schedule.cron {cron:?}: {message}")]
+    Schedule {
+        /// The expression.
+        cron: String,
+        /// The scheduler's message.
+        message: String,
+    },
+}
 
 struct Shared {
     ex: Exporter,
@@ -22,9 +49,14 @@ struct Shared {
     last_failed: AtomicBool,
 }
 
-pub async fn serve(settings: Settings, cancel: CancellationToken) -> anyhow::Result<()> {
-    let listen = settings.daemon_listen;
-    let cron = settings.schedule_cron.clone();
+/// Runs until `cancel` fires, then lets a pass in progress finish consistently.
+pub async fn serve(settings: Settings, cancel: CancellationToken) -> Result<(), DaemonError> {
+    let listen = settings.daemon.listen;
+    let cron = settings.daemon.cron.clone();
+    let sched_err = |e: tokio_cron_scheduler::JobSchedulerError| DaemonError::Schedule {
+        cron: cron.clone(),
+        message: e.to_string(),
+    };
     let shared = Arc::new(Shared {
         ex: Exporter::new(settings).await?,
         running: tokio::sync::Mutex::new(()),
@@ -38,7 +70,7 @@ pub async fn serve(settings: Settings, cancel: CancellationToken) -> anyhow::Res
         .with_state(shared.clone());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| anyhow::anyhow!("daemon.listen {listen}: {e}"))?;
+        .map_err(|source| DaemonError::Listen { listen, source })?;
     tracing::info!(%listen, %cron, "daemon started");
     let c = cancel.clone();
     let http = tokio::spawn(async move {
@@ -47,7 +79,7 @@ pub async fn serve(settings: Settings, cancel: CancellationToken) -> anyhow::Res
             .await;
     });
 
-    let sched = JobScheduler::new().await?;
+    let sched = JobScheduler::new().await.map_err(sched_err)?;
     let (s, c) = (shared.clone(), cancel.clone());
     let job = Job::new_async(cron.as_str(), move |_id, _l| {
         let (s, c) = (s.clone(), c.clone());
@@ -56,6 +88,12 @@ pub async fn serve(settings: Settings, cancel: CancellationToken) -> anyhow::Res
                 tracing::warn!("previous run still in progress; skipping this tick");
                 return;
             };
+            // A pass that failed in its commit step may have left published files behind.
+            if let Err(e) = s.ex.recover().await {
+                s.last_failed.store(true, Ordering::Relaxed);
+                tracing::error!(error = %e, "cannot clean up the previous pass; skipping this tick");
+                return;
+            }
             match s.ex.run_once(Utc::now(), &c).await {
                 Ok(sum) => {
                     s.last_failed.store(false, Ordering::Relaxed);
@@ -73,9 +111,9 @@ pub async fn serve(settings: Settings, cancel: CancellationToken) -> anyhow::Res
             }
         })
     })
-    .map_err(|e| anyhow::anyhow!("schedule.cron {cron:?}: {e}"))?;
-    sched.add(job).await?;
-    sched.start().await?;
+    .map_err(sched_err)?;
+    sched.add(job).await.map_err(sched_err)?;
+    sched.start().await.map_err(sched_err)?;
     cancel.cancelled().await;
     let mut sched = sched;
     let _ = sched.shutdown().await;
@@ -95,62 +133,6 @@ async fn readyz(State(s): State<Arc<Shared>>) -> (StatusCode, &'static str) {
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> String {
-    let m = &s.ex.metrics;
-    let mut out = String::new();
-    let mut line = |name: &str, help: &str, kind: &str, v: String| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
-    };
-    line(
-        "aos_export_runs_ok_total",
-        "Runs that finished successfully.",
-        "counter",
-        m.runs_ok.load(Ordering::Relaxed).to_string(),
-    );
-    line(
-        "aos_export_runs_failed_total",
-        "Runs that failed or were interrupted.",
-        "counter",
-        m.runs_failed.load(Ordering::Relaxed).to_string(),
-    );
-    line(
-        "aos_export_records_written_total",
-        "Records written to the output.",
-        "counter",
-        m.records_written.load(Ordering::Relaxed).to_string(),
-    );
-    line(
-        "aos_export_windows_committed_total",
-        "Windows committed.",
-        "counter",
-        m.windows_committed.load(Ordering::Relaxed).to_string(),
-    );
-    line(
-        "aos_export_last_success_timestamp_seconds",
-        "Unix time of the last successful run.",
-        "gauge",
-        m.last_success_unix.load(Ordering::Relaxed).to_string(),
-    );
-    line(
-        "aos_export_api_requests_total",
-        "HTTP requests sent to the audit API.",
-        "counter",
-        s.ex.api.stats.requests.load(Ordering::Relaxed).to_string(),
-    );
-    line(
-        "aos_export_api_retries_total",
-        "API requests retried.",
-        "counter",
-        s.ex.api.stats.retries.load(Ordering::Relaxed).to_string(),
-    );
-    out.push_str("# HELP aos_export_watermark_lag_seconds How far the stream's watermark is behind now.\n# TYPE aos_export_watermark_lag_seconds gauge\n");
-    for st in &s.ex.settings.api.streams {
-        if let Ok(Some(w)) = s.ex.checkpoint.watermark(&st.id) {
-            out.push_str(&format!(
-                "aos_export_watermark_lag_seconds{{stream=\"{}\"}} {}\n",
-                st.id,
-                (Utc::now() - w).num_seconds()
-            ));
-        }
-    }
-    out
+    s.ex.update_lag_metrics(Utc::now());
+    s.ex.metrics().encode()
 }

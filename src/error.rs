@@ -1,12 +1,14 @@
 //! Exit codes, and the mapping from an error chain to one. Documented in `docs/operations.md`.
 
+use std::error::Error;
+
 use crate::api::ApiError;
 use crate::auth::AuthError;
 use crate::checkpoint::CheckpointError;
 use crate::config::ConfigError;
-use crate::job::JobError;
 use crate::sink::SinkError;
 use crate::store::StoreError;
+use crate::window::ExportError;
 
 pub const OK: u8 = 0;
 /// Anything not covered below.
@@ -15,7 +17,7 @@ pub const FAILURE: u8 = 1;
 pub const CONFIG: u8 = 2;
 /// Credential unusable or rejected by the identity service.
 pub const AUTH: u8 = 3;
-/// The API refused a request, or kept failing past the retries.
+/// The API refused a request, or the API or identity service kept failing past the retries.
 pub const API: u8 = 4;
 /// Output could not be written or published.
 pub const OUTPUT: u8 = 5;
@@ -30,9 +32,9 @@ pub const INTERRUPTED: u8 = 130;
 
 /// The error chain on one line, joined by ": ", skipping causes an outer message already
 /// quotes (our errors often embed their source).
-pub fn one_line(err: &anyhow::Error) -> String {
+pub fn one_line(err: &(dyn Error + 'static)) -> String {
     let mut msg = String::new();
-    for cause in err.chain() {
+    for cause in chain(err) {
         let text = cause.to_string();
         if !msg.contains(&text) {
             if !msg.is_empty() {
@@ -49,22 +51,38 @@ pub fn one_line(err: &anyhow::Error) -> String {
 #[error("{0}")]
 pub struct Mismatch(pub String);
 
+/// `err` and its sources, outermost first.
+fn chain<'a>(err: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
+    std::iter::successors(Some(err), |e: &&'a (dyn Error + 'static)| (*e).source())
+}
+
+fn auth_code(e: &AuthError) -> u8 {
+    if e.is_credential_problem() {
+        AUTH
+    } else if matches!(e, AuthError::Cancelled) {
+        INTERRUPTED
+    } else {
+        // The identity service did not answer usefully: not the credential's fault.
+        API
+    }
+}
+
 fn api_code(e: &ApiError) -> u8 {
     match e {
-        ApiError::Auth(_) => AUTH,
+        ApiError::Auth(a) => auth_code(a),
         ApiError::Cancelled => INTERRUPTED,
         _ => API,
     }
 }
 
 /// The exit code for an error: the first error in the chain whose kind is known decides.
-pub fn exit_code(err: &anyhow::Error) -> u8 {
-    for cause in err.chain() {
+pub fn exit_code(err: &(dyn Error + 'static)) -> u8 {
+    for cause in chain(err) {
         if cause.is::<ConfigError>() || cause.is::<clap::Error>() {
             return CONFIG;
         }
-        if cause.is::<AuthError>() {
-            return AUTH;
+        if let Some(e) = cause.downcast_ref::<AuthError>() {
+            return auth_code(e);
         }
         if let Some(e) = cause.downcast_ref::<ApiError>() {
             return api_code(e);
@@ -78,13 +96,18 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if cause.is::<Mismatch>() {
             return MISMATCH;
         }
-        if let Some(e) = cause.downcast_ref::<JobError>() {
+        if let Some(crate::daemon::DaemonError::Export(e)) = cause.downcast_ref::<crate::daemon::DaemonError>() {
+            return exit_code(e);
+        }
+        if let Some(e) = cause.downcast_ref::<ExportError>() {
             return match e {
-                JobError::Api(a) => api_code(a),
-                JobError::Sink(_) | JobError::Store(_) => OUTPUT,
-                JobError::Checkpoint(_) => STATE,
-                JobError::Cancelled => INTERRUPTED,
-                JobError::Deadline => DEADLINE,
+                ExportError::Api(a) => api_code(a),
+                ExportError::Auth(a) => auth_code(a),
+                ExportError::Http(_) => FAILURE,
+                ExportError::Sink(_) | ExportError::Store(_) => OUTPUT,
+                ExportError::Checkpoint(_) => STATE,
+                ExportError::Cancelled => INTERRUPTED,
+                ExportError::Deadline => DEADLINE,
             };
         }
     }

@@ -1,12 +1,24 @@
 //! aos-audit-export: exports the AvePoint Online Services audit log into a data lake, exactly
 //! once.
 //!
-//! Data flows one way:
-//! [`config`] → [`auth`] (token cache) → [`api`] (paging, retries) → [`planner`] (windows) →
-//! [`pipeline`] (fingerprint + multiset dedup) → [`sink`] (Parquet | NDJSON, partitioned) →
-//! [`store`] (local dir | object storage, atomic publish) → [`checkpoint`] (SQLite commit).
-//! [`job`] runs one window through those steps; [`scheduler`] orders windows and commits,
-//! [`daemon`] repeats runs on a schedule. [`commands`] and [`cli`] are the command-line glue.
+//! The real shape is a hub: the [`exporter`] owns one adapter per concern and drives every
+//! window through [`window`], which orders the steps; adapters never call each other.
+//!
+//! ```text
+//!  cli ─► commands ─► config (raw layers ─► validated Settings)
+//!                        │
+//!                        ▼
+//!   daemon ─► exporter ── planner: coverage gaps + look-back ─► windows (≤ 7 d)
+//!                │
+//!                ▼  per window (window.rs), up to export.concurrency at once
+//!      auth ─► api ─► dedup ─► sink ─► store ─┐   fetch pages → identity + multiset dedup
+//!   (token)  (pages,  (ids)   (files)  (publish)│   → encode → stage → publish
+//!             retry)                           ▼
+//!                         checkpoint: commit windows in order (one SQLite transaction)
+//! ```
+//!
+//! Leaf modules any stage may use: [`model`] (windows, streams, record ids, output names),
+//! [`retry`] (the one backoff policy), [`metrics`] (operator signals), [`error`] (exit codes).
 
 pub mod api;
 pub mod auth;
@@ -15,11 +27,13 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod dedup;
 pub mod error;
-pub mod job;
-pub mod pipeline;
+pub mod exporter;
+pub mod metrics;
+pub mod model;
 pub mod planner;
-pub mod scheduler;
-pub mod shutdown;
+pub mod retry;
 pub mod sink;
 pub mod store;
+pub mod window;

@@ -1,9 +1,11 @@
-//! The `aos-audit-export` binary: parse the command line, run, print one error line, exit with
-//! the code `error.rs` assigns.
+//! The `aos-audit-export` binary: parse the command line, install the signal handlers once,
+//! run, print one error line, exit with the code `error.rs` assigns. No logic lives here.
 
 use std::process::ExitCode;
 
+use aos_audit_export::{cli, commands, error};
 use clap::Parser;
+use tokio_util::sync::CancellationToken;
 
 /// mimalloc: records are allocated and freed per page; glibc malloc spent a third of the
 /// pipeline's time there (see the pipeline benchmark).
@@ -11,17 +13,11 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    // Like other Unix tools, stop quietly when the reader of stdout goes away
-    // (`status | head`), instead of panicking on a broken pipe.
-    #[cfg(unix)]
-    // SAFETY: called first thing in main, before any other thread exists.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
-    let cli = match aos_audit_export::cli::Cli::try_parse() {
+    restore_sigpipe();
+    let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { aos_audit_export::error::CONFIG } else { 0 };
+            let code = if e.use_stderr() { error::CONFIG } else { error::OK };
             let _ = e.print();
             return ExitCode::from(code);
         }
@@ -30,14 +26,65 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(aos_audit_export::error::FAILURE);
+            return ExitCode::from(error::FAILURE);
         }
     };
-    match runtime.block_on(aos_audit_export::commands::dispatch(cli)) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("error: {}", aos_audit_export::error::one_line(&e));
-            ExitCode::from(aos_audit_export::error::exit_code(&e))
+    let code = runtime.block_on(async {
+        let cancel = install_signal_handlers();
+        match commands::dispatch(cli, cancel).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {}", error::one_line(e.as_ref()));
+                error::exit_code(e.as_ref())
+            }
         }
+    });
+    ExitCode::from(code)
+}
+
+/// Like other Unix tools, stop quietly when the reader of stdout goes away (`status | head`),
+/// instead of panicking on a broken pipe.
+#[allow(unsafe_code)]
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// SIGINT/SIGTERM → a [`CancellationToken`] passed down explicitly. The first signal asks the
+/// work to stop at the next consistent point (a page boundary; a published window still
+/// commits); a second one exits at once, which is safe too because every commit is atomic.
+fn install_signal_handlers() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        if wait_for_signal().await.is_err() {
+            return;
+        }
+        tracing::warn!("stopping at the next consistent checkpoint (signal again to exit now)");
+        t.cancel();
+        if wait_for_signal().await.is_ok() {
+            tracing::warn!("second signal: exiting now");
+            std::process::exit(i32::from(error::INTERRUPTED));
+        }
+    });
+    token
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
     }
 }

@@ -6,21 +6,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-/// A `[start, end)` pair of instants.
-pub type Range = (DateTime<Utc>, DateTime<Utc>);
-
-/// A half-open time range `[start, end)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Window {
-    pub start: DateTime<Utc>,
-    pub end: DateTime<Utc>,
-}
-
-impl Window {
-    pub fn contains(&self, t: DateTime<Utc>) -> bool {
-        self.start <= t && t < self.end
-    }
-}
+use crate::model::{Range, Window};
 
 /// Splits `[from, to)` into consecutive windows of at most `size`.
 pub fn split(from: DateTime<Utc>, to: DateTime<Utc>, size: Duration) -> Vec<Window> {
@@ -73,6 +59,14 @@ pub fn gaps(from: DateTime<Utc>, to: DateTime<Utc>, covered: &[Range]) -> Vec<Ra
         out.push((cursor, to));
     }
     out
+}
+
+/// The oldest instant a later `run` can re-read, given the covered end `covered_to` of a
+/// stream: dedup keys of records older than this can be dropped from the state, because no
+/// re-read that uses the retained keys reaches them (reads that do reach further back rebuild
+/// their keys from the lake). One window of slack covers a window that straddles the horizon.
+pub fn key_horizon(covered_to: DateTime<Utc>, lookback: Duration, window: Duration) -> DateTime<Utc> {
+    covered_to - lookback - window
 }
 
 /// Clamps a backfill's end to `now − lag`: nothing newer is final.

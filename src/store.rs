@@ -14,6 +14,8 @@ use futures::StreamExt;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 
+use crate::model::{STAGING_MARK, is_attempt_file};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("export.output {output}: {message}")]
@@ -36,6 +38,32 @@ pub enum Store {
     },
 }
 
+/// URL schemes of object storage that `export.output` accepts (`memory://` is for tests).
+pub const OBJECT_SCHEMES: &[&str] = &["s3", "s3a", "az", "azure", "abfs", "abfss", "adl", "gs", "memory"];
+
+/// Checks that `output` is a local path, `file://`, or a supported object-store URL. Anything
+/// else that looks like a URL (`wasbs://`, `gcs://`, `S3://`, `http://`) is refused: taken as a
+/// local path it would silently become a folder named after it.
+pub fn check_output(output: &str) -> Result<(), String> {
+    if output.is_empty() {
+        return Err("must not be empty".into());
+    }
+    let Some((scheme, _)) = output.split_once("://") else {
+        return Ok(());
+    };
+    if scheme == "file" || OBJECT_SCHEMES.contains(&scheme) {
+        return Ok(());
+    }
+    Err(format!(
+        "unsupported scheme {scheme:?} in {output:?}; use a local path, file://, s3://, az://, abfss://, gs:// (lower case)"
+    ))
+}
+
+/// `spool/dt=…__name`: the flat spool name of a file bound for `rel`.
+fn spool_staging(spool: &Path, rel: &str) -> PathBuf {
+    spool.join(rel.replace('/', "__"))
+}
+
 /// Options for object_store taken from the environment (AWS_*, AZURE_*, GOOGLE_*), the same
 /// variables the cloud SDKs read.
 fn env_options() -> Vec<(String, String)> {
@@ -49,25 +77,17 @@ fn env_options() -> Vec<(String, String)> {
 fn local_staging(root: &Path, rel: &str) -> PathBuf {
     let p = root.join(rel);
     let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    p.with_file_name(format!(".tmp-{name}"))
+    p.with_file_name(format!("{STAGING_MARK}{name}"))
 }
 
 impl Store {
     /// Opens `output`; `spool` is where files for object storage are staged before upload.
     pub fn open(output: &str, spool: &Path) -> Result<Store, StoreError> {
-        let remote = [
-            "s3://",
-            "s3a://",
-            "az://",
-            "azure://",
-            "abfs://",
-            "abfss://",
-            "adl://",
-            "gs://",
-            "memory://",
-            "https://",
-        ];
-        if !remote.iter().any(|p| output.starts_with(p)) {
+        check_output(output).map_err(|message| StoreError::Open {
+            output: output.into(),
+            message,
+        })?;
+        if !output.split_once("://").is_some_and(|(s, _)| OBJECT_SCHEMES.contains(&s)) {
             let root = PathBuf::from(output.strip_prefix("file://").unwrap_or(output));
             return Ok(Store::Local { root });
         }
@@ -85,16 +105,6 @@ impl Store {
             display: output.to_string(),
             spool: spool.to_path_buf(),
         })
-    }
-
-    /// An object store given directly (tests use `InMemory`).
-    pub fn from_object_store(store: Arc<dyn ObjectStore>, spool: &Path) -> Store {
-        Store::Object {
-            store,
-            prefix: ObjPath::default(),
-            display: "memory://".into(),
-            spool: spool.to_path_buf(),
-        }
     }
 
     pub fn describe(&self) -> String {
@@ -120,14 +130,6 @@ impl Store {
         Ok(())
     }
 
-    /// Where the file that will be published as `rel` is written first.
-    pub fn staging_path(&self, rel: &str) -> PathBuf {
-        match self {
-            Store::Local { root } => local_staging(root, rel),
-            Store::Object { spool, .. } => spool.join(rel.replace('/', "__")),
-        }
-    }
-
     /// A function from final relative path to staging path, owned (for the sink).
     pub fn stager(&self) -> Box<dyn Fn(&str) -> PathBuf + Send + Sync> {
         match self {
@@ -137,7 +139,7 @@ impl Store {
             }
             Store::Object { spool, .. } => {
                 let spool = spool.clone();
-                Box::new(move |rel| spool.join(rel.replace('/', "__")))
+                Box::new(move |rel| spool_staging(&spool, rel))
             }
         }
     }
@@ -159,8 +161,9 @@ impl Store {
                     path: dest.clone(),
                     source,
                 })?;
-                // The rename is durable only once the folder entry is.
-                if let Some(dir) = dest.parent() {
+                // The rename is durable only once the folder entry is, and a new `dt=` folder
+                // only once its own entry in the root is: fsync both.
+                for dir in [dest.parent(), dest.parent().and_then(Path::parent)].into_iter().flatten() {
                     std::fs::File::open(dir)
                         .and_then(|d| d.sync_all())
                         .map_err(|source| StoreError::Io {
@@ -191,9 +194,10 @@ impl Store {
         }
     }
 
-    /// Deletes every file (published or staged) in `partitions` whose name starts with
-    /// `name_prefix`: the leftovers of an attempt that crashed before its commit.
-    pub async fn remove_prefix(&self, partitions: &[String], name_prefix: &str) -> Result<usize, StoreError> {
+    /// Deletes every file (published or staged) of the attempt `prefix` in `partitions`: the
+    /// leftovers of an attempt that never committed. Names are matched exactly
+    /// ([`is_attempt_file`]), never by bare prefix.
+    pub async fn remove_attempt(&self, partitions: &[String], attempt: &str) -> Result<usize, StoreError> {
         let mut removed = 0;
         match self {
             Store::Local { root } => {
@@ -207,7 +211,7 @@ impl Store {
                     };
                     for entry in entries.flatten() {
                         let name = entry.file_name().to_string_lossy().into_owned();
-                        if name.starts_with(name_prefix) || name.strip_prefix(".tmp-").is_some_and(|n| n.starts_with(name_prefix)) {
+                        if is_attempt_file(&name, attempt) {
                             std::fs::remove_file(entry.path()).map_err(|source| StoreError::Io {
                                 path: entry.path(),
                                 source,
@@ -226,7 +230,7 @@ impl Store {
                             path: dir.to_string(),
                             message: e.to_string(),
                         })?;
-                        if meta.location.filename().is_some_and(|n| n.starts_with(name_prefix)) {
+                        if meta.location.filename().is_some_and(|n| is_attempt_file(n, attempt)) {
                             store.delete(&meta.location).await.map_err(|e| StoreError::Object {
                                 path: meta.location.to_string(),
                                 message: e.to_string(),
@@ -237,7 +241,8 @@ impl Store {
                     // Spooled uploads of the attempt.
                     if let Ok(entries) = std::fs::read_dir(spool) {
                         for entry in entries.flatten() {
-                            if entry.file_name().to_string_lossy().starts_with(&format!("{part}__{name_prefix}")) {
+                            let name = entry.file_name().to_string_lossy().into_owned();
+                            if name.strip_prefix(&format!("{part}__")).is_some_and(|n| is_attempt_file(n, attempt)) {
                                 let _ = std::fs::remove_file(entry.path());
                             }
                         }

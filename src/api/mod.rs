@@ -1,63 +1,83 @@
 //! The Graph API client: `GET /aos/audit` pages for one window and stream.
 //!
-//! Owns retries (exponential backoff with full jitter, `Retry-After` honoured up to a cap),
-//! the shared client-side rate limit, the 401 → refresh token → retry-once rule, and the rule
-//! that a `nextLink` is followed only on the configured scheme, host and port (the bearer token
-//! is never sent anywhere else). Cancellation is checked before each request and during sleeps.
+//! Owns which responses are retried (the waits are [`crate::retry`]'s, shared with auth), the
+//! shared client-side rate limit, the 401 → refresh token → retry-once rule, and the rule that
+//! a `nextLink` is followed only on the configured scheme, host and port (the bearer token is
+//! never sent anywhere else). What makes a 2xx body a valid page is [`page`]'s. Cancellation
+//! is checked before each request and during sleeps.
 //!
 //! The retry loop is written out rather than delegated to a retry crate because its decisions
 //! depend on the response (Retry-After, the single token refresh on 401, cancellation) in ways
 //! the generic combinators express less clearly than this loop.
+
+pub mod page;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use rand::Rng;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::auth::{AuthError, TokenProvider, without_url};
-use crate::config::{ApiSettings, StreamSpec};
+use crate::config::ApiSettings;
+use crate::metrics::Metrics;
+use crate::model::StreamSpec;
+use crate::retry::{self, parse_retry_after};
+pub use page::Page;
 
+/// Why fetching a page from the audit API failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// The API answered HTTP 400; not retried.
     #[error("the API refused the request (HTTP 400): {error} (traceId {trace_id})")]
-    BadRequest { error: String, trace_id: String },
+    BadRequest {
+        /// The body's `error` (or up to 300 characters of the raw body).
+        error: String,
+        /// The body's `traceId`, or `-` when absent.
+        trace_id: String,
+    },
+    /// The API answered HTTP 403: the token lacks `audit.read.all`.
     #[error("the token lacks the audit.read.all permission (HTTP 403); grant it to the app registration")]
     Forbidden,
+    /// The API answered 401 again right after the token was refreshed.
     #[error("the API keeps answering 401 after a token refresh; check the app registration")]
     Unauthorized,
+    /// A page's `nextLink` is unparsable or on another scheme, host or port than `api.base_url`.
     #[error(
         "refusing nextLink {link}: its scheme, host or port differ from api.base_url {base}; the bearer token is only sent to api.base_url"
     )]
-    ForeignNextLink { link: String, base: String },
+    ForeignNextLink {
+        /// The refused `nextLink`, as sent by the API.
+        link: String,
+        /// The configured `api.base_url`.
+        base: String,
+    },
+    /// Retryable failures (timeouts, 408/429/5xx, malformed pages) outlasted the retry policy.
     #[error("giving up after {attempts} attempts: {last}")]
-    Exhausted { attempts: u32, last: String },
+    Exhausted {
+        /// How many attempts failed.
+        attempts: u32,
+        /// Why the last attempt failed.
+        last: String,
+    },
+    /// The API answered a status that is neither success nor handled above; not retried.
     #[error("unexpected HTTP {status} from the API: {body}")]
-    Unexpected { status: u16, body: String },
+    Unexpected {
+        /// The HTTP status code.
+        status: u16,
+        /// Up to 300 characters of the response body.
+        body: String,
+    },
+    /// Getting an access token failed.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// The cancellation token fired before or while fetching.
     #[error("cancelled")]
     Cancelled,
-}
-
-/// One page of `/aos/audit`.
-#[derive(Debug)]
-pub struct Page {
-    pub data: Vec<Value>,
-    pub next_link: Option<Url>,
-}
-
-#[derive(Deserialize)]
-struct WirePage {
-    #[serde(default, rename = "nextLink")]
-    next_link: Option<String>,
-    #[serde(default)]
-    data: Option<Vec<Value>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -68,46 +88,53 @@ struct WireError {
     trace_id: Option<String>,
 }
 
-/// Counters of what the client did (for `status`, metrics and tests).
-#[derive(Debug, Default)]
-pub struct ApiStats {
-    pub requests: std::sync::atomic::AtomicU64,
-    pub retries: std::sync::atomic::AtomicU64,
-}
-
+/// Client for the audit API's `/aos/audit` endpoint, with retries, rate limiting and token refresh.
 pub struct ApiClient {
     http: reqwest::Client,
     settings: ApiSettings,
     tokens: Arc<TokenProvider>,
     limiter: Option<DefaultDirectRateLimiter>,
-    pub stats: ApiStats,
+    metrics: Arc<Metrics>,
 }
 
 enum Attempt {
     Done(Page),
-    Retry { why: String, after: Option<Duration> },
+    Retry {
+        why: String,
+        cause: &'static str,
+        after: Option<Duration>,
+    },
     Unauthorized,
 }
 
 impl ApiClient {
-    pub fn new(settings: ApiSettings, http: reqwest::Client, tokens: Arc<TokenProvider>) -> Self {
+    /// A client over `http`, authenticating with `tokens`, counting into `metrics`.
+    pub fn new(settings: ApiSettings, http: reqwest::Client, tokens: Arc<TokenProvider>, metrics: Arc<Metrics>) -> Self {
         let limiter = settings.requests_per_second.map(|rps| {
             let period = Duration::from_secs_f64(1.0 / rps);
-            let burst = std::num::NonZeroU32::new((rps.ceil() as u32).max(1)).expect("nonzero");
-            RateLimiter::direct(Quota::with_period(period).expect("positive period").allow_burst(burst))
+            let burst = std::num::NonZeroU32::new((rps.ceil() as u32).max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+            // Validation guarantees rps > 0, so the period is positive; fall back to 1/s anyway.
+            let quota = Quota::with_period(period).unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MIN));
+            RateLimiter::direct(quota.allow_burst(burst))
         });
         ApiClient {
             http,
             settings,
             tokens,
             limiter,
-            stats: ApiStats::default(),
+            metrics,
         }
     }
 
     /// URL of the first page of `[start, end)` for `stream` (array filters as repeated keys).
     pub fn first_url(&self, stream: &StreamSpec, start: DateTime<Utc>, end: DateTime<Utc>) -> Url {
-        let mut url = self.settings.base_url.join("aos/audit").expect("valid base URL");
+        let mut url = self.settings.base_url.clone();
+        {
+            // `base_url` may carry a path; the endpoint is below it.
+            let mut path = url.path().trim_end_matches('/').to_string();
+            path.push_str("/aos/audit");
+            url.set_path(&path);
+        }
         {
             let mut q = url.query_pairs_mut();
             q.append_pair("startTime", &start.to_rfc3339_opts(SecondsFormat::AutoSi, true));
@@ -152,7 +179,10 @@ impl ApiClient {
                     _ = cancel.cancelled() => return Err(ApiError::Cancelled),
                 }
             }
-            let token = self.tokens.token().await?;
+            let token = match self.tokens.token_with(cancel).await {
+                Err(AuthError::Cancelled) => return Err(ApiError::Cancelled),
+                other => other?,
+            };
             match self.attempt(url, &token).await? {
                 Attempt::Done(p) => return Ok(p),
                 Attempt::Unauthorized if !refreshed => {
@@ -162,48 +192,38 @@ impl ApiClient {
                     refreshed = true;
                 }
                 Attempt::Unauthorized => return Err(ApiError::Unauthorized),
-                Attempt::Retry { why, after } => {
+                Attempt::Retry { why, cause, after } => {
                     failures += 1;
-                    if failures > s.max_retries {
+                    if !s.retry.may_retry(failures) {
                         return Err(ApiError::Exhausted {
                             attempts: failures,
                             last: why,
                         });
                     }
-                    self.stats.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let wait = match after {
-                        Some(ra) => ra.min(s.retry_after_max),
-                        None => {
-                            let cap = s
-                                .retry_initial_backoff
-                                .saturating_mul(1u32 << (failures - 1).min(20))
-                                .min(s.retry_max_backoff);
-                            Duration::from_secs_f64(rand::rng().random_range(0.0..=cap.as_secs_f64()))
-                        }
-                    };
+                    self.metrics.api_retry(cause);
+                    let wait = s.retry.backoff(failures, after);
                     tracing::warn!(attempt = failures, wait_ms = wait.as_millis() as u64, reason = %why, "retrying API request");
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = cancel.cancelled() => return Err(ApiError::Cancelled),
-                    }
+                    retry::sleep(wait, cancel).await.map_err(|_| ApiError::Cancelled)?;
                 }
             }
         }
     }
 
     async fn attempt(&self, url: &Url, token: &crate::auth::AccessToken) -> Result<Attempt, ApiError> {
-        self.stats.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(url = %url, "GET page");
         let resp = match self.http.get(url.clone()).bearer_auth(token.bearer()).send().await {
             Ok(r) => r,
             Err(e) => {
+                self.metrics.api_response(None);
                 return Ok(Attempt::Retry {
+                    cause: if e.is_timeout() { "timeout" } else { "connection" },
                     why: without_url(&e),
                     after: None,
                 });
             }
         };
         let status = resp.status();
+        self.metrics.api_response(Some(status.as_u16()));
         let retry_after = resp
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -214,25 +234,26 @@ impl ApiClient {
             Err(e) => {
                 return Ok(Attempt::Retry {
                     why: format!("reading body: {}", without_url(&e)),
+                    cause: "connection",
                     after: None,
                 });
             }
         };
         match status.as_u16() {
-            200 => match serde_json::from_slice::<WirePage>(&body) {
+            200..=299 => match page::parse(&body) {
                 Ok(p) => {
-                    let next_link = match p.next_link.filter(|l| !l.is_empty()) {
+                    let next_link = match p.next_link {
                         Some(l) => Some(self.check_next_link(&l)?),
                         None => None,
                     };
-                    Ok(Attempt::Done(Page {
-                        data: p.data.unwrap_or_default(),
-                        next_link,
-                    }))
+                    self.metrics.page_fetched();
+                    Ok(Attempt::Done(Page { data: p.data, next_link }))
                 }
-                // A truncated or garbled body is a transport fault: ask again.
+                // A truncated, garbled or malformed body is a transport fault: ask again. Past
+                // the retries the window fails rather than commit what may be a lost page.
                 Err(e) => Ok(Attempt::Retry {
-                    why: format!("invalid JSON body ({} bytes): {e}", body.len()),
+                    why: format!("malformed page ({} bytes): {e}", body.len()),
+                    cause: "malformed",
                     after: None,
                 }),
             },
@@ -252,6 +273,7 @@ impl ApiClient {
             }
             408 | 429 | 500 | 502 | 503 | 504 => Ok(Attempt::Retry {
                 why: format!("HTTP {status}"),
+                cause: if status.as_u16() == 429 { "throttled" } else { "server" },
                 after: retry_after,
             }),
             other => Err(ApiError::Unexpected {
@@ -259,30 +281,5 @@ impl ApiClient {
                 body: String::from_utf8_lossy(&body).chars().take(300).collect(),
             }),
         }
-    }
-}
-
-/// `Retry-After` as seconds or an HTTP date.
-pub fn parse_retry_after(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let t = DateTime::parse_from_rfc2822(v).ok()?.with_timezone(&Utc);
-    Some((t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_seconds_and_dates() {
-        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
-        let future = (Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
-        let d = parse_retry_after(&future).unwrap();
-        assert!(d > Duration::from_secs(25) && d <= Duration::from_secs(30), "{d:?}");
-        assert_eq!(parse_retry_after("soon"), None);
     }
 }

@@ -17,10 +17,15 @@ const RSA_OID: &str = "1.2.840.113549.1.1.1";
 
 /// A loaded certificate with its signing key. `Debug` shows only the thumbprint.
 pub struct AppCertificate {
+    /// SHA-1 thumbprint of the DER certificate, upper-case hex (the assertion's `kid`).
     pub thumbprint_hex: String,
+    /// SHA-1 thumbprint of the DER certificate, base64url without padding (the assertion's `x5t`).
     pub x5t: String,
+    /// Start of the certificate's validity period.
     pub not_before: DateTime<Utc>,
+    /// End of the certificate's validity period.
     pub not_after: DateTime<Utc>,
+    /// The certificate's subject distinguished name.
     pub subject: String,
     pub(super) key: EncodingKey,
 }

@@ -15,7 +15,10 @@ use jsonwebtoken::{Algorithm, Header};
 use serde::Deserialize;
 use serde_json::json;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::config::{AuthSettings, Credential, Secret};
+use crate::retry;
 pub use certificate::AppCertificate;
 
 /// Lifetime of a client assertion (AOS accepts at most one hour).
@@ -23,27 +26,69 @@ pub const ASSERTION_LIFETIME_SECS: i64 = 600;
 /// Certificates expiring within this many days produce a warning.
 pub const CERT_EXPIRY_WARNING_DAYS: i64 = 30;
 
+/// Why an access token could not be obtained.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
+    /// The certificate or its private key cannot be read, parsed, is not RSA, does not match,
+    /// or is outside its validity period.
     #[error("certificate {path}: {message}")]
-    Certificate { path: std::path::PathBuf, message: String },
+    Certificate {
+        /// The certificate (or private key) file at fault.
+        path: std::path::PathBuf,
+        /// What is wrong with it (never its contents).
+        message: String,
+    },
+    /// The identity service refused the request with a non-retryable HTTP status.
     #[error("token request to {url} rejected ({status}): {error}: {description} (check auth.client_id, the credential and auth.scope)")]
     Rejected {
+        /// The token endpoint.
         url: String,
+        /// The HTTP status code.
         status: u16,
+        /// The OAuth2 `error` code, or `unknown_error` when the body has none.
         error: String,
+        /// The OAuth2 `error_description` (may be empty).
         description: String,
     },
+    /// A retryable failure: connection fault, timeout, HTTP 408/429/5xx, or an unparsable token response.
     #[error("token request to {url} failed: {message}")]
-    Transport { url: String, message: String },
+    Transport {
+        /// The token endpoint.
+        url: String,
+        /// What went wrong, without the request URL.
+        message: String,
+    },
+    /// Signing the RFC 7523 client assertion with the certificate's key failed.
     #[error("cannot sign the client assertion: {0}")]
     Signing(String),
+    /// Retryable failures outlasted the retry policy.
+    #[error("token request to {url} kept failing after {attempts} attempts: {last}")]
+    Exhausted {
+        /// The token endpoint.
+        url: String,
+        /// How many attempts failed.
+        attempts: u32,
+        /// The last attempt's error message.
+        last: String,
+    },
+    /// The cancellation token fired before a request or during a retry wait.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl AuthError {
-    /// Whether asking again may succeed (transport faults and 5xx).
+    /// Whether asking again may succeed (connection faults, timeouts, 408, 429 and 5xx).
     pub fn is_retryable(&self) -> bool {
         matches!(self, AuthError::Transport { .. })
+    }
+
+    /// Whether the identity service rejected the credential itself (exit 3), as opposed to
+    /// failing to answer.
+    pub fn is_credential_problem(&self) -> bool {
+        matches!(
+            self,
+            AuthError::Certificate { .. } | AuthError::Rejected { .. } | AuthError::Signing(_)
+        )
     }
 }
 
@@ -51,12 +96,15 @@ impl AuthError {
 #[derive(Clone)]
 pub struct AccessToken {
     value: Secret,
+    /// When the token expires: time of receipt plus `expires_in` (3600 s when absent).
     pub expires_at: DateTime<Utc>,
+    /// The granted scope (the requested `auth.scope` when the response names none).
     pub scope: String,
     refresh_after: Instant,
 }
 
 impl AccessToken {
+    /// The token value, for an `Authorization: Bearer` header; never log it.
     pub fn bearer(&self) -> &str {
         self.value.expose()
     }
@@ -146,6 +194,7 @@ impl TokenProvider {
         }
     }
 
+    /// The configured `auth.client_id`.
     pub fn client_id(&self) -> &str {
         &self.settings.client_id
     }
@@ -157,13 +206,18 @@ impl TokenProvider {
 
     /// A valid token: the cached one, or a fresh one. Concurrent callers wait for one refresh.
     pub async fn token(&self) -> Result<AccessToken, AuthError> {
+        self.token_with(&CancellationToken::new()).await
+    }
+
+    /// [`TokenProvider::token`], giving up when `cancel` fires during a retry wait.
+    pub async fn token_with(&self, cancel: &CancellationToken) -> Result<AccessToken, AuthError> {
         let mut cache = self.cache.lock().await;
         if let Some(t) = cache.as_ref()
             && Instant::now() < t.refresh_after
         {
             return Ok(t.clone());
         }
-        let fresh = self.fetch().await?;
+        let fresh = self.fetch(cancel).await?;
         *cache = Some(fresh.clone());
         Ok(fresh)
     }
@@ -195,24 +249,35 @@ impl TokenProvider {
         jsonwebtoken::encode(&header, &claims, &cert.key).map_err(|e| AuthError::Signing(e.to_string()))
     }
 
-    async fn fetch(&self) -> Result<AccessToken, AuthError> {
+    /// Asks the identity service, retrying transient failures with the shared policy.
+    async fn fetch(&self, cancel: &CancellationToken) -> Result<AccessToken, AuthError> {
         let url = self.settings.token_url.to_string();
-        // Token endpoint faults are retried a few times here; the API client's own retries
-        // cover longer outages.
-        let mut attempt = 0u32;
+        let policy = &self.settings.retry;
+        let mut failures = 0u32;
         loop {
-            attempt += 1;
-            match self.fetch_once(&url).await {
-                Err(e) if e.is_retryable() && attempt < 4 => {
-                    tracing::warn!(attempt, error = %e, "token request failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(250 * 2u64.pow(attempt))).await;
-                }
-                other => return other,
+            if cancel.is_cancelled() {
+                return Err(AuthError::Cancelled);
             }
+            let (e, retry_after) = match self.fetch_once(&url).await {
+                Err((e, retry_after)) if e.is_retryable() => (e, retry_after),
+                other => return other.map_err(|(e, _)| e),
+            };
+            failures += 1;
+            if !policy.may_retry(failures) {
+                return Err(AuthError::Exhausted {
+                    url,
+                    attempts: failures,
+                    last: e.to_string(),
+                });
+            }
+            let wait = policy.backoff(failures, retry_after);
+            tracing::warn!(attempt = failures, wait_ms = wait.as_millis() as u64, error = %e, "token request failed; retrying");
+            retry::sleep(wait, cancel).await.map_err(|_| AuthError::Cancelled)?;
         }
     }
 
-    async fn fetch_once(&self, url: &str) -> Result<AccessToken, AuthError> {
+    /// One token request; a failure carries the server's `Retry-After`, if any.
+    async fn fetch_once(&self, url: &str) -> Result<AccessToken, (AuthError, Option<Duration>)> {
         let mut form: Vec<(&str, String)> = vec![
             ("grant_type", "client_credentials".into()),
             ("client_id", self.settings.client_id.clone()),
@@ -225,26 +290,32 @@ impl TokenProvider {
                     "client_assertion_type",
                     "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
                 ));
-                form.push(("client_assertion", self.client_assertion(c, Utc::now().timestamp())?));
+                form.push((
+                    "client_assertion",
+                    self.client_assertion(c, Utc::now().timestamp()).map_err(|e| (e, None))?,
+                ));
             }
         }
         self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(token_url = %url, client_id = %self.settings.client_id, "requesting access token");
         let started = Instant::now();
-        let resp = self.http.post(url).form(&form).send().await.map_err(|e| AuthError::Transport {
-            url: url.into(),
-            message: without_url(&e),
-        })?;
+        let transport = |message: String| (AuthError::Transport { url: url.into(), message }, None);
+        let resp = self
+            .http
+            .post(url)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| transport(without_url(&e)))?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| AuthError::Transport {
-            url: url.into(),
-            message: without_url(&e),
-        })?;
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(retry::parse_retry_after);
+        let body = resp.bytes().await.map_err(|e| transport(without_url(&e)))?;
         if status.is_success() {
-            let t: TokenResponse = serde_json::from_slice(&body).map_err(|e| AuthError::Transport {
-                url: url.into(),
-                message: format!("invalid token response: {e}"),
-            })?;
+            let t: TokenResponse = serde_json::from_slice(&body).map_err(|e| transport(format!("invalid token response: {e}")))?;
             let lifetime = t.expires_in.unwrap_or(3600).max(1);
             let refresh_after = started + Duration::from_millis((lifetime as u64) * 800);
             let tok = AccessToken {
@@ -256,19 +327,20 @@ impl TokenProvider {
             tracing::info!(client_id = %self.settings.client_id, expires_at = %tok.expires_at, "obtained access token");
             return Ok(tok);
         }
-        if status.is_server_error() || status.as_u16() == 429 {
-            return Err(AuthError::Transport {
-                url: url.into(),
-                message: format!("HTTP {status}"),
-            });
+        if status.is_server_error() || matches!(status.as_u16(), 408 | 429) {
+            let (e, _) = transport(format!("HTTP {status}"));
+            return Err((e, retry_after));
         }
         let err: OAuthError = serde_json::from_slice(&body).unwrap_or_default();
-        Err(AuthError::Rejected {
-            url: url.into(),
-            status: status.as_u16(),
-            error: if err.error.is_empty() { "unknown_error".into() } else { err.error },
-            description: err.error_description,
-        })
+        Err((
+            AuthError::Rejected {
+                url: url.into(),
+                status: status.as_u16(),
+                error: if err.error.is_empty() { "unknown_error".into() } else { err.error },
+                description: err.error_description,
+            },
+            None,
+        ))
     }
 }
 

@@ -5,10 +5,14 @@
 //! Files are written to staging paths the caller chooses (hidden names next to their final
 //! place, or a spool folder for object storage), flushed and fsynced on [`WindowWriter::finish`],
 //! and deleted again if the writer is dropped unfinished. The sink never publishes: that is the
-//! store's job, ordered by `job.rs`.
+//! store's job, ordered by `window.rs`.
 
+mod format;
 pub mod ndjson;
 pub mod parquet;
+pub mod readback;
+
+pub use format::{Compression, Format, SinkOptions};
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -18,8 +22,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Compression, Format};
-use crate::pipeline::RecordId;
+use crate::model::{self, RecordId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -27,30 +30,6 @@ pub enum SinkError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("cannot encode Parquet for {path}: {message}")]
     Parquet { path: PathBuf, message: String },
-}
-
-/// How files are written.
-#[derive(Debug, Clone)]
-pub struct SinkOptions {
-    pub format: Format,
-    pub compression: Compression,
-    pub row_group_rows: usize,
-    pub file_max_rows: usize,
-    /// A file is rolled over once about this many bytes are written (encoded, before the
-    /// footer); Parquet counts its buffered row group too.
-    pub file_max_bytes: u64,
-}
-
-impl SinkOptions {
-    /// File name extension for this format and compression.
-    pub fn extension(&self) -> &'static str {
-        match (self.format, self.compression) {
-            (Format::Parquet, _) => "parquet",
-            (Format::Ndjson, Compression::Gzip) => "ndjson.gz",
-            (Format::Ndjson, Compression::Zstd(_)) => "ndjson.zst",
-            (Format::Ndjson, _) => "ndjson",
-        }
-    }
 }
 
 /// A finished file, ready to publish.
@@ -178,13 +157,13 @@ impl WindowWriter {
     }
 
     pub fn write(&mut self, rec: OutRecord<'_>) -> Result<(), SinkError> {
-        let partition = match rec.time {
-            Some(t) => format!("dt={}", t.format("%Y-%m-%d")),
-            None => "dt=unknown".to_string(),
-        };
+        let partition = model::partition_of(rec.time);
         if !self.open.contains_key(&partition) {
             let part = self.parts.entry(partition.clone()).or_insert(0);
-            let rel = format!("{partition}/{}-p{:03}.{}", self.prefix, part, self.opts.extension());
+            let rel = format!(
+                "{partition}/{}",
+                model::attempt_file_name(&self.prefix, *part, self.opts.extension())
+            );
             *part += 1;
             let temp = (self.staging)(&rel);
             let out = create(&temp)?;

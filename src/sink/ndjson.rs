@@ -6,9 +6,9 @@ use std::path::Path;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use super::Compression;
 use super::{FileOut, OutRecord, SinkError};
-use crate::config::Compression;
-use crate::pipeline::id_hex;
+use crate::model::id_hex;
 
 enum Enc {
     Plain(FileOut),

@@ -19,9 +19,9 @@ use parquet::basic::{Compression as PqCompression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde_json::{Map, Value};
 
+use super::Compression;
 use super::{FileOut, OutRecord, SinkError, SinkOptions};
-use crate::config::Compression;
-use crate::pipeline::{id_hex, parse_action_time};
+use crate::model::{id_hex, parse_action_time};
 
 /// The documented record fields, in output column order.
 pub const FIELDS: [&str; 20] = [

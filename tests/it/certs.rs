@@ -383,7 +383,7 @@ async fn unauthorized_refreshes_once_then_succeeds() {
     let emu = cert_emulator(&c.der).await;
     let dir = tempfile::tempdir().unwrap();
     let (_, settings, tp) = cert_provider(&emu, c, dir.path());
-    let api = aos_audit_export::api::ApiClient::new(settings.api.clone(), reqwest::Client::new(), tp.clone());
+    let api = aos_audit_export::api::ApiClient::new(settings.api.clone(), reqwest::Client::new(), tp.clone(), Default::default());
     let (from, _) = range(1);
     let url = api.first_url(&settings.api.streams[0], from, from + chrono::Duration::hours(1));
     let cancel = tokio_util::sync::CancellationToken::new();

@@ -156,9 +156,9 @@ async fn dedup_state_is_bounded_by_the_lookback_horizon() {
 /// columns + `_extra`, or the NDJSON line) equals what the API sent.
 #[test]
 fn odd_values_round_trip_through_both_sinks() {
-    use aos_audit_export::config::{Compression, Format};
-    use aos_audit_export::pipeline::{Deduper, parse_action_time};
+    use aos_audit_export::sink::{Compression, Format};
     use aos_audit_export::sink::{OutRecord, SinkOptions, WindowWriter};
+    use aos_audit_export::{dedup::Deduper, model::parse_action_time};
     use serde_json::json;
     let records = vec![
         json!({"actionName": 42, "actionTime": "2024-03-01T10:00:00Z", "status": true}),

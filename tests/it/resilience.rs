@@ -35,7 +35,7 @@ async fn late_arrival(max_delay_h: i64, lag: &str, lookback: &str) -> (usize, us
     raw.export.lag = lag.into();
     raw.export.lookback = lookback.into();
     let settings = raw.validate(day0()).unwrap();
-    let ex = aos_audit_export::scheduler::Exporter::new(settings).await.unwrap();
+    let ex = aos_audit_export::exporter::Exporter::new(settings).await.unwrap();
     let cancel = tokio_util::sync::CancellationToken::new();
     let mut now = day0() + chrono::Duration::minutes(30);
     let end = day0() + chrono::Duration::days(2) + chrono::Duration::hours(max_delay_h + 4);
@@ -99,7 +99,7 @@ async fn next_link_must_match_scheme_host_and_port() {
     raw.api.base_url = Some(emu.base_url());
     let settings = raw.validate(Utc::now()).unwrap();
     let tp = std::sync::Arc::new(aos_audit_export::auth::TokenProvider::new(settings.auth.clone(), reqwest::Client::new()).unwrap());
-    let api = aos_audit_export::api::ApiClient::new(settings.api.clone(), reqwest::Client::new(), tp);
+    let api = aos_audit_export::api::ApiClient::new(settings.api.clone(), reqwest::Client::new(), tp, Default::default());
     let port = emu.addr().port();
     assert!(
         api.check_next_link(&format!("http://127.0.0.1:{port}/aos/audit?skipToken=a"))

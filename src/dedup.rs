@@ -1,5 +1,5 @@
-//! Pure record handling: parsing `actionTime`, clipping records to their window, fingerprints
-//! and multiset deduplication.
+//! Pure record identity and deduplication: placing records in their window, fingerprints and
+//! multiset deduplication.
 //!
 //! A record's `_record_id` is SHA-256 over its canonical JSON (object keys sorted, no
 //! whitespace) and its occurrence number among identical records of the same read, truncated to
@@ -13,26 +13,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::planner::Window;
-
-/// 128-bit record fingerprint.
-pub type RecordId = [u8; 16];
-
-/// Lower-case hex of a record id (the `_record_id` column).
-pub fn id_hex(id: &RecordId) -> String {
-    hex::encode(id)
-}
-
-/// Parses an ISO 8601 / RFC 3339 instant (any fraction length; no zone means UTC).
-pub fn parse_action_time(s: &str) -> Option<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.with_timezone(&Utc));
-    }
-    // .NET sometimes omits the zone for UTC values.
-    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
-        .ok()
-        .map(|n| n.and_utc())
-}
+use crate::model::{RecordId, Window, parse_action_time};
 
 /// Where a record belongs relative to the window that returned it.
 #[derive(Debug, PartialEq, Eq)]
@@ -180,12 +161,5 @@ mod tests {
         ));
         assert_eq!(place(&json!({"actionTime": "yesterday"}), &w), Placement::Unplaced);
         assert_eq!(place(&json!({}), &w), Placement::Unplaced);
-    }
-
-    #[test]
-    fn seven_digit_fractions_parse() {
-        let t = parse_action_time("2024-10-10T08:00:00.1234567Z").unwrap();
-        assert_eq!(t.timestamp_subsec_nanos(), 123_456_700);
-        assert!(parse_action_time("2024-10-10T08:00:00.5").is_some());
     }
 }

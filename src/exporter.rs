@@ -1,12 +1,13 @@
-//! Drives windows: `run` (checkpoint → now − lag, with look-back), `backfill` (a historical
-//! range, resumable) and the `daemon` loop.
+//! The exporter: owns the adapters of one configuration and drives windows through
+//! [`crate::window`] for `run` (coverage gaps up to now − lag, plus the look-back) and
+//! `backfill` (a historical range, resumable).
 //!
 //! Windows are fetched up to `export.concurrency` at once but committed strictly in order, so
 //! the watermark only ever covers a contiguous prefix of committed windows. On start, attempts
 //! left pending by a crash are cleaned up before anything else is written.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -16,11 +17,12 @@ use tokio_util::sync::CancellationToken;
 use crate::api::ApiClient;
 use crate::auth::TokenProvider;
 use crate::checkpoint::{Checkpoint, WindowCommit};
-use crate::config::{Settings, StreamSpec};
-use crate::job::{self, Deps, JobError};
-use crate::planner::{self, Window};
-use crate::sink::SinkOptions;
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::model::{StreamSpec, Window};
+use crate::planner;
 use crate::store::Store;
+use crate::window::{self, Deps, ExportError};
 
 /// Totals of one run (printed, recorded in `runs`, exported as metrics).
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -34,25 +36,13 @@ pub struct RunSummary {
     pub seconds: f64,
 }
 
-/// Process-wide counters for `/metrics`.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub runs_ok: AtomicU64,
-    pub runs_failed: AtomicU64,
-    pub records_written: AtomicU64,
-    pub windows_committed: AtomicU64,
-    pub last_success_unix: AtomicU64,
-}
-
 /// Everything a run needs, built once from [`Settings`].
 pub struct Exporter {
-    pub settings: Settings,
-    pub tokens: Arc<TokenProvider>,
-    pub api: ApiClient,
-    pub store: Store,
-    pub checkpoint: Checkpoint,
-    pub sink: SinkOptions,
-    pub metrics: Metrics,
+    settings: Settings,
+    api: ApiClient,
+    store: Store,
+    checkpoint: Checkpoint,
+    metrics: Arc<Metrics>,
     /// Id of the run in progress (recorded on each window it commits).
     current_run: std::sync::atomic::AtomicI64,
 }
@@ -60,33 +50,25 @@ pub struct Exporter {
 impl Exporter {
     /// Loads the credential, opens the output and the state (taking its lock), and cleans up
     /// after any crashed attempt. Fails before writing anything if a setting is unusable.
-    pub async fn new(settings: Settings) -> Result<Self, anyhow::Error> {
+    pub async fn new(settings: Settings) -> Result<Self, ExportError> {
         let http = reqwest::Client::builder()
             .timeout(settings.api.request_timeout)
             .connect_timeout(settings.api.connect_timeout)
             .user_agent(concat!("aos-audit-export/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .build()
+            .map_err(|e| ExportError::Http(e.to_string()))?;
+        let metrics = Arc::new(Metrics::new());
         let tokens = Arc::new(TokenProvider::new(settings.auth.clone(), http.clone())?);
-        let api = ApiClient::new(settings.api.clone(), http, tokens.clone());
-        let spool = settings.state_path.with_extension("spool");
-        let store = Store::open(&settings.export.output, &spool)?;
+        let api = ApiClient::new(settings.api.clone(), http, tokens, metrics.clone());
+        let store = Store::open(&settings.export.output, &settings.spool_path())?;
         let checkpoint = Checkpoint::open(&settings.state_path)?;
         store.check()?;
-        let sink = SinkOptions {
-            format: settings.export.format,
-            compression: settings.export.compression,
-            row_group_rows: settings.export.row_group_rows,
-            file_max_rows: settings.export.file_max_rows,
-            file_max_bytes: settings.export.file_max_bytes,
-        };
         let ex = Exporter {
             settings,
-            tokens,
             api,
             store,
             checkpoint,
-            sink,
-            metrics: Metrics::default(),
+            metrics,
             current_run: Default::default(),
         };
         ex.recover().await?;
@@ -97,9 +79,9 @@ impl Exporter {
     }
 
     /// Deletes files of attempts that never committed (a crash between publish and commit).
-    pub async fn recover(&self) -> Result<(), JobError> {
+    pub async fn recover(&self) -> Result<(), ExportError> {
         for p in self.checkpoint.pending()? {
-            let n = self.store.remove_prefix(&p.partitions, &p.prefix).await?;
+            let n = self.store.remove_attempt(&p.partitions, &p.prefix).await?;
             tracing::info!(prefix = %p.prefix, removed = n, "cleaned up an uncommitted attempt");
             self.checkpoint.clear_pending(&p.prefix)?;
         }
@@ -111,12 +93,46 @@ impl Exporter {
             api: &self.api,
             store: &self.store,
             checkpoint: &self.checkpoint,
-            sink: &self.sink,
+            sink: &self.settings.export.sink,
+        }
+    }
+
+    /// The validated settings this exporter runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The state (for summaries and reports).
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.checkpoint
+    }
+
+    /// The output.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The output, as the user named it.
+    pub fn output(&self) -> String {
+        self.store.describe()
+    }
+
+    /// The process's operator signals.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Refreshes the per-stream lag gauges from the state.
+    pub fn update_lag_metrics(&self, now: DateTime<Utc>) {
+        for st in &self.settings.api.streams {
+            if let Ok(Some(w)) = self.checkpoint.watermark(&st.id) {
+                self.metrics.stream_lag(&st.id, (now - w).num_seconds());
+            }
         }
     }
 
     /// One export pass for every stream: from its watermark (minus look-back) to now − lag.
-    pub async fn run_once(&self, now: DateTime<Utc>, cancel: &CancellationToken) -> Result<RunSummary, JobError> {
+    pub async fn run_once(&self, now: DateTime<Utc>, cancel: &CancellationToken) -> Result<RunSummary, ExportError> {
         self.recorded("run", cancel, |cancel| async move {
             let e = &self.settings.export;
             let mut total = RunSummary::default();
@@ -144,7 +160,7 @@ impl Exporter {
         to: DateTime<Utc>,
         now: DateTime<Utc>,
         cancel: &CancellationToken,
-    ) -> Result<RunSummary, JobError> {
+    ) -> Result<RunSummary, ExportError> {
         self.recorded("backfill", cancel, |cancel| async move {
             let e = &self.settings.export;
             let to = truncate_to_second(planner::clamp_end(to, now, e.lag));
@@ -164,10 +180,10 @@ impl Exporter {
     }
 
     /// Records the run in the state and applies the run deadline.
-    async fn recorded<'a, F, Fut>(&'a self, command: &str, cancel: &CancellationToken, body: F) -> Result<RunSummary, JobError>
+    async fn recorded<'a, F, Fut>(&'a self, command: &str, cancel: &CancellationToken, body: F) -> Result<RunSummary, ExportError>
     where
         F: FnOnce(CancellationToken) -> Fut,
-        Fut: std::future::Future<Output = Result<RunSummary, JobError>> + 'a,
+        Fut: std::future::Future<Output = Result<RunSummary, ExportError>> + 'a,
     {
         let started = Instant::now();
         let run_id = self.checkpoint.start_run(command)?;
@@ -186,13 +202,13 @@ impl Exporter {
         if let Some(t) = timer {
             t.abort();
         }
-        if matches!(result, Err(JobError::Cancelled)) && deadline_hit.load(Ordering::SeqCst) {
-            result = Err(JobError::Deadline);
+        if matches!(result, Err(ExportError::Cancelled)) && deadline_hit.load(Ordering::SeqCst) {
+            result = Err(ExportError::Deadline);
         }
         let (status, err) = match &result {
             Ok(_) => ("ok", None),
-            Err(JobError::Cancelled) => ("interrupted", None),
-            Err(JobError::Deadline) => ("deadline", None),
+            Err(ExportError::Cancelled) => ("interrupted", None),
+            Err(ExportError::Deadline) => ("deadline", None),
             Err(e) => ("failed", Some(e.to_string())),
         };
         let (w, r) = match &result {
@@ -200,14 +216,8 @@ impl Exporter {
             Err(_) => (0, 0),
         };
         self.checkpoint.finish_run(run_id, status, w, r, err.as_deref())?;
-        if result.is_ok() {
-            self.metrics.runs_ok.fetch_add(1, Ordering::Relaxed);
-            self.metrics
-                .last_success_unix
-                .store(Utc::now().timestamp() as u64, Ordering::Relaxed);
-        } else {
-            self.metrics.runs_failed.fetch_add(1, Ordering::Relaxed);
-        }
+        self.metrics.pass(command, result.is_ok(), started.elapsed().as_secs_f64());
+        self.update_lag_metrics(Utc::now());
         result.map(|mut s| {
             s.seconds = started.elapsed().as_secs_f64();
             s
@@ -221,7 +231,7 @@ impl Exporter {
         windows: Vec<Window>,
         cancel: &CancellationToken,
         total: &mut RunSummary,
-    ) -> Result<(), JobError> {
+    ) -> Result<(), ExportError> {
         let deps = self.deps();
         let e = &self.settings.export;
         let deps = &deps;
@@ -230,7 +240,7 @@ impl Exporter {
         let mut results = futures::stream::iter(
             windows
                 .into_iter()
-                .map(|w| async move { job::export_window(deps, stream, w, cancel).await }),
+                .map(|w| async move { window::export_window(deps, stream, w, cancel).await }),
         )
         .buffered(e.concurrency);
         while let Some(res) = results.next().await {
@@ -259,8 +269,8 @@ impl Exporter {
                 _ => true,
             };
             let advance = contiguous.then_some(o.window.end);
-            let horizon = advance.or(wm).map(|w| w - e.lookback - e.window);
-            self.checkpoint.commit_window(&WindowCommit {
+            let horizon = advance.or(wm).map(|w| planner::key_horizon(w, e.lookback, e.window));
+            let committed = self.checkpoint.commit_window(&WindowCommit {
                 stream_id: &o.stream_id,
                 window: o.window,
                 generation: o.generation,
@@ -272,7 +282,17 @@ impl Exporter {
                 run_id: Some(self.current_run.load(Ordering::Relaxed)),
                 advance_watermark_to: advance,
                 prune_keys_before: horizon,
-            })?;
+            });
+            if let Err(ce) = committed {
+                // The state refused the commit (e.g. its volume is full): this window's files
+                // and any later window's are published but not committed. Remove them now, so
+                // no reader sees records the state does not account for.
+                drop(results);
+                if let Err(re) = self.recover().await {
+                    tracing::warn!(error = %re, "could not clean up uncommitted windows; the next run will");
+                }
+                return Err(ce.into());
+            }
             let written: u64 = o.files.iter().map(|f| f.rows).sum();
             done += 1;
             let eta_s = (started.elapsed().as_secs_f64() / done as f64 * (total_windows - done) as f64).round() as u64;
@@ -282,8 +302,8 @@ impl Exporter {
                 progress = %format!("{done}/{total_windows}"), eta_s,
                 "window committed"
             );
-            self.metrics.records_written.fetch_add(written, Ordering::Relaxed);
-            self.metrics.windows_committed.fetch_add(1, Ordering::Relaxed);
+            let bytes: u64 = o.files.iter().map(|f| f.bytes).sum();
+            self.metrics.window_committed(written, o.duplicates, bytes);
             total.windows += 1;
             total.pages += o.pages;
             total.fetched += o.fetched;

@@ -1,5 +1,5 @@
 //! One window end to end: fetch every page → place and deduplicate → write → publish.
-//! The commit is the scheduler's, so that windows fetched concurrently commit in order.
+//! The commit is the exporter's, so that windows fetched concurrently commit in order.
 //!
 //! Before writing, the attempt is recorded as pending (with the partitions it may touch) and any
 //! file left under its name by an earlier crashed attempt is deleted; so a window re-run after a
@@ -9,17 +9,21 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiClient, ApiError};
-use crate::checkpoint::{Checkpoint, CheckpointError, FileRow, us};
-use crate::config::StreamSpec;
-use crate::pipeline::{Deduper, Placement, RecordId, place};
-use crate::planner::Window;
+use crate::checkpoint::{Checkpoint, CheckpointError, FileRow};
+use crate::dedup::{Deduper, Placement, place};
+use crate::model::{RecordId, StreamSpec, Window, attempt_prefix, partitions_of};
 use crate::sink::{OutRecord, SinkError, SinkOptions, WindowWriter};
 use crate::store::{Store, StoreError};
 
+/// Why a window (and so the pass that drives it) failed.
 #[derive(Debug, thiserror::Error)]
-pub enum JobError {
+pub enum ExportError {
     #[error(transparent)]
     Api(#[from] ApiError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(String),
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error(transparent)]
@@ -48,45 +52,25 @@ pub struct WindowOutcome {
     pub generation: u32,
     pub prefix: String,
     pub files: Vec<FileRow>,
-    pub new_ids: Vec<(RecordId, Option<i64>)>,
+    pub new_ids: Vec<(RecordId, Option<DateTime<Utc>>)>,
     pub fetched: u64,
     pub pages: u64,
     pub duplicates: u64,
-    pub outside: u64,
-}
-
-impl WindowOutcome {
-    pub fn written(&self) -> u64 {
-        self.files.iter().map(|f| f.rows).sum()
-    }
-}
-
-/// `20240101T000000Z`: compact, sortable, file-name safe.
-pub fn stamp(t: DateTime<Utc>) -> String {
-    t.format("%Y%m%dT%H%M%SZ").to_string()
-}
-
-/// Partitions a window's records can land in: each UTC day it touches, and `dt=unknown`.
-pub fn partitions_of(w: &Window) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut d = w.start.date_naive();
-    let last = (w.end - chrono::Duration::microseconds(1)).date_naive();
-    while d <= last {
-        out.push(format!("dt={}", d.format("%Y-%m-%d")));
-        d = d.succ_opt().expect("date in range");
-    }
-    out.push("dt=unknown".into());
-    out
 }
 
 /// Fetches, writes and publishes one window; returns what its commit must record.
-pub async fn export_window(deps: &Deps<'_>, stream: &StreamSpec, w: Window, cancel: &CancellationToken) -> Result<WindowOutcome, JobError> {
+pub async fn export_window(
+    deps: &Deps<'_>,
+    stream: &StreamSpec,
+    w: Window,
+    cancel: &CancellationToken,
+) -> Result<WindowOutcome, ExportError> {
     let cp = deps.checkpoint;
     let generation = cp.next_generation(&stream.id, &w)?;
-    let prefix = format!("{}-{}-{}-g{generation}", stream.id, stamp(w.start), stamp(w.end));
+    let prefix = attempt_prefix(&stream.id, &w, generation);
     let partitions = partitions_of(&w);
     cp.begin_attempt(&stream.id, &prefix, &partitions)?;
-    let removed = deps.store.remove_prefix(&partitions, &prefix).await?;
+    let removed = deps.store.remove_attempt(&partitions, &prefix).await?;
     if removed > 0 {
         tracing::info!(prefix, removed, "removed files of an earlier uncommitted attempt");
     }
@@ -103,15 +87,14 @@ pub async fn export_window(deps: &Deps<'_>, stream: &StreamSpec, w: Window, canc
         fetched: 0,
         pages: 0,
         duplicates: 0,
-        outside: 0,
     };
     let mut url = deps.api.first_url(stream, w.start, w.end);
     loop {
         if cancel.is_cancelled() {
-            return Err(JobError::Cancelled);
+            return Err(ExportError::Cancelled);
         }
         let page = match deps.api.fetch_page(&url, cancel).await {
-            Err(ApiError::Cancelled) => return Err(JobError::Cancelled),
+            Err(ApiError::Cancelled) => return Err(ExportError::Cancelled),
             other => other?,
         };
         out.pages += 1;
@@ -120,10 +103,7 @@ pub async fn export_window(deps: &Deps<'_>, stream: &StreamSpec, w: Window, canc
             let time = match place(rec, &w) {
                 Placement::In(t) => Some(t),
                 // A server with inclusive bounds also returns the next window's first instant.
-                Placement::Out => {
-                    out.outside += 1;
-                    continue;
-                }
+                Placement::Out => continue,
                 Placement::Unplaced => None,
             };
             let (id, new) = dedup.admit(rec);
@@ -132,7 +112,7 @@ pub async fn export_window(deps: &Deps<'_>, stream: &StreamSpec, w: Window, canc
                 continue;
             }
             writer.write(OutRecord { value: rec, id: &id, time })?;
-            out.new_ids.push((id, time.map(us)));
+            out.new_ids.push((id, time));
         }
         match page.next_link {
             Some(next) => url = next,
@@ -167,19 +147,4 @@ pub async fn export_window(deps: &Deps<'_>, stream: &StreamSpec, w: Window, canc
         })
         .collect();
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::parse_instant;
-
-    #[test]
-    fn partitions_cover_each_touched_day() {
-        let w = Window {
-            start: parse_instant("2024-01-01T12:00:00Z").unwrap(),
-            end: parse_instant("2024-01-03T00:00:00Z").unwrap(),
-        };
-        assert_eq!(partitions_of(&w), vec!["dt=2024-01-01", "dt=2024-01-02", "dt=unknown"]);
-    }
 }

@@ -1,0 +1,141 @@
+//! The SQLite checkpoint: streams and their coverage, committed windows, pending attempts, the
+//! file manifest, dedup keys and run history. All SQL of the program lives here and in
+//! `migrations/`. This file opens, locks and migrates the database; [`commit`] is the write
+//! path (attempts, commits, run history), [`read`] the read model (`status`, `verify`).
+//!
+//! Invariants: a window's manifest rows, dedup keys, watermark move and the removal of its
+//! pending row commit in one transaction ([`Checkpoint::commit_window`]), which the caller runs
+//! only after every file of the window is published. `synchronous=FULL` makes a commit durable
+//! before it returns. One process at a time holds the state (an advisory lock on
+//! `<state>.lock`).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use rusqlite::Connection;
+
+pub mod commit;
+pub mod read;
+
+pub use commit::{Pending, WindowCommit};
+pub use read::{FileRow, PartitionStatus, RunStatus, StatusReport, StreamStatus};
+
+/// Migrations in order; the index + 1 is the schema version.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("state.path {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("state.path {path}: cannot create its folder: {source}")]
+    Folder { path: PathBuf, source: std::io::Error },
+    #[error("another aos-audit-export is using {path} (lock {lock} is held); wait for it to finish")]
+    Locked { path: PathBuf, lock: PathBuf },
+    #[error("state.path {path}: schema version {found} is newer than this program ({known}); upgrade aos-audit-export")]
+    TooNew { path: PathBuf, found: i64, known: i64 },
+    #[error("checkpoint database: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+pub(crate) fn us(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+pub(crate) fn from_us(v: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(v).unwrap_or_default()
+}
+
+pub struct Checkpoint {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+    _lock: Option<File>,
+}
+
+fn lock_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+impl Checkpoint {
+    /// Opens (creating) the database for writing: takes the advisory lock, applies migrations.
+    pub fn open(path: &Path) -> Result<Self, CheckpointError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Folder { path: path.into(), source })?;
+        }
+        let lock = lock_path(path);
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+            .map_err(|source| CheckpointError::Folder {
+                path: lock.clone(),
+                source,
+            })?;
+        if f.try_lock().is_err() {
+            return Err(CheckpointError::Locked { path: path.into(), lock });
+        }
+        let cp = Self::connect(path, Some(f))?;
+        cp.migrate()?;
+        Ok(cp)
+    }
+
+    /// Opens an existing database without the lock, for `status` and `verify` (which only read).
+    pub fn open_read(path: &Path) -> Result<Self, CheckpointError> {
+        if !path.exists() {
+            return Err(CheckpointError::Open {
+                path: path.into(),
+                source: rusqlite::Error::InvalidPath(path.into()),
+            });
+        }
+        let cp = Self::connect(path, None)?;
+        cp.migrate()?;
+        Ok(cp)
+    }
+
+    fn connect(path: &Path, lock: Option<File>) -> Result<Self, CheckpointError> {
+        let conn = Connection::open(path).map_err(|source| CheckpointError::Open { path: path.into(), source })?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|source| CheckpointError::Open { path: path.into(), source })?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        Ok(Checkpoint {
+            conn: Mutex::new(conn),
+            path: path.into(),
+            _lock: lock,
+        })
+    }
+
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies migrations newer than the database's `user_version`, each in its own transaction.
+    fn migrate(&self) -> Result<(), CheckpointError> {
+        let mut c = self.conn();
+        let found: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if found > known {
+            return Err(CheckpointError::TooNew {
+                path: self.path.clone(),
+                found,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let tx = c.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// The schema version (`PRAGMA user_version`).
+    pub fn schema_version(&self) -> Result<i64, CheckpointError> {
+        Ok(self.conn().query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+}

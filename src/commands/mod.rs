@@ -1,0 +1,172 @@
+//! CLI glue: turns a parsed command line into calls on the library. `anyhow` lives here and in
+//! `main` only. [`report`] prints `status` and `verify`; [`emulator`] holds `demo` and
+//! `emulator` (behind the default-on `emulator` feature).
+
+#[cfg(feature = "emulator")]
+mod emulator;
+mod report;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command};
+use crate::config::{self, ConfigError, RawConfig};
+use crate::error;
+use crate::exporter::{Exporter, RunSummary};
+
+/// Sets up logging on stderr. `RUST_LOG` wins over the configured level.
+pub fn init_tracing(level: &str, format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .or_else(|| EnvFilter::try_new(format!("{level},tokio_cron_scheduler=warn,hyper_util=info,hyper=info")).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = if format == "json" { b.json().try_init() } else { b.try_init() };
+}
+
+fn overrides(cli: &Cli) -> Vec<(&'static str, String)> {
+    let mut o = Vec::new();
+    if let Some(v) = &cli.output {
+        o.push(("export.output", v.clone()));
+    }
+    if let Some(v) = &cli.format {
+        o.push(("export.format", v.clone()));
+    }
+    if let Some(v) = &cli.state {
+        o.push(("state.path", v.display().to_string()));
+    }
+    if let Some(v) = &cli.log_level {
+        o.push(("log.level", v.clone()));
+    }
+    if let Some(v) = &cli.log_format {
+        o.push(("log.format", v.clone()));
+    }
+    o
+}
+
+fn now_of(cli: &Cli) -> anyhow::Result<DateTime<Utc>> {
+    match &cli.now {
+        Some(s) => config::parse_instant(s).with_context(|| format!("--now {s:?} is not an RFC 3339 instant")),
+        None => Ok(Utc::now()),
+    }
+}
+
+/// `--from`/`--to` of `backfill` and `reconcile`: an instant, a date, or a duration before now.
+fn range_arg(key: &'static str, value: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, ConfigError> {
+    config::parse_instant_or_ago(value, now).ok_or_else(|| ConfigError::Invalid {
+        key,
+        message: format!("{value:?} is not an RFC 3339 instant, a YYYY-MM-DD date or a duration like 7d"),
+    })
+}
+
+fn range_args(from: &str, to: Option<&str>, now: DateTime<Utc>) -> anyhow::Result<(DateTime<Utc>, DateTime<Utc>)> {
+    let from_t = range_arg("--from", from, now)?;
+    let to_t = match to {
+        Some(t) => range_arg("--to", t, now)?,
+        None => now,
+    };
+    if to_t <= from_t {
+        bail!(ConfigError::Invalid {
+            key: "--to",
+            message: format!("{to_t} is not after --from {from_t}")
+        });
+    }
+    Ok((from_t, to_t))
+}
+
+/// Runs the command; returns the process exit code. `cancel` fires on SIGINT/SIGTERM.
+pub async fn dispatch(cli: Cli, cancel: CancellationToken) -> anyhow::Result<u8> {
+    let ov = overrides(&cli);
+    let raw = config::load(cli.config.as_deref(), &ov)?;
+    #[cfg(feature = "emulator")]
+    let quiet = matches!(cli.command, Command::Demo { .. }) && cli.log_level.is_none();
+    #[cfg(not(feature = "emulator"))]
+    let quiet = false;
+    // The demo prints its own summary; per-window logs would bury it.
+    init_tracing(if quiet { "warn" } else { &raw.log.level }, &raw.log.format);
+    let now = now_of(&cli)?;
+    match cli.command {
+        Command::Run => {
+            let ex = Exporter::new(raw.validate(now)?).await?;
+            let s = ex.run_once(now, &cancel).await?;
+            print_summary("run", &ex, &s);
+            Ok(error::OK)
+        }
+        Command::Backfill { from, to } => {
+            let settings = raw.validate(now)?;
+            let (from_t, to_t) = range_args(&from, to.as_deref(), now)?;
+            let ex = Exporter::new(settings).await?;
+            let s = ex.backfill(from_t, to_t, now, &cancel).await?;
+            print_summary("backfill", &ex, &s);
+            Ok(error::OK)
+        }
+        Command::Daemon => {
+            crate::daemon::serve(raw.validate(now)?, cancel).await?;
+            Ok(error::OK)
+        }
+        // These commands do not stop at a checkpoint: a signal simply ends them.
+        Command::Status { json } => interruptible(&cancel, async { report::status(&raw, json) }).await,
+        Command::Verify { json } => interruptible(&cancel, report::verify(&raw, json, now)).await,
+        Command::Token => interruptible(&cancel, token(&raw, now, &cancel)).await,
+        #[cfg(feature = "emulator")]
+        Command::Demo { out } => emulator::demo(&out, cli.format.as_deref(), now, &cancel).await,
+        #[cfg(feature = "emulator")]
+        Command::Emulator(args) => emulator::standalone(args, &cancel).await,
+        Command::Config => {
+            print!("{}", raw.redacted_toml());
+            let s = raw.validate(now)?;
+            println!("# resolved: token URL {}, graph base URL {}", s.auth.token_url, s.api.base_url);
+            Ok(error::OK)
+        }
+    }
+}
+
+async fn interruptible(cancel: &CancellationToken, work: impl Future<Output = anyhow::Result<u8>>) -> anyhow::Result<u8> {
+    tokio::select! {
+        r = work => r,
+        _ = cancel.cancelled() => Ok(error::INTERRUPTED),
+    }
+}
+
+fn print_summary(command: &str, ex: &Exporter, s: &RunSummary) {
+    println!(
+        "{command}: wrote {} new records ({} fetched, {} already exported) in {} files from {} windows / {} pages to {} in {:.1}s",
+        s.written,
+        s.fetched,
+        s.duplicates,
+        s.files,
+        s.windows,
+        s.pages,
+        ex.output(),
+        s.seconds
+    );
+    for st in &ex.settings().api.streams {
+        if let Ok(Some(w)) = ex.checkpoint().watermark(&st.id) {
+            println!("  stream {}: exported up to {}", st.id, w.to_rfc3339());
+        }
+    }
+}
+
+async fn token(raw: &RawConfig, now: DateTime<Utc>, cancel: &CancellationToken) -> anyhow::Result<u8> {
+    let settings = raw.validate(now)?;
+    let http = reqwest::Client::builder().timeout(settings.api.request_timeout).build()?;
+    let tp = crate::auth::TokenProvider::new(settings.auth.clone(), http)?;
+    let t = tp.token_with(cancel).await?;
+    println!("client id:  {}", tp.client_id());
+    println!("method:     {}", tp.method_description());
+    println!("token URL:  {}", settings.auth.token_url);
+    println!("graph URL:  {}", settings.api.base_url);
+    println!("scope:      {}", t.scope);
+    println!(
+        "expires:    {} (in {} s)",
+        t.expires_at.to_rfc3339(),
+        (t.expires_at - Utc::now()).num_seconds()
+    );
+    Ok(error::OK)
+}

@@ -1,0 +1,159 @@
+//! `status` and `verify`: the read model of the state, printed for people or as JSON.
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+
+use crate::config::RawConfig;
+use crate::config::settings::spool_path;
+use crate::error::{self, Mismatch};
+use crate::sink::readback;
+
+/// `3d 04h`, `2h 05m`, `0h 12m`.
+fn human_lag(d: chrono::Duration) -> String {
+    let m = d.num_minutes().max(0);
+    if m >= 48 * 60 {
+        format!("{}d {:02}h", m / 1440, (m % 1440) / 60)
+    } else {
+        format!("{}h {:02}m", m / 60, m % 60)
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < units.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 { format!("{b} B") } else { format!("{v:.1} {}", units[i]) }
+}
+
+/// `status [--json]`.
+pub(super) fn status(raw: &RawConfig, json: bool) -> anyhow::Result<u8> {
+    let cp = crate::checkpoint::Checkpoint::open_read(&raw.state.path)
+        .with_context(|| format!("no state at state.path {} (has a run happened yet?)", raw.state.path.display()))?;
+    let r = cp.report()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(error::OK);
+    }
+    println!("state: {}", r.state_path);
+    let now = Utc::now();
+    for s in &r.streams {
+        let filters = match (s.product_types.is_empty(), s.geo_locations.is_empty()) {
+            (true, true) => "all products, all locations".to_string(),
+            _ => format!("productTypes=[{}] geoLocations=[{}]", s.product_types, s.geo_locations),
+        };
+        match s.watermark {
+            Some(w) => {
+                println!(
+                    "stream {} ({filters}): exported up to {} ({} behind now), {} windows, {} records, {} dedup keys",
+                    s.id,
+                    w.to_rfc3339(),
+                    human_lag(now - w),
+                    s.windows_committed,
+                    s.records_written,
+                    s.dedup_keys
+                );
+            }
+            None => println!("stream {} ({filters}): nothing exported yet", s.id),
+        }
+    }
+    let (files, rows, bytes) = r
+        .partitions
+        .iter()
+        .fold((0, 0, 0), |a, p| (a.0 + p.files, a.1 + p.rows, a.2 + p.bytes));
+    println!(
+        "files: {files} in {} partitions, {rows} rows, {}",
+        r.partitions.len(),
+        human_bytes(bytes)
+    );
+    for p in &r.partitions {
+        println!(
+            "  {:<16} files {:>4}  rows {:>10}  {:>10}",
+            p.partition,
+            p.files,
+            p.rows,
+            human_bytes(p.bytes)
+        );
+    }
+    println!("last runs:");
+    for run in &r.runs {
+        let secs = run
+            .finished_at
+            .map(|f| format!("{:.1}s", (f - run.started_at).num_milliseconds() as f64 / 1000.0))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "  #{:<4} {:<8} {}  {:<11} {:>5} windows {:>10} records  {secs}{}",
+            run.id,
+            run.command,
+            run.started_at.format("%Y-%m-%dT%H:%M:%SZ"),
+            run.status,
+            run.windows,
+            run.records_written,
+            run.error.as_deref().map(|e| format!("  error: {e}")).unwrap_or_default()
+        );
+    }
+    if r.pending_attempts > 0 {
+        println!("uncommitted attempts: {} (cleaned up by the next run)", r.pending_attempts);
+    }
+    Ok(error::OK)
+}
+
+/// `verify [--json]`.
+pub(super) async fn verify(raw: &RawConfig, json: bool, now: DateTime<Utc>) -> anyhow::Result<u8> {
+    use sha2::Digest;
+    let export = raw.validate_export(now)?;
+    let state = raw.validate_state()?;
+    let cp = crate::checkpoint::Checkpoint::open_read(&state).with_context(|| format!("no state at state.path {}", state.display()))?;
+    let store = crate::store::Store::open(&export.output, &spool_path(&state))?;
+    let files = cp.files()?;
+    let mut problems = Vec::new();
+    let mut rows_total = 0;
+    for f in &files {
+        let data = match store.read(&f.path).await {
+            Ok(d) => d,
+            Err(e) => {
+                problems.push(format!("{}: missing or unreadable ({e})", f.path));
+                continue;
+            }
+        };
+        if data.len() as u64 != f.bytes {
+            problems.push(format!("{}: {} bytes, manifest says {}", f.path, data.len(), f.bytes));
+            continue;
+        }
+        let sha = hex::encode(sha2::Sha256::digest(&data));
+        if sha != f.sha256 {
+            problems.push(format!("{}: SHA-256 {sha} differs from the manifest's {}", f.path, f.sha256));
+            continue;
+        }
+        match readback::count_rows(&f.path, data) {
+            Ok(n) if n == f.rows => rows_total += n,
+            Ok(n) => problems.push(format!("{}: {n} rows, manifest says {}", f.path, f.rows)),
+            Err(e) => problems.push(format!("{}: unreadable ({e})", f.path)),
+        }
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"files": files.len(), "rows": rows_total, "problems": problems})
+        );
+    } else {
+        for p in &problems {
+            println!("MISMATCH {p}");
+        }
+        println!(
+            "verified {} files in {}: {} rows, {} problems",
+            files.len(),
+            store.describe(),
+            rows_total,
+            problems.len()
+        );
+    }
+    if problems.is_empty() {
+        Ok(error::OK)
+    } else {
+        Err(Mismatch(format!("verify found {} problem(s); first: {}", problems.len(), problems[0])).into())
+    }
+}

@@ -1,0 +1,131 @@
+//! Parsers of setting values: durations, sizes, instants, URLs and secret files. Each error
+//! names the key it was parsing.
+
+use std::path::Path;
+
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use url::Url;
+
+use super::secret::Secret;
+use super::{ConfigError, invalid};
+
+/// Parses `1d`, `15m`, `500ms`, `2h 30m`… into a duration.
+pub fn parse_duration(key: &'static str, s: &str) -> Result<std::time::Duration, ConfigError> {
+    humantime::parse_duration(s.trim()).map_err(|e| invalid(key, format!("invalid duration {s:?} ({e}); use e.g. 15m, 2h, 1d")))
+}
+
+/// Parses `512MiB`, `64MB`, `1GiB`, `1000000` (bytes).
+pub fn parse_size(key: &'static str, s: &str) -> Result<u64, ConfigError> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| invalid(key, format!("invalid size {s:?}; use e.g. 256MiB")))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "kib" | "k" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" | "m" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" | "g" => 1 << 30,
+        other => return Err(invalid(key, format!("unknown size unit {other:?} in {s:?}; use B, KiB, MiB, GiB"))),
+    };
+    let v = n.checked_mul(mult).ok_or_else(|| invalid(key, format!("{s:?} is too large")))?;
+    if v == 0 {
+        return Err(invalid(key, "must be > 0"));
+    }
+    Ok(v)
+}
+
+pub fn parse_chrono(key: &'static str, s: &str) -> Result<chrono::Duration, ConfigError> {
+    let d = parse_duration(key, s)?;
+    chrono::Duration::from_std(d).map_err(|_| invalid(key, format!("duration {s:?} is too large")))
+}
+
+/// Parses an instant: RFC 3339, or `YYYY-MM-DD` meaning UTC midnight.
+pub fn parse_instant(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    let d = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+    Some(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0)?))
+}
+
+/// Checks a URL and that it is https, or http on a loopback host.
+pub fn check_url(key: &'static str, s: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(s).map_err(|e| invalid(key, format!("invalid URL {s:?}: {e}")))?;
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" => {
+            let loopback = match url.host() {
+                Some(url::Host::Domain(d)) => d == "localhost",
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            if loopback {
+                Ok(url)
+            } else {
+                Err(invalid(
+                    key,
+                    format!("{s} must use https (http is allowed only for loopback hosts)"),
+                ))
+            }
+        }
+        other => Err(invalid(key, format!("unsupported URL scheme {other:?} in {s}"))),
+    }
+}
+
+pub fn read_secret_file(key: &'static str, path: &Path) -> Result<Secret, ConfigError> {
+    let s = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+        key,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let s = s.trim_end_matches(['\r', '\n']).to_string();
+    if s.is_empty() {
+        return Err(invalid(key, format!("{} is empty", path.display())));
+    }
+    Ok(Secret::new(s))
+}
+
+/// Parses an instant, or a duration meaning "that long before `now`" (e.g. `7d`).
+pub fn parse_instant_or_ago(s: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    if let Some(t) = parse_instant(s) {
+        return Some(t);
+    }
+    let ago = humantime::parse_duration(s.trim()).ok()?;
+    Some(now - chrono::Duration::from_std(ago).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("k", "512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("k", "64 MB").unwrap(), 64_000_000);
+        assert_eq!(parse_size("k", "1000").unwrap(), 1000);
+        assert!(parse_size("k", "12 parsecs").is_err());
+        assert!(parse_size("k", "0").is_err());
+    }
+
+    #[test]
+    fn instants_dates_and_ago() {
+        let now = parse_instant("2026-01-31T00:00:00Z").unwrap();
+        assert_eq!(parse_instant_or_ago("2026-01-01", now), parse_instant("2026-01-01T00:00:00Z"));
+        assert_eq!(parse_instant_or_ago("10d", now), parse_instant("2026-01-21T00:00:00Z"));
+        assert_eq!(parse_instant_or_ago("yesterday", now), None);
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback() {
+        assert!(check_url("k", "http://example.com").unwrap_err().to_string().contains("https"));
+        assert!(check_url("k", "http://127.0.0.1:8080").is_ok());
+        assert!(check_url("k", "ftp://x").is_err());
+    }
+}

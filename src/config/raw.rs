@@ -1,0 +1,307 @@
+//! The raw configuration layers: serde sections with their defaults, exactly as the user
+//! writes them. Every field's `///` doc is its user documentation. [`super::settings`] turns
+//! a [`RawConfig`] into validated [`super::Settings`].
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::secret::Secret;
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub auth: AuthSection,
+    pub api: ApiSection,
+    pub export: ExportSection,
+    pub state: StateSection,
+    pub schedule: ScheduleSection,
+    pub daemon: DaemonSection,
+    pub log: LogSection,
+}
+
+/// `[auth]`: how to obtain an OAuth2 client-credentials token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// commercial | gov | aos2 | fedramp: picks the identity service (ignored when `token_url` is set).
+    pub environment: String,
+    /// Token endpoint; overrides `environment`. `http://` only for loopback hosts.
+    pub token_url: Option<String>,
+    /// The app registration's client id (required).
+    pub client_id: Option<String>,
+    /// Permission requested.
+    pub scope: String,
+    /// Client secret (prefer `client_secret_file`).
+    pub client_secret: Option<Secret>,
+    /// File holding the client secret (trailing newline ignored).
+    pub client_secret_file: Option<PathBuf>,
+    /// Certificate: `.pfx`/`.p12` (PKCS#12) or `.pem` (certificate, and usually its key).
+    pub certificate_path: Option<PathBuf>,
+    /// Password of a PKCS#12 certificate (prefer `certificate_password_file`).
+    pub certificate_password: Option<Secret>,
+    /// File holding the PKCS#12 password.
+    pub certificate_password_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8 or PKCS#1) when `certificate_path` is a PEM without its key.
+    pub private_key_path: Option<PathBuf>,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            environment: "commercial".into(),
+            token_url: None,
+            client_id: None,
+            scope: "audit.read.all".into(),
+            client_secret: None,
+            client_secret_file: None,
+            certificate_path: None,
+            certificate_password: None,
+            certificate_password_file: None,
+            private_key_path: None,
+        }
+    }
+}
+
+/// One export stream: a filter set with its own watermark.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamSection {
+    /// Name used in file names and `status` (default: derived from the filters).
+    pub name: Option<String>,
+    pub product_types: Vec<String>,
+    pub geo_locations: Vec<String>,
+}
+
+/// `[api]`: the Graph API and how hard to try.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// Data center: au sg ca ne we fr de jp kr ch uk us uae za qa gcp-au gcp-jp gcp-us gcp-we
+    /// gcp-kr (commercial; default us), or gov / aos2 / fedramp, which `auth.environment` of that
+    /// name selects by itself. Ignored when `base_url` is set.
+    pub region: Option<String>,
+    /// Graph base URL; overrides `region`. `http://` only for loopback hosts.
+    pub base_url: Option<String>,
+    /// `productTypes` filter of the default stream; empty = all products.
+    pub product_types: Vec<String>,
+    /// `geoLocations` filter of the default stream; empty = all locations.
+    pub geo_locations: Vec<String>,
+    /// Several streams, each its own filter set and watermark; replaces the default stream.
+    pub streams: Vec<StreamSection>,
+    /// Timeout of one HTTP request (whole response).
+    pub request_timeout: String,
+    /// Timeout of establishing a connection.
+    pub connect_timeout: String,
+    /// Retries of one request after a retryable failure (429, 5xx, timeouts, resets, bad JSON).
+    pub max_retries: u32,
+    /// First backoff; doubles per retry, with full jitter.
+    pub retry_initial_backoff: String,
+    /// Largest backoff between two retries.
+    pub retry_max_backoff: String,
+    /// Largest wait honoured from a `Retry-After` header.
+    pub retry_after_max: String,
+    /// Client-side cap on requests per second, shared by all workers; 0 = no cap.
+    pub requests_per_second: f64,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            region: None,
+            base_url: None,
+            product_types: vec![],
+            geo_locations: vec![],
+            streams: vec![],
+            request_timeout: "60s".into(),
+            connect_timeout: "10s".into(),
+            max_retries: 8,
+            retry_initial_backoff: "500ms".into(),
+            retry_max_backoff: "30s".into(),
+            retry_after_max: "5m".into(),
+            requests_per_second: 10.0,
+        }
+    }
+}
+
+/// `[export]`: what to export, and where.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportSection {
+    /// Where the first run begins when no checkpoint exists: RFC 3339 instant, YYYY-MM-DD (UTC),
+    /// or a duration meaning "that long before now" (e.g. `30d`).
+    pub start: String,
+    /// Length of one API query window; at most 7d.
+    pub window: String,
+    /// Time newer than now − lag is never treated as final.
+    pub lag: String,
+    /// Each run re-reads this much before the watermark, to catch late records (deduplicated).
+    pub lookback: String,
+    /// parquet | ndjson.
+    pub format: String,
+    /// Local path, file://, s3://, az://, abfss://, gs:// (or memory:// for tests).
+    pub output: String,
+    /// parquet: zstd | snappy | none (default zstd); ndjson: none | gzip | zstd (default none).
+    pub compression: Option<String>,
+    /// zstd level (1..=22).
+    pub zstd_level: i32,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+    /// A file is rolled over after this many rows.
+    pub file_max_rows: usize,
+    /// ... or once it holds about this many bytes (e.g. 256MiB).
+    pub file_max_bytes: String,
+    /// Windows fetched at once (backfill and catch-up runs).
+    pub concurrency: usize,
+    /// Give up a run after this long (committed windows stay committed); empty = no deadline.
+    pub run_deadline: Option<String>,
+}
+
+impl Default for ExportSection {
+    fn default() -> Self {
+        ExportSection {
+            start: "30d".into(),
+            window: "1d".into(),
+            lag: "15m".into(),
+            lookback: "2h".into(),
+            format: "parquet".into(),
+            output: "./out".into(),
+            compression: None,
+            zstd_level: 3,
+            row_group_rows: 50_000,
+            file_max_rows: 1_000_000,
+            file_max_bytes: "512MiB".into(),
+            concurrency: 4,
+            run_deadline: None,
+        }
+    }
+}
+
+/// `[state]`: the SQLite checkpoint database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateSection {
+    /// Path of the SQLite database (its folder is created; a `.lock` file sits beside it).
+    pub path: PathBuf,
+}
+
+impl Default for StateSection {
+    fn default() -> Self {
+        StateSection {
+            path: PathBuf::from("./state/aos-audit-export.db"),
+        }
+    }
+}
+
+/// `[schedule]`: daemon mode only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleSection {
+    /// Cron expression, 6 fields, seconds first, UTC.
+    pub cron: String,
+}
+
+impl Default for ScheduleSection {
+    fn default() -> Self {
+        ScheduleSection {
+            cron: "0 */15 * * * *".into(),
+        }
+    }
+}
+
+/// `[daemon]`: daemon mode only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonSection {
+    /// Address serving /healthz, /readyz and /metrics.
+    pub listen: String,
+}
+
+impl Default for DaemonSection {
+    fn default() -> Self {
+        DaemonSection {
+            listen: "0.0.0.0:9464".into(),
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// error | warn | info | debug | trace, or a tracing filter; `RUST_LOG` wins when set.
+    pub level: String,
+    /// text | json.
+    pub format: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+impl RawConfig {
+    /// Defaults pointed at a local AOS-compatible server (the emulator) with a client secret,
+    /// and no client-side rate limit: for `demo`, benchmarks and tests.
+    pub fn local(token_url: String, base_url: String, client_id: &str, client_secret: &str) -> Self {
+        let mut raw = RawConfig::default();
+        raw.auth.client_id = Some(client_id.into());
+        raw.auth.client_secret = Some(client_secret.into());
+        raw.auth.token_url = Some(token_url);
+        raw.api.base_url = Some(base_url);
+        raw.api.requests_per_second = 0.0;
+        raw
+    }
+
+    /// The effective configuration as TOML, with every secret replaced by `<redacted>`
+    /// (that is how [`Secret`] serializes).
+    pub fn redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+
+    /// Every key (`section.key`) the configuration accepts, from the definitions themselves.
+    pub fn keys() -> Vec<String> {
+        let mut out = Vec::new();
+        if let Ok(serde_json::Value::Object(sections)) = serde_json::to_value(RawConfig::default()) {
+            for (section, v) in sections {
+                if let serde_json::Value::Object(keys) = v {
+                    out.extend(keys.keys().map(|k| format!("{section}.{k}")));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_the_raw_layer_redacts() {
+        let mut c = RawConfig::default();
+        c.auth.client_secret = Some("s3cret".into());
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert!(!c.redacted_toml().contains("s3cret"));
+    }
+
+    #[test]
+    fn keys_list_every_section() {
+        let k = RawConfig::keys();
+        for key in [
+            "auth.client_id",
+            "api.region",
+            "export.lookback",
+            "state.path",
+            "schedule.cron",
+            "daemon.listen",
+            "log.level",
+        ] {
+            assert!(k.iter().any(|x| x == key), "{key} in {k:?}");
+        }
+    }
+}

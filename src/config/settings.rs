@@ -1,0 +1,553 @@
+//! Validated settings: what the program runs with, resolved from a [`RawConfig`] section by
+//! section. Every check names the key at fault; nothing here does network I/O, but secret
+//! files are read so that a missing secret fails before anything is written.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use url::Url;
+
+use super::endpoints::{self, RegionError};
+use super::parse::{check_url, parse_chrono, parse_duration, parse_instant_or_ago, parse_size, read_secret_file};
+use super::raw::{ApiSection, AuthSection, DaemonSection, ExportSection, RawConfig};
+use super::secret::Secret;
+use super::{ConfigError, invalid};
+use crate::model::{MAX_WINDOW, StreamSpec};
+use crate::retry::RetryPolicy;
+use crate::sink::{Compression, Format, SinkOptions};
+
+/// How the app proves its identity.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// A client secret.
+    Secret(Secret),
+    /// A certificate (PKCS#12 or PEM) that signs an RFC 7523 client assertion.
+    Certificate {
+        /// `.pfx`/`.p12` or `.pem`.
+        path: PathBuf,
+        /// PKCS#12 password.
+        password: Option<Secret>,
+        /// PEM key when the certificate file holds none.
+        private_key_path: Option<PathBuf>,
+    },
+}
+
+/// `[auth]`, validated.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// Identity service token endpoint.
+    pub token_url: Url,
+    /// The app registration's client id.
+    pub client_id: String,
+    /// Permission requested.
+    pub scope: String,
+    /// Secret or certificate.
+    pub credential: Credential,
+    /// Retries of transient token-endpoint failures (the API's policy).
+    pub retry: RetryPolicy,
+}
+
+/// `[api]`, validated.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Graph base URL.
+    pub base_url: Url,
+    /// Export streams (filter sets); never empty, never overlapping.
+    pub streams: Vec<StreamSpec>,
+    /// Timeout of one HTTP request.
+    pub request_timeout: std::time::Duration,
+    /// Timeout of establishing a connection.
+    pub connect_timeout: std::time::Duration,
+    /// Backoff and retry limits.
+    pub retry: RetryPolicy,
+    /// Client-side cap on requests per second; `None` = no cap.
+    pub requests_per_second: Option<f64>,
+}
+
+/// `[export]`, validated.
+#[derive(Debug, Clone)]
+pub struct ExportSettings {
+    /// Where the first run begins.
+    pub start: DateTime<Utc>,
+    /// Length of one API query window.
+    pub window: chrono::Duration,
+    /// Time newer than now − lag is never final.
+    pub lag: chrono::Duration,
+    /// Re-read this much before the covered end each run.
+    pub lookback: chrono::Duration,
+    /// How files are encoded.
+    pub sink: SinkOptions,
+    /// Output location (local path or object-store URL).
+    pub output: String,
+    /// Windows fetched at once.
+    pub concurrency: usize,
+    /// Give up a run after this long.
+    pub run_deadline: Option<std::time::Duration>,
+}
+
+/// `[schedule]` and `[daemon]`, validated.
+#[derive(Debug, Clone)]
+pub struct DaemonSettings {
+    /// Cron expression (6 or 7 fields, seconds first, UTC), checked to parse.
+    pub cron: String,
+    /// Address of /healthz, /readyz and /metrics.
+    pub listen: SocketAddr,
+}
+
+/// Everything the program runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `[auth]`.
+    pub auth: AuthSettings,
+    /// `[api]`.
+    pub api: ApiSettings,
+    /// `[export]`.
+    pub export: ExportSettings,
+    /// `state.path`.
+    pub state_path: PathBuf,
+    /// `[schedule]` + `[daemon]`.
+    pub daemon: DaemonSettings,
+}
+
+impl Settings {
+    /// Where files bound for object storage are staged before upload: beside the state, so
+    /// it lives on the same (persistent, writable) volume.
+    pub fn spool_path(&self) -> PathBuf {
+        spool_path(&self.state_path)
+    }
+}
+
+/// The spool folder that belongs to a state database.
+pub fn spool_path(state_path: &std::path::Path) -> PathBuf {
+    state_path.with_extension("spool")
+}
+
+impl RawConfig {
+    /// Validates every key, reads secret files, and resolves defaults into [`Settings`].
+    pub fn validate(&self, now: DateTime<Utc>) -> Result<Settings, ConfigError> {
+        let retry = retry_policy(&self.api)?;
+        let auth = auth_settings(&self.auth, retry.clone())?;
+        let api = api_settings(&self.api, &self.auth.environment, retry)?;
+        let export = self.validate_export(now)?;
+        let state_path = self.validate_state()?;
+        let daemon = daemon_settings(&self.schedule.cron, &self.daemon)?;
+        Ok(Settings {
+            auth,
+            api,
+            export,
+            state_path,
+            daemon,
+        })
+    }
+
+    /// `[export]` alone (for commands that only read the output, like `verify`).
+    pub fn validate_export(&self, now: DateTime<Utc>) -> Result<ExportSettings, ConfigError> {
+        export_settings(&self.export, now)
+    }
+
+    /// `state.path` alone.
+    pub fn validate_state(&self) -> Result<PathBuf, ConfigError> {
+        if self.state.path.as_os_str().is_empty() {
+            return Err(invalid("state.path", "must not be empty"));
+        }
+        Ok(self.state.path.clone())
+    }
+}
+
+fn retry_policy(p: &ApiSection) -> Result<RetryPolicy, ConfigError> {
+    Ok(RetryPolicy {
+        max_retries: p.max_retries,
+        initial_backoff: parse_duration("api.retry_initial_backoff", &p.retry_initial_backoff)?,
+        max_backoff: parse_duration("api.retry_max_backoff", &p.retry_max_backoff)?,
+        retry_after_max: parse_duration("api.retry_after_max", &p.retry_after_max)?,
+    })
+}
+
+fn auth_settings(a: &AuthSection, retry: RetryPolicy) -> Result<AuthSettings, ConfigError> {
+    let client_id = a
+        .client_id
+        .clone()
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| invalid("auth.client_id", "is required (the app registration's client id)"))?;
+    let env_token_url = endpoints::token_url_for(&a.environment);
+    let token_url = match &a.token_url {
+        Some(u) => check_url("auth.token_url", u)?,
+        None => {
+            let u = env_token_url.ok_or_else(|| {
+                invalid(
+                    "auth.environment",
+                    format!(
+                        "unknown environment {:?}; use {}, or set auth.token_url",
+                        a.environment,
+                        endpoints::environment_names()
+                    ),
+                )
+            })?;
+            Url::parse(u).map_err(|e| invalid("auth.environment", e.to_string()))?
+        }
+    };
+    if a.scope.trim().is_empty() {
+        return Err(invalid("auth.scope", "must not be empty"));
+    }
+    let secret = match (&a.client_secret, &a.client_secret_file) {
+        (Some(_), Some(_)) => return Err(invalid("auth.client_secret", "set client_secret or client_secret_file, not both")),
+        (Some(s), None) if !s.is_empty() => Some(s.clone()),
+        (Some(_), None) => return Err(invalid("auth.client_secret", "is empty")),
+        (None, Some(p)) => Some(read_secret_file("auth.client_secret_file", p)?),
+        (None, None) => None,
+    };
+    let credential = match (&a.certificate_path, secret) {
+        (Some(_), Some(_)) => {
+            return Err(invalid("auth.certificate_path", "set a certificate or a client secret, not both"));
+        }
+        (Some(path), None) => {
+            let password = match (&a.certificate_password, &a.certificate_password_file) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        "auth.certificate_password",
+                        "set certificate_password or certificate_password_file, not both",
+                    ));
+                }
+                (Some(p), None) => Some(p.clone()),
+                (None, Some(f)) => Some(read_secret_file("auth.certificate_password_file", f)?),
+                (None, None) => None,
+            };
+            Credential::Certificate {
+                path: path.clone(),
+                password,
+                private_key_path: a.private_key_path.clone(),
+            }
+        }
+        (None, Some(s)) => Credential::Secret(s),
+        (None, None) => {
+            return Err(invalid(
+                "auth.certificate_path",
+                "no credential: set certificate_path (recommended) or client_secret_file",
+            ));
+        }
+    };
+    Ok(AuthSettings {
+        token_url,
+        client_id,
+        scope: a.scope.trim().to_string(),
+        credential,
+        retry,
+    })
+}
+
+fn api_settings(p: &ApiSection, environment: &str, retry: RetryPolicy) -> Result<ApiSettings, ConfigError> {
+    let base_url = match &p.base_url {
+        Some(u) => check_url("api.base_url", u)?,
+        None => {
+            let host = endpoints::graph_host(environment, p.region.as_deref()).map_err(|e| match e {
+                RegionError::Unknown => invalid(
+                    "api.region",
+                    format!(
+                        "unknown region {:?}; use one of {}, or set api.base_url",
+                        p.region.as_deref().unwrap_or_default(),
+                        endpoints::region_names()
+                    ),
+                ),
+                RegionError::Contradicts { environment_host } => invalid(
+                    "api.region",
+                    format!(
+                        "{:?} contradicts auth.environment {environment:?}, whose tokens are valid only on {environment_host}; remove api.region or fix auth.environment",
+                        p.region.as_deref().unwrap_or_default()
+                    ),
+                ),
+            })?;
+            Url::parse(&format!("https://{host}")).map_err(|e| invalid("api.region", e.to_string()))?
+        }
+    };
+    let mut streams: Vec<StreamSpec> = Vec::new();
+    if p.streams.is_empty() {
+        streams.push(StreamSpec::new(None, &p.product_types, &p.geo_locations));
+    } else {
+        if !p.product_types.is_empty() || !p.geo_locations.is_empty() {
+            return Err(invalid(
+                "api.streams",
+                "set filters either in api.streams or in api.product_types/geo_locations, not both",
+            ));
+        }
+        for s in &p.streams {
+            let spec = StreamSpec::new(s.name.as_deref(), &s.product_types, &s.geo_locations);
+            if spec.id.is_empty() || !spec.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(invalid(
+                    "api.streams.name",
+                    format!("{:?} may only hold letters, digits, '-' and '_'", spec.id),
+                ));
+            }
+            if let Some(o) = streams.iter().find(|o| o.id == spec.id) {
+                return Err(invalid("api.streams", format!("stream {} is configured twice", o.id)));
+            }
+            // Two streams that can both return a record would write it twice into one lake.
+            if let Some(o) = streams.iter().find(|o| o.overlaps(&spec)) {
+                return Err(invalid(
+                    "api.streams",
+                    format!(
+                        "streams {} and {} overlap (a record can match both filters, and would be exported twice); make their productTypes or geoLocations disjoint",
+                        o.id, spec.id
+                    ),
+                ));
+            }
+            streams.push(spec);
+        }
+    }
+    if !(p.requests_per_second >= 0.0 && p.requests_per_second.is_finite()) {
+        return Err(invalid("api.requests_per_second", "must be a number >= 0"));
+    }
+    Ok(ApiSettings {
+        base_url,
+        streams,
+        request_timeout: parse_duration("api.request_timeout", &p.request_timeout)?,
+        connect_timeout: parse_duration("api.connect_timeout", &p.connect_timeout)?,
+        retry,
+        requests_per_second: (p.requests_per_second > 0.0).then_some(p.requests_per_second),
+    })
+}
+
+fn export_settings(e: &ExportSection, now: DateTime<Utc>) -> Result<ExportSettings, ConfigError> {
+    let start = parse_instant_or_ago(&e.start, now).ok_or_else(|| {
+        invalid(
+            "export.start",
+            format!(
+                "{:?} is neither an RFC 3339 instant, a YYYY-MM-DD date nor a duration like 30d",
+                e.start
+            ),
+        )
+    })?;
+    let window = parse_chrono("export.window", &e.window)?;
+    if window <= chrono::Duration::zero() {
+        return Err(invalid("export.window", "must be positive"));
+    }
+    if window > MAX_WINDOW {
+        return Err(invalid(
+            "export.window",
+            format!("{} exceeds the API's 7-day maximum range", e.window),
+        ));
+    }
+    let format = match e.format.as_str() {
+        "parquet" => Format::Parquet,
+        "ndjson" | "jsonl" => Format::Ndjson,
+        other => return Err(invalid("export.format", format!("unknown format {other:?}; use parquet or ndjson"))),
+    };
+    if !(1..=22).contains(&e.zstd_level) {
+        return Err(invalid("export.zstd_level", "must be 1..=22"));
+    }
+    let compression = match (format, e.compression.as_deref()) {
+        (Format::Parquet, None | Some("zstd")) | (Format::Ndjson, Some("zstd")) => Compression::Zstd(e.zstd_level),
+        (Format::Parquet, Some("snappy")) => Compression::Snappy,
+        (Format::Ndjson, Some("gzip")) => Compression::Gzip,
+        (_, Some("none")) | (Format::Ndjson, None) => Compression::None,
+        (f, Some(other)) => {
+            return Err(invalid(
+                "export.compression",
+                format!("{other:?} is not available for {f:?}; parquet: zstd|snappy|none, ndjson: none|gzip|zstd"),
+            ));
+        }
+    };
+    let output = e.output.trim().to_string();
+    crate::store::check_output(&output).map_err(|m| invalid("export.output", m))?;
+    if e.row_group_rows == 0 {
+        return Err(invalid("export.row_group_rows", "must be > 0"));
+    }
+    if e.file_max_rows == 0 {
+        return Err(invalid("export.file_max_rows", "must be > 0"));
+    }
+    if e.concurrency == 0 || e.concurrency > 64 {
+        return Err(invalid("export.concurrency", "must be 1..=64"));
+    }
+    Ok(ExportSettings {
+        start,
+        window,
+        lag: parse_chrono("export.lag", &e.lag)?,
+        lookback: parse_chrono("export.lookback", &e.lookback)?,
+        sink: SinkOptions {
+            format,
+            compression,
+            row_group_rows: e.row_group_rows,
+            file_max_rows: e.file_max_rows,
+            file_max_bytes: parse_size("export.file_max_bytes", &e.file_max_bytes)?,
+        },
+        output,
+        concurrency: e.concurrency,
+        run_deadline: match &e.run_deadline {
+            Some(d) if !d.trim().is_empty() => Some(parse_duration("export.run_deadline", d)?),
+            _ => None,
+        },
+    })
+}
+
+fn daemon_settings(cron: &str, d: &DaemonSection) -> Result<DaemonSettings, ConfigError> {
+    let fields = cron.split_whitespace().count();
+    if !(6..=7).contains(&fields) {
+        return Err(invalid(
+            "schedule.cron",
+            format!("{cron:?} needs 6 fields (seconds first), e.g. \"0 */15 * * * *\""),
+        ));
+    }
+    // Parse it now, with the scheduler's own parser, so a bad expression is a configuration
+    // error (exit 2) rather than a failure once the daemon has started.
+    tokio_cron_scheduler::Job::new(cron, |_, _| {}).map_err(|e| invalid("schedule.cron", format!("{cron:?} does not parse: {e}")))?;
+    let listen = d
+        .listen
+        .parse()
+        .map_err(|e| invalid("daemon.listen", format!("{:?} is not an address like 0.0.0.0:9464 ({e})", d.listen)))?;
+    Ok(DaemonSettings {
+        cron: cron.to_string(),
+        listen,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_instant;
+
+    fn base() -> RawConfig {
+        let mut c = RawConfig::default();
+        c.auth.client_id = Some("id".into());
+        c.auth.client_secret = Some("s3cret".into());
+        c
+    }
+
+    #[test]
+    fn defaults_validate_with_a_credential() {
+        let s = base().validate(Utc::now()).unwrap();
+        assert_eq!(
+            s.auth.token_url.as_str(),
+            "https://identity.avepointonlineservices.com/connect/token"
+        );
+        assert_eq!(s.api.base_url.as_str(), "https://graph-us.avepointonlineservices.com/");
+        assert_eq!(s.export.window, chrono::Duration::days(1));
+        assert_eq!(s.api.streams[0].id, "all");
+    }
+
+    #[test]
+    fn window_over_seven_days_is_refused() {
+        let mut c = base();
+        c.export.window = "8d".into();
+        let e = c.validate(Utc::now()).unwrap_err().to_string();
+        assert!(e.starts_with("export.window"), "{e}");
+    }
+
+    #[test]
+    fn start_accepts_dates_instants_and_relative() {
+        let now = parse_instant("2026-01-31T00:00:00Z").unwrap();
+        let mut c = base();
+        c.export.start = "2026-01-01".into();
+        assert_eq!(
+            c.validate(now).unwrap().export.start,
+            parse_instant("2026-01-01T00:00:00Z").unwrap()
+        );
+        c.export.start = "10d".into();
+        assert_eq!(
+            c.validate(now).unwrap().export.start,
+            parse_instant("2026-01-21T00:00:00Z").unwrap()
+        );
+        c.export.start = "yesterday".into();
+        assert!(c.validate(now).is_err());
+    }
+
+    #[test]
+    fn secrets_never_render() {
+        assert!(!format!("{:?}", base().validate(Utc::now()).unwrap()).contains("s3cret"));
+    }
+
+    #[test]
+    fn environments_and_regions_pick_documented_endpoints() {
+        let mut c = base();
+        for (env, url, graph) in [
+            (
+                "gov",
+                "https://identity-gov.avepointonlineservices.com/connect/token",
+                "graph-gov.avepointonlineservices.com",
+            ),
+            (
+                "aos2",
+                "https://identity-aos2.avepointonlineservices.com/connect/token",
+                "graph-aos2.avepointonlineservices.com",
+            ),
+            (
+                "fedramp",
+                "https://identity.online15.net/connect/token",
+                "graphusgovapi.online15.net",
+            ),
+        ] {
+            c.auth.environment = env.into();
+            let s = c.validate(Utc::now()).unwrap();
+            assert_eq!(s.auth.token_url.as_str(), url);
+            assert_eq!(s.api.base_url.host_str(), Some(graph), "{env} picks its own graph host");
+        }
+        c.auth.environment = "gov".into();
+        c.api.region = Some("us".into());
+        let e = c.validate(Utc::now()).unwrap_err().to_string();
+        assert!(e.starts_with("api.region") && e.contains("contradicts"), "{e}");
+        c.auth.environment = "mars".into();
+        c.api.region = None;
+        assert!(c.validate(Utc::now()).unwrap_err().to_string().starts_with("auth.environment"));
+        c.auth.environment = "commercial".into();
+        c.api.region = Some("de".into());
+        assert_eq!(
+            c.validate(Utc::now()).unwrap().api.base_url.as_str(),
+            "https://graph-de.avepointonlineservices.com/"
+        );
+        c.api.region = Some("uae".into());
+        assert_eq!(
+            c.validate(Utc::now()).unwrap().api.base_url.host_str(),
+            Some("graph-uae.avepointonlineservices.com")
+        );
+        c.api.region = Some("xx".into());
+        assert!(c.validate(Utc::now()).unwrap_err().to_string().starts_with("api.region"));
+        c.auth.token_url = Some("https://login.example.com/connect/token".into());
+        c.api.base_url = Some("https://graph.example.com".into());
+        let s = c.validate(Utc::now()).unwrap();
+        assert_eq!(s.auth.token_url.host_str(), Some("login.example.com"));
+        assert_eq!(s.api.base_url.host_str(), Some("graph.example.com"));
+    }
+
+    #[test]
+    fn overlapping_streams_are_refused() {
+        let mut c = base();
+        let stream = |products: &[&str]| crate::config::raw::StreamSection {
+            name: None,
+            product_types: products.iter().map(|s| s.to_string()).collect(),
+            geo_locations: vec![],
+        };
+        c.api.streams = vec![stream(&["Portal"]), stream(&["SMP"])];
+        assert_eq!(c.validate(Utc::now()).unwrap().api.streams.len(), 2);
+        c.api.streams = vec![stream(&["Portal", "SMP"]), stream(&["SMP"])];
+        let e = c.validate(Utc::now()).unwrap_err().to_string();
+        assert!(e.starts_with("api.streams") && e.contains("overlap"), "{e}");
+    }
+
+    #[test]
+    fn a_cron_that_does_not_parse_is_a_config_error() {
+        let mut c = base();
+        c.schedule.cron = "0 */15 * * * mondays".into();
+        assert!(c.validate(Utc::now()).unwrap_err().to_string().starts_with("schedule.cron"));
+    }
+
+    #[test]
+    fn unsupported_output_schemes_are_refused() {
+        let mut c = base();
+        for bad in ["wasbs://c@a.blob.core.windows.net/x", "gcs://b/x", "S3://b/x", "http://h/x"] {
+            c.export.output = bad.into();
+            let e = c.validate(Utc::now()).unwrap_err().to_string();
+            assert!(e.starts_with("export.output") && e.contains("s3://"), "{bad}: {e}");
+        }
+        for good in [
+            "./out",
+            "/data/lake",
+            "file:///data/lake",
+            "s3://b/x",
+            "az://c/x",
+            "abfss://c@a.dfs.core.windows.net/x",
+            "gs://b/x",
+        ] {
+            c.export.output = good.into();
+            assert!(c.validate(Utc::now()).is_ok(), "{good}");
+        }
+    }
+}

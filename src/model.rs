@@ -1,0 +1,235 @@
+//! Shared domain vocabulary, no I/O: time windows, export streams, record ids and the naming
+//! rules of the output (partitions and attempt files).
+//!
+//! The naming rules live here once because two owners depend on them agreeing: the sink names
+//! the files it writes, and crash recovery (window/store) finds an uncommitted attempt's files
+//! by the same names. A file belongs to an attempt only if its name matches exactly
+//! `{prefix}-pNNN.{ext}` (or that name behind the `.tmp-` staging mark): a bare prefix match
+//! would let `…-g1` claim `…-g10-…`.
+
+use chrono::{DateTime, Utc};
+use sha2::Digest;
+
+/// Largest window the API accepts.
+pub const MAX_WINDOW: chrono::Duration = chrono::Duration::days(7);
+
+/// A `[start, end)` pair of instants.
+pub type Range = (DateTime<Utc>, DateTime<Utc>);
+
+/// A half-open time range `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Window {
+    /// First instant inside the window.
+    pub start: DateTime<Utc>,
+    /// First instant after the window.
+    pub end: DateTime<Utc>,
+}
+
+impl Window {
+    /// Whether `t` lies in `[start, end)`.
+    pub fn contains(&self, t: DateTime<Utc>) -> bool {
+        self.start <= t && t < self.end
+    }
+}
+
+/// One filter set exported with its own coverage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSpec {
+    /// Safe for file names: `[A-Za-z0-9_-]`.
+    pub id: String,
+    /// `productTypes` filter, sorted and without repeats; empty = all products.
+    pub product_types: Vec<String>,
+    /// `geoLocations` filter, sorted and without repeats; empty = all locations.
+    pub geo_locations: Vec<String>,
+}
+
+impl StreamSpec {
+    /// A stream from its filters. Filters are a set: their order and repeats do not change
+    /// the stream (nor its id, which names its files and its coverage in the state).
+    pub fn new(name: Option<&str>, product_types: &[String], geo_locations: &[String]) -> Self {
+        let norm = |xs: &[String]| {
+            let mut v: Vec<String> = xs.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let (product_types, geo_locations) = (norm(product_types), norm(geo_locations));
+        let id = match name {
+            Some(n) => n.to_string(),
+            None => derived_stream_id(&product_types, &geo_locations),
+        };
+        StreamSpec {
+            id,
+            product_types,
+            geo_locations,
+        }
+    }
+
+    /// Whether a record could match both streams (empty filter = everything).
+    pub fn overlaps(&self, other: &StreamSpec) -> bool {
+        let meet = |a: &[String], b: &[String]| a.is_empty() || b.is_empty() || a.iter().any(|x| b.contains(x));
+        meet(&self.product_types, &other.product_types) && meet(&self.geo_locations, &other.geo_locations)
+    }
+}
+
+/// `all`, or a short readable name plus a hash of the (normalized) filters.
+fn derived_stream_id(products: &[String], geos: &[String]) -> String {
+    if products.is_empty() && geos.is_empty() {
+        return "all".into();
+    }
+    let key = format!("p={};g={}", products.join(","), geos.join(","));
+    let h = hex::encode(&sha2::Sha256::digest(key.as_bytes())[..4]);
+    let mut readable: String = products
+        .iter()
+        .chain(geos.iter())
+        .map(|s| s.to_ascii_lowercase())
+        .collect::<Vec<_>>()
+        .join("-");
+    readable.truncate(40);
+    format!("{readable}-{h}")
+}
+
+/// 128-bit record fingerprint (the `_record_id` column, as hex).
+pub type RecordId = [u8; 16];
+
+/// Lower-case hex of a record id (the `_record_id` column).
+pub fn id_hex(id: &RecordId) -> String {
+    hex::encode(id)
+}
+
+/// Parses a `_record_id` value back.
+pub fn id_from_hex(s: &str) -> Option<RecordId> {
+    let mut id = [0u8; 16];
+    hex::decode_to_slice(s, &mut id).ok()?;
+    Some(id)
+}
+
+/// Parses an ISO 8601 / RFC 3339 instant (any fraction length; no zone means UTC), as the API
+/// writes `actionTime`.
+pub fn parse_action_time(s: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    // .NET sometimes omits the zone for UTC values.
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|n| n.and_utc())
+}
+
+/// `20240101T000000Z`: compact, sortable, file-name safe.
+pub fn stamp(t: DateTime<Utc>) -> String {
+    t.format("%Y%m%dT%H%M%SZ").to_string()
+}
+
+/// Partition of records without a parseable `actionTime`.
+pub const UNKNOWN_PARTITION: &str = "dt=unknown";
+
+/// The partition a record lands in: `dt=YYYY-MM-DD` of its UTC `actionTime`, or `dt=unknown`.
+pub fn partition_of(time: Option<DateTime<Utc>>) -> String {
+    match time {
+        Some(t) => format!("dt={}", t.format("%Y-%m-%d")),
+        None => UNKNOWN_PARTITION.to_string(),
+    }
+}
+
+/// Partitions a window's records can land in: each UTC day it touches, and `dt=unknown`.
+pub fn partitions_of(w: &Window) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut d = w.start.date_naive();
+    let last = (w.end - chrono::Duration::microseconds(1)).date_naive();
+    while d <= last {
+        out.push(format!("dt={}", d.format("%Y-%m-%d")));
+        match d.succ_opt() {
+            Some(n) => d = n,
+            None => break,
+        }
+    }
+    out.push(UNKNOWN_PARTITION.into());
+    out
+}
+
+/// Names every file of one attempt at one window: `{stream}-{start}-{end}-g{generation}`.
+pub fn attempt_prefix(stream_id: &str, w: &Window, generation: u32) -> String {
+    format!("{stream_id}-{}-{}-g{generation}", stamp(w.start), stamp(w.end))
+}
+
+/// The `part`-th file of an attempt in one partition.
+pub fn attempt_file_name(prefix: &str, part: u32, extension: &str) -> String {
+    format!("{prefix}-p{part:03}.{extension}")
+}
+
+/// Whether `name` is a file (published, or staged behind `.tmp-`) of the attempt `prefix`.
+pub fn is_attempt_file(name: &str, prefix: &str) -> bool {
+    let name = name.strip_prefix(STAGING_MARK).unwrap_or(name);
+    let Some(rest) = name.strip_prefix(prefix).and_then(|r| r.strip_prefix("-p")) else {
+        return false;
+    };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    digits >= 3 && rest[digits..].starts_with('.')
+}
+
+/// Leading mark of a staging file: Hive-style readers skip names starting with `.`.
+pub const STAGING_MARK: &str = ".tmp-";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        parse_action_time(s).unwrap()
+    }
+
+    #[test]
+    fn partitions_cover_each_touched_day() {
+        let w = Window {
+            start: t("2024-01-01T12:00:00Z"),
+            end: t("2024-01-03T00:00:00Z"),
+        };
+        assert_eq!(partitions_of(&w), vec!["dt=2024-01-01", "dt=2024-01-02", "dt=unknown"]);
+        assert_eq!(partition_of(Some(w.start)), "dt=2024-01-01");
+        assert_eq!(partition_of(None), "dt=unknown");
+    }
+
+    #[test]
+    fn attempt_files_match_exactly() {
+        let p = "all-20240101T000000Z-20240102T000000Z-g1";
+        assert!(is_attempt_file(&format!("{p}-p000.parquet"), p));
+        assert!(is_attempt_file(&format!(".tmp-{p}-p012.ndjson.gz"), p));
+        assert!(!is_attempt_file("all-20240101T000000Z-20240102T000000Z-g10-p000.parquet", p));
+        assert!(!is_attempt_file(&format!("{p}-pxyz.parquet"), p));
+        assert_eq!(attempt_file_name(p, 3, "parquet"), format!("{p}-p003.parquet"));
+    }
+
+    #[test]
+    fn stream_ids_are_stable_distinct_and_order_free() {
+        let a = StreamSpec::new(None, &["Portal".into(), "SMP".into()], &[]);
+        assert_eq!(a, StreamSpec::new(None, &["SMP".into(), "Portal".into(), "SMP".into()], &[]));
+        assert_ne!(a.id, StreamSpec::new(None, &["SMP".into()], &[]).id);
+        assert!(a.id.starts_with("portal-smp-"), "{}", a.id);
+        assert_eq!(StreamSpec::new(None, &[], &[]).id, "all");
+    }
+
+    #[test]
+    fn overlap_treats_empty_filters_as_everything() {
+        let all = StreamSpec::new(None, &[], &[]);
+        let portal = StreamSpec::new(None, &["Portal".into()], &[]);
+        let smp = StreamSpec::new(None, &["SMP".into()], &[]);
+        let portal_eur = StreamSpec::new(None, &["Portal".into()], &["EUR".into()]);
+        assert!(all.overlaps(&portal) && portal.overlaps(&portal_eur));
+        assert!(!portal.overlaps(&smp));
+    }
+
+    #[test]
+    fn record_ids_round_trip_as_hex() {
+        let id = [7u8; 16];
+        assert_eq!(id_from_hex(&id_hex(&id)), Some(id));
+        assert_eq!(id_from_hex("zz"), None);
+    }
+
+    #[test]
+    fn seven_digit_fractions_parse() {
+        let x = parse_action_time("2024-10-10T08:00:00.1234567Z").unwrap();
+        assert_eq!(x.timestamp_subsec_nanos(), 123_456_700);
+        assert!(parse_action_time("2024-10-10T08:00:00.5").is_some());
+    }
+}

@@ -1,0 +1,93 @@
+//! Reading published files back: row counts (for `verify`) and the `_record_id` of every row
+//! (to rebuild dedup keys from the lake itself). The file's format is known from its name,
+//! which this module's sibling writers chose.
+
+use std::io::Read;
+
+use arrow::array::{Array, StringArray};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::reader::FileReader;
+
+use crate::model::{RecordId, id_from_hex};
+
+/// A published file that cannot be read back.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ReadbackError {
+    /// Path relative to the output root.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn err(path: &str, message: impl ToString) -> ReadbackError {
+    ReadbackError {
+        path: path.to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// The uncompressed NDJSON text of a file named `*.ndjson[.gz|.zst]`.
+fn ndjson_text(path: &str, data: Vec<u8>) -> Result<Vec<u8>, ReadbackError> {
+    let mut text = Vec::new();
+    if path.ends_with(".gz") {
+        flate2::read::GzDecoder::new(data.as_slice())
+            .read_to_end(&mut text)
+            .map_err(|e| err(path, e))?;
+    } else if path.ends_with(".zst") {
+        zstd::stream::read::Decoder::new(data.as_slice())
+            .and_then(|mut d| d.read_to_end(&mut text))
+            .map_err(|e| err(path, e))?;
+    } else {
+        text = data;
+    }
+    Ok(text)
+}
+
+/// Rows in a published file, counted from its bytes.
+pub fn count_rows(path: &str, data: Vec<u8>) -> Result<u64, ReadbackError> {
+    if path.ends_with(".parquet") {
+        let r = parquet::file::reader::SerializedFileReader::new(bytes::Bytes::from(data)).map_err(|e| err(path, e))?;
+        return Ok(r.metadata().file_metadata().num_rows() as u64);
+    }
+    let text = ndjson_text(path, data)?;
+    Ok(text.iter().filter(|b| **b == b'\n').count() as u64)
+}
+
+/// Every row's `_record_id`, in file order.
+pub fn record_ids(path: &str, data: Vec<u8>) -> Result<Vec<RecordId>, ReadbackError> {
+    let mut out = Vec::new();
+    if path.ends_with(".parquet") {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(data)).map_err(|e| err(path, e))?;
+        let schema = builder.parquet_schema();
+        let idx = (0..schema.num_columns())
+            .find(|i| schema.column(*i).name() == "_record_id")
+            .ok_or_else(|| err(path, "no _record_id column"))?;
+        let mask = ProjectionMask::leaves(schema, [idx]);
+        let reader = builder.with_projection(mask).build().map_err(|e| err(path, e))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| err(path, e))?;
+            let col = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| err(path, "_record_id is not a string column"))?;
+            for i in 0..col.len() {
+                out.push(id_from_hex(col.value(i)).ok_or_else(|| err(path, format!("bad _record_id in row {i}")))?);
+            }
+        }
+        return Ok(out);
+    }
+    let text = ndjson_text(path, data)?;
+    for (n, line) in text.split(|b| *b == b'\n').enumerate().filter(|(_, l)| !l.is_empty()) {
+        #[derive(serde::Deserialize)]
+        struct Row<'a> {
+            #[serde(borrow, rename = "_record_id")]
+            id: &'a str,
+        }
+        let row: Row<'_> = serde_json::from_slice(line).map_err(|e| err(path, format!("line {}: {e}", n + 1)))?;
+        out.push(id_from_hex(row.id).ok_or_else(|| err(path, format!("line {}: bad _record_id", n + 1)))?);
+    }
+    Ok(out)
+}
