@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 //! Backfill of 365 days against the emulator with 100 ms per page, `export.concurrency` 4:
 //! wall time against the ideal `pages × latency / concurrency`; then the cost of resuming an
 //! interrupted backfill (pages fetched again, since an interrupted window is re-read whole).

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 //! Throughput and peak memory of fingerprint + dedup + encode for one 1,000,000-record window.
 //!
 //! `cargo bench --bench pipeline` runs each case in a child process (so peak RSS, read from
@@ -56,7 +57,7 @@ fn run_case(case: &str) {
     let base = kib("VmRSS:");
     let root = dir.path().to_path_buf();
     let mut writer = sink.map(|s| WindowWriter::new(s, "bench".into(), Utc::now(), Box::new(move |rel: &str| root.join(rel))));
-    let mut dedup = Deduper::new(HashSet::new());
+    let mut dedup = Deduper::new(HashSet::new(), false);
     let mut ids = Vec::with_capacity(RECORDS);
     let mut gen_secs = 0.0;
     let started = Instant::now();

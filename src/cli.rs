@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
     version,
     about = "Export the AvePoint Online Services audit log into a data lake, exactly once."
 )]
+/// The parsed command line: global options plus one subcommand.
 pub struct Cli {
     /// Configuration file (TOML).
     #[arg(long, global = true, env = "AOS_EXPORT_CONFIG", value_name = "PATH")]
@@ -32,10 +33,12 @@ pub struct Cli {
     /// Testing aid: pretend the current time is this RFC 3339 instant.
     #[arg(long, global = true, hide = true)]
     pub now: Option<String>,
+    /// The subcommand to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// One export pass from the checkpoint up to now − lag, then exit (Kubernetes CronJob).
@@ -49,15 +52,28 @@ pub enum Command {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Re-read a range (committed or not) and write only the records the lake lacks; reports
+    /// what it found per window. Safe to repeat; schedule it (e.g. daily over the last 7 days)
+    /// to repair records published later than lag + lookback.
+    Reconcile {
+        /// Start: RFC 3339 instant, YYYY-MM-DD (UTC), or a duration before now (e.g. 7d).
+        #[arg(long)]
+        from: String,
+        /// End, exclusive (default: now − lag); same forms as --from.
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// Long-running: `run` on schedule.cron; serves /healthz, /readyz and /metrics.
     Daemon,
     /// Checkpoints, lag, last runs and files written.
     Status {
+        /// Print the report as JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Re-read every published file and check it against the manifest (rows, bytes, SHA-256).
     Verify {
+        /// Print the result as JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -66,6 +82,7 @@ pub enum Command {
     /// Start the emulator in-process and export its data into DIR.
     #[cfg(feature = "emulator")]
     Demo {
+        /// Folder (DIR) to export the emulator's data into.
         #[arg(long, default_value = "./demo-out")]
         out: PathBuf,
     },

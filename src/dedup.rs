@@ -1,11 +1,18 @@
 //! Pure record identity and deduplication: placing records in their window, fingerprints and
 //! multiset deduplication.
 //!
-//! A record's `_record_id` is SHA-256 over its canonical JSON (object keys sorted, no
-//! whitespace) and its occurrence number among identical records of the same read, truncated to
-//! 128 bits. Identical twins always share `actionTime`, so every window that holds one holds
-//! all of them: occurrence numbers are the same whichever window boundaries a re-read uses.
-//! Re-reads therefore collapse while legitimate twins survive.
+//! A record's `_record_id` (id scheme 2, [`ID_SCHEME`]) is SHA-256 over its identity — the
+//! documented fields only ([`crate::model::DOCUMENTED_FIELDS`]), `actionTime` as an instant in
+//! nanoseconds rather than its text, other values as canonical JSON — and its occurrence
+//! number among records of the same identity in the same read, truncated to 128 bits. So a
+//! field AvePoint adds later, or a change in how fractions are written, does not make a known
+//! record new; unknown fields still ride along in the output. Identical twins always share
+//! `actionTime`, so every window that holds one holds all of them: occurrence numbers are the
+//! same whichever window boundaries a re-read uses. Re-reads collapse, legitimate twins survive.
+//!
+//! Scheme 1 (before this version) hashed the whole record's canonical JSON. Files written under
+//! it carry scheme-1 ids; a re-read that meets them computes both ids, so an upgrade never
+//! duplicates the look-back.
 
 use std::collections::{HashMap, HashSet};
 
@@ -13,23 +20,29 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::model::{RecordId, Window, parse_action_time};
+use crate::model::{DOCUMENTED_FIELDS, RecordId, Window, parse_action_time};
+
+/// The id scheme this version writes (recorded per file in the manifest).
+pub const ID_SCHEME: i64 = 2;
 
 /// Where a record belongs relative to the window that returned it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Placement {
     /// Inside `[start, end)`.
     In(DateTime<Utc>),
-    /// Outside: a server with inclusive bounds returned a neighbour's record; the neighbour owns it.
-    Out,
-    /// No parseable `actionTime`: kept (never dropped) and deduplicated across all windows.
+    /// Outside, at this instant: at the window's end, a server with inclusive bounds returned
+    /// the next window's record; anywhere else, the server misplaced it.
+    Out(DateTime<Utc>),
+    /// No parseable `actionTime`: kept (never dropped) in `dt=unknown`, deduplicated against
+    /// the files of the windows this read overlaps.
     Unplaced,
 }
 
+/// Where `record` belongs relative to `window`.
 pub fn place(record: &Value, window: &Window) -> Placement {
     match record.get("actionTime").and_then(Value::as_str).and_then(parse_action_time) {
         Some(t) if window.contains(t) => Placement::In(t),
-        Some(_) => Placement::Out,
+        Some(t) => Placement::Out(t),
         None => Placement::Unplaced,
     }
 }
@@ -45,7 +58,7 @@ pub fn canonical_json(v: &Value, out: &mut Vec<u8>) {
                 if i > 0 {
                     out.push(b',');
                 }
-                serde_json::to_writer(&mut *out, k).expect("writing to a Vec cannot fail");
+                write_json(k, out);
                 out.push(b':');
                 canonical_json(v, out);
             }
@@ -61,7 +74,53 @@ pub fn canonical_json(v: &Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
-        other => serde_json::to_writer(&mut *out, other).expect("writing to a Vec cannot fail"),
+        other => write_json(other, out),
+    }
+}
+
+/// Appends a scalar as JSON. Serializing a `str` or a JSON value into a `Vec` cannot fail; if
+/// it ever did, the bytes written so far still identify the value deterministically.
+fn write_json<T: serde::Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) {
+    let _ = serde_json::to_writer(&mut *out, v);
+}
+
+/// The identity bytes of a record under scheme 2: each documented field present, in a fixed
+/// order, as `name=value;` with `actionTime` as nanoseconds since the epoch when it parses.
+fn identity(record: &Value, out: &mut Vec<u8>) {
+    for f in DOCUMENTED_FIELDS {
+        let Some(v) = record.get(f) else { continue };
+        out.extend_from_slice(f.as_bytes());
+        out.push(b'=');
+        match (f, v) {
+            ("actionTime", Value::String(s)) => match parse_action_time(s).and_then(|t| t.timestamp_nanos_opt()) {
+                Some(ns) => out.extend_from_slice(format!("@{ns}").as_bytes()),
+                None => write_json(s.as_str(), out),
+            },
+            _ => canonical_json(v, out),
+        }
+        out.push(b';');
+    }
+}
+
+/// Counts occurrences of each content key within one read.
+#[derive(Default)]
+struct Occurrences(HashMap<u128, u32>);
+
+impl Occurrences {
+    /// The id of the next record with this content: hash(content, occurrence number).
+    fn next_id(&mut self, content: [u8; 32]) -> RecordId {
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&content[..16]);
+        let n = self.0.entry(u128::from_le_bytes(key)).or_insert(0);
+        let occurrence = *n;
+        *n += 1;
+        let mut h = Sha256::new();
+        h.update(content);
+        h.update(occurrence.to_be_bytes());
+        let full: [u8; 32] = h.finalize().into();
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&full[..16]);
+        id
     }
 }
 
@@ -71,16 +130,20 @@ pub fn canonical_json(v: &Value, out: &mut Vec<u8>) {
 /// one entry); the committed ids are only looked up, never added to.
 pub struct Deduper {
     known: HashSet<RecordId>,
-    occurrences: HashMap<u128, u32>,
+    occurrences: Occurrences,
+    /// Present when some committed file of the range carries scheme-1 ids.
+    legacy: Option<Occurrences>,
     buf: Vec<u8>,
 }
 
 impl Deduper {
-    /// `known`: ids already committed for the window's time range (and unplaced records).
-    pub fn new(known: HashSet<RecordId>) -> Self {
+    /// `known`: ids already committed for the window's time range; `legacy`: whether any of
+    /// them were written under id scheme 1.
+    pub fn new(known: HashSet<RecordId>, legacy: bool) -> Self {
         Deduper {
             known,
-            occurrences: HashMap::new(),
+            occurrences: Occurrences::default(),
+            legacy: legacy.then(Occurrences::default),
             buf: Vec::with_capacity(2048),
         }
     }
@@ -88,21 +151,17 @@ impl Deduper {
     /// The record's id, and whether it is new (not already committed).
     pub fn admit(&mut self, record: &Value) -> (RecordId, bool) {
         self.buf.clear();
-        canonical_json(record, &mut self.buf);
-        let content: [u8; 32] = Sha256::digest(&self.buf).into();
-        let key = u128::from_le_bytes(content[..16].try_into().expect("16 bytes"));
-        let n = self.occurrences.entry(key).or_insert(0);
-        let occurrence = *n;
-        *n += 1;
-        let mut h = Sha256::new();
-        h.update(content);
-        h.update(occurrence.to_be_bytes());
-        let full: [u8; 32] = h.finalize().into();
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&full[..16]);
+        identity(record, &mut self.buf);
+        let id = self.occurrences.next_id(Sha256::digest(&self.buf).into());
         // Twins get distinct occurrence numbers, so an id can repeat within one read only if
         // it was committed before: a lookup is enough.
-        let new = !self.known.contains(&id);
+        let mut new = !self.known.contains(&id);
+        if let Some(legacy) = &mut self.legacy {
+            self.buf.clear();
+            canonical_json(record, &mut self.buf);
+            let old = legacy.next_id(Sha256::digest(&self.buf).into());
+            new = new && !self.known.contains(&old);
+        }
         (id, new)
     }
 }
@@ -124,21 +183,21 @@ mod tests {
 
     #[test]
     fn key_order_does_not_change_the_id() {
-        let mut d1 = Deduper::new(HashSet::new());
-        let mut d2 = Deduper::new(HashSet::new());
+        let mut d1 = Deduper::new(HashSet::new(), false);
+        let mut d2 = Deduper::new(HashSet::new(), false);
         assert_eq!(d1.admit(&json!({"a": 1, "b": 2})).0, d2.admit(&json!({"b": 2, "a": 1})).0);
     }
 
     #[test]
     fn twins_survive_and_rereads_collapse() {
         let r = json!({"actionName": "Login", "actionTime": "2024-01-01T00:00:00Z"});
-        let mut first = Deduper::new(HashSet::new());
+        let mut first = Deduper::new(HashSet::new(), false);
         let (a, new_a) = first.admit(&r);
         let (b, new_b) = first.admit(&r);
         assert!(new_a && new_b);
         assert_ne!(a, b, "identical twins get distinct ids");
         // A re-read that sees the same twins plus a late third one admits only the third.
-        let mut reread = Deduper::new([a, b].into_iter().collect());
+        let mut reread = Deduper::new([a, b].into_iter().collect(), false);
         assert!(!reread.admit(&r).1);
         assert!(!reread.admit(&r).1);
         assert!(reread.admit(&r).1);
@@ -154,12 +213,42 @@ mod tests {
             place(&json!({"actionTime": "2024-01-01T00:00:00Z"}), &w),
             Placement::In(_)
         ));
-        assert_eq!(place(&json!({"actionTime": "2024-01-02T00:00:00Z"}), &w), Placement::Out);
+        assert_eq!(place(&json!({"actionTime": "2024-01-02T00:00:00Z"}), &w), Placement::Out(w.end));
         assert!(matches!(
             place(&json!({"actionTime": "2024-01-01T23:59:59.9999999Z"}), &w),
             Placement::In(_)
         ));
         assert_eq!(place(&json!({"actionTime": "yesterday"}), &w), Placement::Unplaced);
         assert_eq!(place(&json!({}), &w), Placement::Unplaced);
+    }
+
+    #[test]
+    fn identity_ignores_new_fields_and_fraction_spelling() {
+        let mut d1 = Deduper::new(HashSet::new(), false);
+        let mut d2 = Deduper::new(HashSet::new(), false);
+        let a = d1.admit(&json!({"actionName": "Login", "actionTime": "2024-01-01T00:00:00.5Z"})).0;
+        let b = d2
+            .admit(&json!({"actionName": "Login", "actionTime": "2024-01-01T00:00:00.5000000Z", "riskScore": "7"}))
+            .0;
+        assert_eq!(a, b);
+        let mut d3 = Deduper::new(HashSet::new(), false);
+        assert_ne!(
+            a,
+            d3.admit(&json!({"actionName": "Logout", "actionTime": "2024-01-01T00:00:00.5Z"})).0
+        );
+    }
+
+    #[test]
+    fn scheme_one_ids_are_recognised_after_an_upgrade() {
+        let r = json!({"actionName": "Login", "actionTime": "2024-01-01T00:00:00Z", "x": 1});
+        // What the previous version wrote: SHA-256(canonical JSON) + occurrence 0.
+        let mut buf = Vec::new();
+        canonical_json(&r, &mut buf);
+        let old = Occurrences::default().next_id(Sha256::digest(&buf).into());
+        assert!(!Deduper::new([old].into_iter().collect(), true).admit(&r).1);
+        assert!(
+            Deduper::new([old].into_iter().collect(), false).admit(&r).1,
+            "without the legacy flag it looks new"
+        );
     }
 }

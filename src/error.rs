@@ -10,6 +10,7 @@ use crate::sink::SinkError;
 use crate::store::StoreError;
 use crate::window::ExportError;
 
+/// Success.
 pub const OK: u8 = 0;
 /// Anything not covered below.
 pub const FAILURE: u8 = 1;
@@ -108,6 +109,8 @@ pub fn exit_code(err: &(dyn Error + 'static)) -> u8 {
                 ExportError::Checkpoint(_) => STATE,
                 ExportError::Cancelled => INTERRUPTED,
                 ExportError::Deadline => DEADLINE,
+                ExportError::OutOfRange { .. } | ExportError::RepeatedNextLink(_) => API,
+                ExportError::Rebuild { .. } => OUTPUT,
             };
         }
     }

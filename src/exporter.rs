@@ -18,6 +18,7 @@ use crate::api::ApiClient;
 use crate::auth::TokenProvider;
 use crate::checkpoint::{Checkpoint, WindowCommit};
 use crate::config::Settings;
+use crate::dedup::ID_SCHEME;
 use crate::metrics::Metrics;
 use crate::model::{StreamSpec, Window};
 use crate::planner;
@@ -27,13 +28,36 @@ use crate::window::{self, Deps, ExportError};
 /// Totals of one run (printed, recorded in `runs`, exported as metrics).
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct RunSummary {
+    /// Windows committed.
     pub windows: u64,
+    /// API pages fetched for the committed windows.
     pub pages: u64,
+    /// Records received from the API for the committed windows.
     pub fetched: u64,
+    /// Records written to files.
     pub written: u64,
+    /// Records skipped as already exported.
     pub duplicates: u64,
+    /// Files published.
     pub files: u64,
+    /// Wall-clock duration of the run, in seconds.
     pub seconds: f64,
+    /// What each committed window wrote (reconcile reports the non-zero ones).
+    #[serde(skip)]
+    pub per_window: Vec<WindowFinding>,
+}
+
+/// What one committed window wrote.
+#[derive(Debug, Clone)]
+pub struct WindowFinding {
+    /// Stream id.
+    pub stream: String,
+    /// Window start.
+    pub start: DateTime<Utc>,
+    /// Window end.
+    pub end: DateTime<Utc>,
+    /// Records the lake lacked and that were written.
+    pub written: u64,
 }
 
 /// Everything a run needs, built once from [`Settings`].
@@ -82,6 +106,7 @@ impl Exporter {
     pub async fn recover(&self) -> Result<(), ExportError> {
         for p in self.checkpoint.pending()? {
             let n = self.store.remove_attempt(&p.partitions, &p.prefix).await?;
+            crate::crashpoint::hit("recover");
             tracing::info!(prefix = %p.prefix, removed = n, "cleaned up an uncommitted attempt");
             self.checkpoint.clear_pending(&p.prefix)?;
         }
@@ -135,16 +160,40 @@ impl Exporter {
     pub async fn run_once(&self, now: DateTime<Utc>, cancel: &CancellationToken) -> Result<RunSummary, ExportError> {
         self.recorded("run", cancel, |cancel| async move {
             let e = &self.settings.export;
+            let until = truncate_to_second(now - e.lag);
             let mut total = RunSummary::default();
             for stream in &self.settings.api.streams {
-                let wm = self.checkpoint.watermark(&stream.id)?;
-                let Some((from, to)) = planner::run_range(wm, e.start, now, e.lag, e.lookback) else {
-                    tracing::info!(stream = %stream.id, "nothing final to export yet (now − lag is not past the watermark)");
+                let covered = self.checkpoint.committed_ranges(&stream.id, e.start.min(until), until)?;
+                let ranges = planner::run_ranges(&covered, e.start, until, e.lookback);
+                if ranges.is_empty() {
+                    tracing::info!(stream = %stream.id, "nothing final to export yet (now − lag is not past the covered range)");
                     continue;
-                };
-                let to = truncate_to_second(to);
-                let windows = planner::split(from, to, e.window);
-                tracing::info!(stream = %stream.id, %from, %to, windows = windows.len(), "run");
+                }
+                let windows: Vec<Window> = ranges.iter().flat_map(|(a, b)| planner::split(*a, *b, e.window)).collect();
+                tracing::info!(stream = %stream.id, ranges = ranges.len(), windows = windows.len(), "run");
+                self.drive(stream, windows, &cancel, &mut total).await?;
+            }
+            Ok(total)
+        })
+        .await
+    }
+
+    /// Re-reads `[from, to)` (to clamped to now − lag), committed or not, and writes only what
+    /// the lake lacks; each window's finding is in the summary. Safe to repeat and to interrupt.
+    pub async fn reconcile(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        now: DateTime<Utc>,
+        cancel: &CancellationToken,
+    ) -> Result<RunSummary, ExportError> {
+        self.recorded("reconcile", cancel, |cancel| async move {
+            let e = &self.settings.export;
+            let to = truncate_to_second(planner::clamp_end(to, now, e.lag));
+            let mut total = RunSummary::default();
+            for stream in &self.settings.api.streams {
+                let windows = planner::split(from, to.max(from), e.window);
+                tracing::info!(stream = %stream.id, %from, %to, windows = windows.len(), "reconcile");
                 self.drive(stream, windows, &cancel, &mut total).await?;
             }
             Ok(total)
@@ -269,19 +318,18 @@ impl Exporter {
                 _ => true,
             };
             let advance = contiguous.then_some(o.window.end);
-            let horizon = advance.or(wm).map(|w| planner::key_horizon(w, e.lookback, e.window));
             let committed = self.checkpoint.commit_window(&WindowCommit {
                 stream_id: &o.stream_id,
                 window: o.window,
                 generation: o.generation,
                 prefix: &o.prefix,
                 files: o.files.clone(),
-                new_ids: o.new_ids,
+                id_scheme: ID_SCHEME,
+                out_of_range: o.out_of_range,
                 records_fetched: o.fetched,
                 pages: o.pages,
                 run_id: Some(self.current_run.load(Ordering::Relaxed)),
                 advance_watermark_to: advance,
-                prune_keys_before: horizon,
             });
             if let Err(ce) = committed {
                 // The state refused the commit (e.g. its volume is full): this window's files
@@ -310,6 +358,12 @@ impl Exporter {
             total.written += written;
             total.duplicates += o.duplicates;
             total.files += o.files.len() as u64;
+            total.per_window.push(WindowFinding {
+                stream: o.stream_id.clone(),
+                start: o.window.start,
+                end: o.window.end,
+                written,
+            });
         }
         Ok(())
     }

@@ -26,6 +26,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod crashpoint;
 pub mod daemon;
 pub mod dedup;
 pub mod error;

@@ -89,6 +89,31 @@ fn derived_stream_id(products: &[String], geos: &[String]) -> String {
     format!("{readable}-{h}")
 }
 
+/// The record fields AvePoint documents, in output column order. A record's identity rests on
+/// these alone, so a field added later does not make a known record new.
+pub const DOCUMENTED_FIELDS: [&str; 20] = [
+    "actionName",
+    "actionUser",
+    "actionParameters",
+    "actionTime",
+    "controllerName",
+    "product",
+    "geoLocation",
+    "previousValue",
+    "currentValue",
+    "partnerTenantOwner",
+    "status",
+    "comment",
+    "objectType",
+    "operationType",
+    "module",
+    "functionality",
+    "objectName",
+    "action",
+    "clientIP",
+    "additionalDetails",
+];
+
 /// 128-bit record fingerprint (the `_record_id` column, as hex).
 pub type RecordId = [u8; 16];
 

@@ -21,21 +21,26 @@ pub fn split(from: DateTime<Utc>, to: DateTime<Utc>, size: Duration) -> Vec<Wind
     out
 }
 
-/// The range a `run` exports: from the watermark minus the look-back (or `start` when there is
-/// no checkpoint) up to `now − lag`. `None` when there is nothing final to read yet.
-pub fn run_range(
-    watermark: Option<DateTime<Utc>>,
-    start: DateTime<Utc>,
-    now: DateTime<Utc>,
-    lag: Duration,
-    lookback: Duration,
-) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
-    let to = now - lag;
-    let from = match watermark {
-        Some(w) => (w - lookback).max(start.min(w)),
-        None => start,
-    };
-    (from < to).then_some((from, to))
+/// What a `run` reads, given the committed ranges `covered`: every gap of coverage in
+/// `[start, until)`, plus the look-back: the last `lookback` before the end of the newest
+/// committed range, re-read to catch records published late. Sorted, merged, non-empty ranges.
+pub fn run_ranges(covered: &[Range], start: DateTime<Utc>, until: DateTime<Utc>, lookback: Duration) -> Vec<Range> {
+    let mut out = gaps(start, until, covered);
+    if let Some(end) = covered.iter().map(|r| r.1).filter(|e| *e <= until).max() {
+        let from = (end - lookback).max(start.min(end));
+        if from < end {
+            out.push((from, end));
+        }
+    }
+    out.sort();
+    let mut merged: Vec<Range> = Vec::new();
+    for (a, b) in out {
+        match merged.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    merged
 }
 
 /// The parts of `[from, to)` not covered by `covered` (sorted or not, possibly overlapping).
@@ -59,14 +64,6 @@ pub fn gaps(from: DateTime<Utc>, to: DateTime<Utc>, covered: &[Range]) -> Vec<Ra
         out.push((cursor, to));
     }
     out
-}
-
-/// The oldest instant a later `run` can re-read, given the covered end `covered_to` of a
-/// stream: dedup keys of records older than this can be dropped from the state, because no
-/// re-read that uses the retained keys reaches them (reads that do reach further back rebuild
-/// their keys from the lake). One window of slack covers a window that straddles the horizon.
-pub fn key_horizon(covered_to: DateTime<Utc>, lookback: Duration, window: Duration) -> DateTime<Utc> {
-    covered_to - lookback - window
 }
 
 /// Clamps a backfill's end to `now − lag`: nothing newer is final.
@@ -108,36 +105,42 @@ mod tests {
     }
 
     #[test]
-    fn run_range_uses_lookback_and_lag() {
-        let now = t("2024-02-01T12:00:00Z");
+    fn run_reads_gaps_and_the_lookback() {
         let start = t("2024-01-01T00:00:00Z");
-        assert_eq!(
-            run_range(None, start, now, Duration::minutes(15), Duration::hours(2)),
-            Some((start, t("2024-02-01T11:45:00Z")))
-        );
+        let until = t("2024-02-01T11:45:00Z");
+        let h2 = Duration::hours(2);
+        // Nothing committed: everything from start.
+        assert_eq!(run_ranges(&[], start, until, h2), vec![(start, until)]);
+        // Committed up to 10:00: the look-back plus the new part, as one range.
         let wm = t("2024-02-01T10:00:00Z");
         assert_eq!(
-            run_range(Some(wm), start, now, Duration::minutes(15), Duration::hours(2)),
-            Some((t("2024-02-01T08:00:00Z"), t("2024-02-01T11:45:00Z")))
+            run_ranges(&[(start, wm)], start, until, h2),
+            vec![(t("2024-02-01T08:00:00Z"), until)]
         );
-        // Nothing final yet.
+        // A backfill that began after `start`: the hole before it is a gap too.
+        let b = t("2024-01-20T00:00:00Z");
         assert_eq!(
-            run_range(Some(t("2024-02-01T11:50:00Z")), start, now, Duration::minutes(15), Duration::zero()),
-            None
+            run_ranges(&[(b, wm)], start, until, h2),
+            vec![(start, b), (t("2024-02-01T08:00:00Z"), until)]
         );
+        // Nothing final yet beyond the covered end: only the look-back.
+        assert_eq!(
+            run_ranges(&[(start, until)], start, until, h2),
+            vec![(t("2024-02-01T09:45:00Z"), until)]
+        );
+        assert!(run_ranges(&[(start, until)], start, until, Duration::zero()).is_empty());
     }
 
     #[test]
     fn lookback_never_reaches_before_configured_start() {
         let start = t("2024-02-01T09:00:00Z");
-        let r = run_range(
-            Some(t("2024-02-01T10:00:00Z")),
+        let r = run_ranges(
+            &[(start, t("2024-02-01T10:00:00Z"))],
             start,
             t("2024-02-01T12:00:00Z"),
-            Duration::zero(),
             Duration::hours(5),
         );
-        assert_eq!(r.unwrap().0, start);
+        assert_eq!(r, vec![(start, t("2024-02-01T12:00:00Z"))]);
     }
 
     #[test]

@@ -16,24 +16,51 @@ use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 
 use crate::model::{STAGING_MARK, is_attempt_file};
 
+/// Why the output could not be opened, written, listed or read.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// `export.output` has an unsupported scheme, is not a valid URL, or `object_store` rejects it.
     #[error("export.output {output}: {message}")]
-    Open { output: String, message: String },
+    Open {
+        /// `export.output` as configured.
+        output: String,
+        /// Why it cannot be used.
+        message: String,
+    },
+    /// A local file system operation (write check, rename, fsync, listing, delete, read) failed.
     #[error("cannot publish {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file or folder at fault.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// An object storage request (or reading the spooled file to upload) failed.
     #[error("object storage {path}: {message}")]
-    Object { path: String, message: String },
+    Object {
+        /// The object (or listed folder) path in the store.
+        path: String,
+        /// The error message.
+        message: String,
+    },
 }
 
+/// The output destination of published files.
 pub enum Store {
+    /// A local folder (a plain path or a `file://` URL).
     Local {
+        /// The output root; partitions are its subfolders.
         root: PathBuf,
     },
+    /// An object store (S3, Azure, GCS, or `memory://` in tests).
     Object {
+        /// The `object_store` client.
         store: Arc<dyn ObjectStore>,
+        /// The key prefix under which partitions are written (the URL's path).
         prefix: ObjPath,
+        /// `export.output` as the user wrote it, for messages.
         display: String,
+        /// Local folder where files are staged before upload.
         spool: PathBuf,
     },
 }
@@ -107,6 +134,7 @@ impl Store {
         })
     }
 
+    /// The output as the user named it: the local root, or the object-store URL.
     pub fn describe(&self) -> String {
         match self {
             Store::Local { root } => root.display().to_string(),

@@ -5,57 +5,128 @@
 //! file left under its name by an earlier crashed attempt is deleted; so a window re-run after a
 //! crash overwrites, never duplicates. Cancellation is checked at page boundaries only.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiClient, ApiError};
 use crate::checkpoint::{Checkpoint, CheckpointError, FileRow};
-use crate::dedup::{Deduper, Placement, place};
-use crate::model::{RecordId, StreamSpec, Window, attempt_prefix, partitions_of};
-use crate::sink::{OutRecord, SinkError, SinkOptions, WindowWriter};
+use crate::crashpoint;
+use crate::dedup::{Deduper, ID_SCHEME, Placement, place};
+use crate::model::{StreamSpec, Window, attempt_prefix, partitions_of};
+use crate::sink::{OutRecord, SinkError, SinkOptions, WindowWriter, readback};
 use crate::store::{Store, StoreError};
 
 /// Why a window (and so the pass that drives it) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
+    /// Fetching a page failed.
     #[error(transparent)]
     Api(#[from] ApiError),
+    /// The credential could not be loaded (e.g. an unusable certificate).
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
+    /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
+    /// Writing a file failed.
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// Opening, publishing to or cleaning up the output failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The checkpoint database failed.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// Cancelled (SIGINT/SIGTERM) before the work was done.
     #[error("interrupted; every committed window is consistent and the next run resumes after it")]
     Cancelled,
+    /// `export.run_deadline` passed before the work was done.
     #[error("export.run_deadline reached; committed windows are kept and the next run resumes after them")]
     Deadline,
+    /// The API returned a record whose `actionTime` lies outside the window (other than
+    /// exactly at its end).
+    #[error(
+        "the API returned a record with actionTime {time} for the window {start} .. {end}; refusing to commit a window whose records the API placed elsewhere (nothing of this window was committed)"
+    )]
+    OutOfRange {
+        /// Start of the window requested.
+        start: DateTime<Utc>,
+        /// End of the window requested.
+        end: DateTime<Utc>,
+        /// The offending record's `actionTime`.
+        time: DateTime<Utc>,
+    },
+    /// The API sent a `nextLink` already followed while paging this window.
+    #[error("the API sent nextLink {0} twice while paging one window; refusing to loop")]
+    RepeatedNextLink(String),
+    /// A committed file overlapping the window could not be read back or its record ids parsed.
+    #[error("cannot rebuild the record ids of committed file {path} from the lake (run `verify`): {message}")]
+    Rebuild {
+        /// The file's path relative to the output root.
+        path: String,
+        /// Why it could not be read or parsed.
+        message: String,
+    },
 }
 
 /// What the adapters a window needs.
 pub struct Deps<'a> {
+    /// Fetches the window's pages.
     pub api: &'a ApiClient,
+    /// Where the window's files are published.
     pub store: &'a Store,
+    /// Generations, pending attempts and the manifest of committed files.
     pub checkpoint: &'a Checkpoint,
+    /// Format, compression and file size limits of the output.
     pub sink: &'a SinkOptions,
 }
 
 /// A window whose files are published and which awaits its commit.
 #[derive(Debug)]
 pub struct WindowOutcome {
+    /// The stream the window belongs to.
     pub stream_id: String,
+    /// The window read.
     pub window: Window,
+    /// Which read of this window it was (0 for the first); part of the file names.
     pub generation: u32,
+    /// The attempt prefix naming every file of this read.
     pub prefix: String,
+    /// The published files, as the manifest records them.
     pub files: Vec<FileRow>,
-    pub new_ids: Vec<(RecordId, Option<DateTime<Utc>>)>,
+    /// Records received from the API, including skipped ones.
     pub fetched: u64,
+    /// Records skipped because their `actionTime` is the window's end (the next window's).
+    pub out_of_range: u64,
+    /// Pages fetched.
     pub pages: u64,
+    /// Records skipped because their id is already in a committed file.
     pub duplicates: u64,
+}
+
+/// The ids of everything committed that a read of `w` can return again, read back from the
+/// lake: the `_record_id`s of every committed file of the stream whose window overlaps `w`.
+/// Whatever `window`, `lag` or `lookback` those files were written with, they hold every
+/// record of the range, so no re-read (look-back, reconcile, a raised look-back) can write a
+/// record twice. Ids of records outside `w` are harmless extras: an id hashes `actionTime`.
+async fn known_ids(deps: &Deps<'_>, stream: &StreamSpec, w: &Window) -> Result<Deduper, ExportError> {
+    let mut known = HashSet::new();
+    let mut legacy = false;
+    for (path, scheme) in deps.checkpoint.files_overlapping(&stream.id, w)? {
+        legacy |= scheme < ID_SCHEME;
+        let data = deps.store.read(&path).await.map_err(|e| ExportError::Rebuild {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let ids = readback::record_ids(&path, data).map_err(|e| ExportError::Rebuild {
+            path: path.clone(),
+            message: e.message,
+        })?;
+        known.extend(ids);
+    }
+    Ok(Deduper::new(known, legacy))
 }
 
 /// Fetches, writes and publishes one window; returns what its commit must record.
@@ -74,7 +145,7 @@ pub async fn export_window(
     if removed > 0 {
         tracing::info!(prefix, removed, "removed files of an earlier uncommitted attempt");
     }
-    let mut dedup = Deduper::new(cp.known_ids(&stream.id, &w)?);
+    let mut dedup = known_ids(deps, stream, &w).await?;
     let staging = deps.store.stager();
     let mut writer = WindowWriter::new(deps.sink.clone(), prefix.clone(), Utc::now(), staging);
     let mut out = WindowOutcome {
@@ -83,12 +154,13 @@ pub async fn export_window(
         generation,
         prefix: prefix.clone(),
         files: vec![],
-        new_ids: vec![],
         fetched: 0,
+        out_of_range: 0,
         pages: 0,
         duplicates: 0,
     };
     let mut url = deps.api.first_url(stream, w.start, w.end);
+    let mut followed = HashSet::new();
     loop {
         if cancel.is_cancelled() {
             return Err(ExportError::Cancelled);
@@ -97,13 +169,25 @@ pub async fn export_window(
             Err(ApiError::Cancelled) => return Err(ExportError::Cancelled),
             other => other?,
         };
+        crashpoint::hit("fetch");
         out.pages += 1;
         out.fetched += page.data.len() as u64;
         for rec in &page.data {
             let time = match place(rec, &w) {
                 Placement::In(t) => Some(t),
-                // A server with inclusive bounds also returns the next window's first instant.
-                Placement::Out => continue,
+                // A server with inclusive bounds also returns the next window's first instant;
+                // the next window owns that record (and reads it too).
+                Placement::Out(t) if t == w.end => {
+                    out.out_of_range += 1;
+                    continue;
+                }
+                Placement::Out(time) => {
+                    return Err(ExportError::OutOfRange {
+                        start: w.start,
+                        end: w.end,
+                        time,
+                    });
+                }
                 Placement::Unplaced => None,
             };
             let (id, new) = dedup.admit(rec);
@@ -112,18 +196,25 @@ pub async fn export_window(
                 continue;
             }
             writer.write(OutRecord { value: rec, id: &id, time })?;
-            out.new_ids.push((id, time));
         }
+        crashpoint::hit("encode");
         match page.next_link {
-            Some(next) => url = next,
+            Some(next) => {
+                if !followed.insert(next.to_string()) {
+                    return Err(ExportError::RepeatedNextLink(next.to_string()));
+                }
+                url = next;
+            }
             None => break,
         }
     }
     let files = writer.finish()?;
+    crashpoint::hit("stage");
     let mut published = 0;
     let result = async {
         for f in &files {
             deps.store.publish(&f.temp_path, &f.rel_path).await?;
+            crashpoint::hit("publish");
             published += 1;
         }
         Ok::<(), StoreError>(())

@@ -51,6 +51,8 @@ pub struct Faults {
     pub rate_reset: f64,
     /// A 200 whose JSON body is cut short.
     pub rate_truncated: f64,
+    /// A 200 whose body is valid JSON but no page (a gateway's `{"error": …}`, no `data`).
+    pub rate_malformed: f64,
 }
 
 impl Faults {
@@ -65,6 +67,7 @@ impl Faults {
             slow: std::time::Duration::ZERO,
             rate_reset: total / 4.0,
             rate_truncated: total / 4.0,
+            rate_malformed: 0.0,
         }
     }
 }
@@ -234,6 +237,17 @@ impl EmulatorHandle {
     pub fn data_range(&self) -> (DateTime<Utc>, DateTime<Utc>) {
         let s = data::midnight(self.state.cfg.data.start);
         (s, s + Duration::days(self.state.cfg.data.days as i64))
+    }
+
+    /// The records with `from <= actionTime < to` that were visible at `at`, in no order.
+    pub fn visible_truth(&self, from: DateTime<Utc>, to: DateTime<Utc>, at: DateTime<Utc>) -> Vec<Value> {
+        self.state
+            .days
+            .iter()
+            .flatten()
+            .filter(|r| r.time >= from && r.time < to && r.visible_at <= at)
+            .map(|r| r.json.clone())
+            .collect()
     }
 
     /// Every generated record with `from <= actionTime < to` (visible or not), in no order.

@@ -119,6 +119,7 @@ enum Fault {
     Slow,
     Reset,
     Truncated,
+    Malformed,
 }
 
 fn draw_fault(st: &State) -> Option<Fault> {
@@ -145,6 +146,10 @@ fn draw_fault(st: &State) -> Option<Fault> {
     acc += f.rate_truncated;
     if x < acc {
         return Some(Fault::Truncated);
+    }
+    acc += f.rate_malformed;
+    if x < acc {
+        return Some(Fault::Malformed);
     }
     None
 }
@@ -301,6 +306,14 @@ async fn audit(AxState(st): AxState<Arc<State>>, headers: HeaderMap, RawQuery(q)
     };
     let body = serde_json::to_vec(&json!({"nextLink": next_link, "data": page})).expect("serializable");
     match fault {
+        Some(Fault::Malformed) => {
+            st.counters.faults_injected.fetch_add(1, Ordering::Relaxed);
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                r#"{"error":"upstream request timeout"}"#,
+            )
+                .into_response()
+        }
         Some(Fault::Truncated) => {
             st.counters.faults_injected.fetch_add(1, Ordering::Relaxed);
             let cut = body.len() / 2;

@@ -4,35 +4,44 @@
 //! row commit in one transaction ([`Checkpoint::commit_window`]), which the caller runs only
 //! after every file of the window is published.
 
-use std::collections::HashSet;
-
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 
 use super::{Checkpoint, CheckpointError, FileRow, from_us, us};
-use crate::model::{Range, RecordId, StreamSpec, Window};
+use crate::model::{Range, StreamSpec, Window};
 
 /// Everything one window commit records.
 pub struct WindowCommit<'a> {
+    /// The stream the window belongs to.
     pub stream_id: &'a str,
+    /// The window committed.
     pub window: Window,
+    /// Which read of the window this is (see [`Checkpoint::next_generation`]).
     pub generation: u32,
+    /// The attempt prefix; its pending row is removed by the commit.
     pub prefix: &'a str,
+    /// The window's published files, added to the manifest.
     pub files: Vec<FileRow>,
-    pub new_ids: Vec<(RecordId, Option<DateTime<Utc>>)>,
+    /// Id scheme of the files' `_record_id`s.
+    pub id_scheme: i64,
+    /// Records the API returned outside the window (kept at the window's end instant only).
+    pub out_of_range: u64,
+    /// Records the API returned for the window, written or not.
     pub records_fetched: u64,
+    /// Pages fetched for the window.
     pub pages: u64,
+    /// The run that committed the window, if any.
     pub run_id: Option<i64>,
     /// Move the stream's watermark here (never backwards).
     pub advance_watermark_to: Option<DateTime<Utc>>,
-    /// Forget dedup keys of records older than this (nothing can re-read them).
-    pub prune_keys_before: Option<DateTime<Utc>>,
 }
 
 /// An uncommitted attempt found in the state.
 #[derive(Debug, Clone)]
 pub struct Pending {
+    /// The attempt prefix its files are named with.
     pub prefix: String,
+    /// The partitions the attempt may have written files in.
     pub partitions: Vec<String>,
 }
 
@@ -104,21 +113,15 @@ impl Checkpoint {
         Ok(())
     }
 
-    /// Ids already exported for records in `w` (plus those without a parseable time).
-    pub fn known_ids(&self, stream_id: &str, w: &Window) -> Result<HashSet<RecordId>, CheckpointError> {
+    /// Committed files of `stream_id` whose window overlaps `w` (path, id scheme): the files
+    /// that can hold records a read of `w` returns again.
+    pub fn files_overlapping(&self, stream_id: &str, w: &Window) -> Result<Vec<(String, i64)>, CheckpointError> {
         let c = self.conn();
         let mut st = c.prepare_cached(
-            "SELECT record_id FROM dedup_keys WHERE stream_id = ?1 AND ((action_time_us >= ?2 AND action_time_us < ?3) OR action_time_us IS NULL)",
+            "SELECT path, id_scheme FROM files WHERE stream_id = ?1 AND window_end_us > ?2 AND window_start_us < ?3 ORDER BY path",
         )?;
-        let rows = st.query_map(params![stream_id, us(w.start), us(w.end)], |r| r.get::<_, Vec<u8>>(0))?;
-        let mut out = HashSet::new();
-        for r in rows {
-            let v = r?;
-            if let Ok(id) = <RecordId>::try_from(v.as_slice()) {
-                out.insert(id);
-            }
-        }
-        Ok(out)
+        let rows = st.query_map(params![stream_id, us(w.start), us(w.end)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Commits one window: manifest, dedup keys, window row, watermark, pending row; atomically.
@@ -128,8 +131,8 @@ impl Checkpoint {
         let now = us(Utc::now());
         {
             let mut ins = tx.prepare_cached(
-                "INSERT OR REPLACE INTO files (path, stream_id, partition, window_start_us, window_end_us, generation, rows, bytes, sha256, committed_at_us)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT OR REPLACE INTO files (path, stream_id, partition, window_start_us, window_end_us, generation, rows, bytes, sha256, committed_at_us, id_scheme)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
             for f in &c.files {
                 ins.execute(params![
@@ -142,20 +145,16 @@ impl Checkpoint {
                     f.rows as i64,
                     f.bytes as i64,
                     f.sha256,
-                    now
+                    now,
+                    c.id_scheme
                 ])?;
-            }
-            let mut key =
-                tx.prepare_cached("INSERT OR IGNORE INTO dedup_keys (stream_id, record_id, action_time_us) VALUES (?1, ?2, ?3)")?;
-            for (id, t) in &c.new_ids {
-                key.execute(params![c.stream_id, &id[..], t.map(us)])?;
             }
         }
         let written: u64 = c.files.iter().map(|f| f.rows).sum();
         tx.execute(
-            "INSERT INTO windows (stream_id, start_us, end_us, generation, records_written, records_fetched, pages, run_id, committed_at_us)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![c.stream_id, us(c.window.start), us(c.window.end), c.generation, written as i64, c.records_fetched as i64, c.pages as i64, c.run_id, now],
+            "INSERT INTO windows (stream_id, start_us, end_us, generation, records_written, records_fetched, pages, run_id, committed_at_us, out_of_range)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![c.stream_id, us(c.window.start), us(c.window.end), c.generation, written as i64, c.records_fetched as i64, c.pages as i64, c.run_id, now, c.out_of_range as i64],
         )?;
         if let Some(w) = c.advance_watermark_to {
             tx.execute(
@@ -163,13 +162,8 @@ impl Checkpoint {
                 params![c.stream_id, us(w), now],
             )?;
         }
-        if let Some(p) = c.prune_keys_before {
-            tx.execute(
-                "DELETE FROM dedup_keys WHERE stream_id = ?1 AND action_time_us < ?2",
-                params![c.stream_id, us(p)],
-            )?;
-        }
         tx.execute("DELETE FROM pending WHERE prefix = ?1", [c.prefix])?;
+        crate::crashpoint::hit("commit");
         tx.commit()?;
         Ok(())
     }
@@ -241,12 +235,12 @@ mod tests {
             generation: cp.next_generation("all", &w).unwrap(),
             prefix,
             files: vec![],
-            new_ids: vec![([1; 16], Some(from_us(10))), ([2; 16], None)],
+            id_scheme: 2,
+            out_of_range: 0,
             records_fetched: 2,
             pages: 1,
             run_id: None,
             advance_watermark_to: Some(from_us(wm)),
-            prune_keys_before: None,
         };
         cp.commit_window(&commit(1_000, "all-x-g0")).unwrap();
         assert!(cp.pending().unwrap().is_empty());
@@ -255,9 +249,5 @@ mod tests {
         assert_eq!(cp.committed_ranges("all", w.start, w.end).unwrap(), vec![(w.start, w.end)]);
         cp.commit_window(&commit(500, "all-x-g1")).unwrap();
         assert_eq!(cp.watermark("all").unwrap(), Some(from_us(1_000)), "watermark never moves back");
-        let known = cp.known_ids("all", &win(0, 5)).unwrap();
-        assert!(known.contains(&[2; 16]), "unplaced ids are always known");
-        assert!(!known.contains(&[1; 16]));
-        assert!(cp.known_ids("all", &w).unwrap().contains(&[1; 16]));
     }
 }

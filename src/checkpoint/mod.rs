@@ -23,18 +23,49 @@ pub use commit::{Pending, WindowCommit};
 pub use read::{FileRow, PartitionStatus, RunStatus, StatusReport, StreamStatus};
 
 /// Migrations in order; the index + 1 is the schema version.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_init.sql"),
+    include_str!("../../migrations/0002_lake_keys.sql"),
+];
 
+/// Why the checkpoint database could not be opened, locked, migrated or queried.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
+    /// The database cannot be opened or switched to WAL, or (for read-only use) does not exist.
     #[error("state.path {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The database's parent folder or its `.lock` file cannot be created.
     #[error("state.path {path}: cannot create its folder: {source}")]
-    Folder { path: PathBuf, source: std::io::Error },
+    Folder {
+        /// The database file, or the lock file when that is what failed.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Another process holds the advisory lock on `<state>.lock`.
     #[error("another aos-audit-export is using {path} (lock {lock} is held); wait for it to finish")]
-    Locked { path: PathBuf, lock: PathBuf },
+    Locked {
+        /// The database file.
+        path: PathBuf,
+        /// The lock file that is held.
+        lock: PathBuf,
+    },
+    /// The database's schema version is newer than the migrations this build knows.
     #[error("state.path {path}: schema version {found} is newer than this program ({known}); upgrade aos-audit-export")]
-    TooNew { path: PathBuf, found: i64, known: i64 },
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// The database's `user_version`.
+        found: i64,
+        /// The newest schema version this build knows.
+        known: i64,
+    },
+    /// Any other SQLite error while migrating, reading or writing.
     #[error("checkpoint database: {0}")]
     Sql(#[from] rusqlite::Error),
 }
@@ -47,6 +78,8 @@ pub(crate) fn from_us(v: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(v).unwrap_or_default()
 }
 
+/// An open checkpoint database (SQLite, WAL, `synchronous=FULL`), holding its advisory lock
+/// when opened for writing.
 pub struct Checkpoint {
     conn: Mutex<Connection>,
     path: PathBuf,

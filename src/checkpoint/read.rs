@@ -8,15 +8,22 @@ use super::{Checkpoint, CheckpointError, from_us};
 /// A file row as committed.
 #[derive(Debug, Clone, Serialize)]
 pub struct FileRow {
+    /// Path relative to the output root: `dt=YYYY-MM-DD/{prefix}-pNNN.ext`.
     pub path: String,
+    /// The stream whose window wrote the file.
     pub stream_id: String,
+    /// The partition folder: `dt=YYYY-MM-DD` or `dt=unknown`.
     pub partition: String,
+    /// Number of records in the file.
     pub rows: u64,
+    /// File size in bytes.
     pub bytes: u64,
+    /// SHA-256 of the file's bytes, lower-case hex.
     pub sha256: String,
 }
 
 impl Checkpoint {
+    /// Every committed file in the manifest, ordered by path.
     pub fn files(&self) -> Result<Vec<FileRow>, CheckpointError> {
         let c = self.conn();
         let mut st = c.prepare("SELECT path, stream_id, partition, rows, bytes, sha256 FROM files ORDER BY path")?;
@@ -33,6 +40,7 @@ impl Checkpoint {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The `status` report: streams, the last 10 runs, per-partition totals and pending attempts.
     pub fn report(&self) -> Result<StatusReport, CheckpointError> {
         let c = self.conn();
         let mut streams = Vec::new();
@@ -41,7 +49,7 @@ impl Checkpoint {
                 "SELECT s.id, s.product_types, s.geo_locations, s.watermark_us,
                         (SELECT COUNT(*) FROM windows w WHERE w.stream_id = s.id),
                         (SELECT COALESCE(SUM(records_written), 0) FROM windows w WHERE w.stream_id = s.id),
-                        (SELECT COUNT(*) FROM dedup_keys k WHERE k.stream_id = s.id)
+                        (SELECT COALESCE(SUM(out_of_range), 0) FROM windows w WHERE w.stream_id = s.id)
                  FROM streams s ORDER BY s.id",
             )?;
             let rows = st.query_map([], |r| {
@@ -52,11 +60,23 @@ impl Checkpoint {
                     watermark: r.get::<_, Option<i64>>(3)?.map(from_us),
                     windows_committed: r.get::<_, i64>(4)? as u64,
                     records_written: r.get::<_, i64>(5)? as u64,
-                    dedup_keys: r.get::<_, i64>(6)? as u64,
+                    out_of_range: r.get::<_, i64>(6)? as u64,
+                    coverage: Vec::new(),
                 })
             })?;
             for r in rows {
                 streams.push(r?);
+            }
+            let mut st = c.prepare("SELECT DISTINCT start_us, end_us FROM windows WHERE stream_id = ?1 ORDER BY start_us, end_us")?;
+            for s in &mut streams {
+                let ranges = st.query_map([&s.id], |r| Ok((from_us(r.get(0)?), from_us(r.get(1)?))))?;
+                for r in ranges {
+                    let (a, b) = r?;
+                    match s.coverage.last_mut() {
+                        Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                        _ => s.coverage.push((a, b)),
+                    }
+                }
             }
         }
         let mut runs = Vec::new();
@@ -104,42 +124,72 @@ impl Checkpoint {
     }
 }
 
+/// One stream's coverage and totals, as `status` shows it.
 #[derive(Debug, Serialize)]
 pub struct StreamStatus {
+    /// The stream id.
     pub id: String,
+    /// The `productTypes` filter, comma-separated (empty = all products).
     pub product_types: String,
+    /// The `geoLocations` filter, comma-separated (empty = all locations).
     pub geo_locations: String,
+    /// End of the contiguous committed prefix; `None` before the first commit.
     pub watermark: Option<DateTime<Utc>>,
+    /// Number of committed window reads (re-reads of a window count again).
     pub windows_committed: u64,
+    /// Records written to files across all committed windows.
     pub records_written: u64,
-    pub dedup_keys: u64,
+    /// Records the API returned at a window's exclusive end instant (owned by the next window).
+    pub out_of_range: u64,
+    /// Committed time ranges, merged and sorted: the coverage model.
+    pub coverage: Vec<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
+/// One recorded run, as `status` shows it.
 #[derive(Debug, Serialize)]
 pub struct RunStatus {
+    /// The run's id in the `runs` table.
     pub id: i64,
+    /// The command that ran: `run`, `backfill` or `reconcile`.
     pub command: String,
+    /// When the run started.
     pub started_at: DateTime<Utc>,
+    /// When the run ended; `None` while running or if the process died.
     pub finished_at: Option<DateTime<Utc>>,
+    /// `running`, `ok`, `interrupted`, `deadline` or `failed`.
     pub status: String,
+    /// Windows committed by the run (0 unless it ended `ok`).
     pub windows: u64,
+    /// Records written by the run (0 unless it ended `ok`).
     pub records_written: u64,
+    /// The error message of a `failed` run.
     pub error: Option<String>,
 }
 
+/// Totals of the committed files in one partition.
 #[derive(Debug, Serialize)]
 pub struct PartitionStatus {
+    /// The partition folder: `dt=YYYY-MM-DD` or `dt=unknown`.
     pub partition: String,
+    /// Number of committed files.
     pub files: u64,
+    /// Records across those files.
     pub rows: u64,
+    /// Total size of those files, in bytes.
     pub bytes: u64,
 }
 
+/// What `status` reports about the checkpoint.
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
+    /// The checkpoint database's path, for display.
     pub state_path: String,
+    /// Every stream, ordered by id.
     pub streams: Vec<StreamStatus>,
+    /// The 10 most recent runs, newest first.
     pub runs: Vec<RunStatus>,
+    /// Per-partition totals, ordered by partition.
     pub partitions: Vec<PartitionStatus>,
+    /// Attempts begun but not committed (files a crash may have left behind).
     pub pending_attempts: u64,
 }

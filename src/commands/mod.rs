@@ -106,12 +106,29 @@ pub async fn dispatch(cli: Cli, cancel: CancellationToken) -> anyhow::Result<u8>
             print_summary("backfill", &ex, &s);
             Ok(error::OK)
         }
+        Command::Reconcile { from, to } => {
+            let settings = raw.validate(now)?;
+            let (from_t, to_t) = range_args(&from, to.as_deref(), now)?;
+            let ex = Exporter::new(settings).await?;
+            let s = ex.reconcile(from_t, to_t, now, &cancel).await?;
+            for f in s.per_window.iter().filter(|f| f.written > 0) {
+                println!(
+                    "reconcile: stream {} {} .. {}: {} records were missing and are now written",
+                    f.stream,
+                    f.start.to_rfc3339(),
+                    f.end.to_rfc3339(),
+                    f.written
+                );
+            }
+            print_summary("reconcile", &ex, &s);
+            Ok(error::OK)
+        }
         Command::Daemon => {
             crate::daemon::serve(raw.validate(now)?, cancel).await?;
             Ok(error::OK)
         }
         // These commands do not stop at a checkpoint: a signal simply ends them.
-        Command::Status { json } => interruptible(&cancel, async { report::status(&raw, json) }).await,
+        Command::Status { json } => interruptible(&cancel, async { report::status(&raw, json, now) }).await,
         Command::Verify { json } => interruptible(&cancel, report::verify(&raw, json, now)).await,
         Command::Token => interruptible(&cancel, token(&raw, now, &cancel)).await,
         #[cfg(feature = "emulator")]

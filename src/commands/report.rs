@@ -29,17 +29,30 @@ fn human_bytes(b: u64) -> String {
     if i == 0 { format!("{b} B") } else { format!("{v:.1} {}", units[i]) }
 }
 
+/// Gaps of each stream's coverage in `[export.start, now − lag)`: what the next `run` exports.
+fn gaps(coverage: &[(DateTime<Utc>, DateTime<Utc>)], start: DateTime<Utc>, until: DateTime<Utc>) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    crate::planner::gaps(start, until, coverage)
+}
+
 /// `status [--json]`.
-pub(super) fn status(raw: &RawConfig, json: bool) -> anyhow::Result<u8> {
-    let cp = crate::checkpoint::Checkpoint::open_read(&raw.state.path)
-        .with_context(|| format!("no state at state.path {} (has a run happened yet?)", raw.state.path.display()))?;
+pub(super) fn status(raw: &RawConfig, json: bool, now: DateTime<Utc>) -> anyhow::Result<u8> {
+    let export = raw.validate_export(now)?;
+    let state = raw.validate_state()?;
+    let cp = crate::checkpoint::Checkpoint::open_read(&state)
+        .with_context(|| format!("no state at state.path {} (has a run happened yet?)", state.display()))?;
     let r = cp.report()?;
+    let until = now - export.lag;
     if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        let mut v = serde_json::to_value(&r)?;
+        if let Some(streams) = v.get_mut("streams").and_then(|s| s.as_array_mut()) {
+            for (sv, s) in streams.iter_mut().zip(&r.streams) {
+                sv["gaps"] = serde_json::to_value(gaps(&s.coverage, export.start, until))?;
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(error::OK);
     }
     println!("state: {}", r.state_path);
-    let now = Utc::now();
     for s in &r.streams {
         let filters = match (s.product_types.is_empty(), s.geo_locations.is_empty()) {
             (true, true) => "all products, all locations".to_string(),
@@ -48,14 +61,27 @@ pub(super) fn status(raw: &RawConfig, json: bool) -> anyhow::Result<u8> {
         match s.watermark {
             Some(w) => {
                 println!(
-                    "stream {} ({filters}): exported up to {} ({} behind now), {} windows, {} records, {} dedup keys",
+                    "stream {} ({filters}): exported up to {} ({} behind now), {} windows, {} records",
                     s.id,
                     w.to_rfc3339(),
                     human_lag(now - w),
                     s.windows_committed,
                     s.records_written,
-                    s.dedup_keys
                 );
+                let g = gaps(&s.coverage, export.start, until);
+                if g.is_empty() {
+                    println!("  coverage: complete from {} to now − lag", export.start.to_rfc3339());
+                } else {
+                    for (a, b) in &g {
+                        println!("  gap: {} .. {} (the next run exports it)", a.to_rfc3339(), b.to_rfc3339());
+                    }
+                }
+                if s.out_of_range > 0 {
+                    println!(
+                        "  records returned at a window's end instant: {} (exported by the next window)",
+                        s.out_of_range
+                    );
+                }
             }
             None => println!("stream {} ({filters}): nothing exported yet", s.id),
         }

@@ -85,7 +85,10 @@ pub enum RegionError {
     /// Not a known data center.
     Unknown,
     /// A known region whose host does not accept the environment's tokens.
-    Contradicts { environment_host: &'static str },
+    Contradicts {
+        /// The Graph host on which the environment's tokens are valid.
+        environment_host: &'static str,
+    },
 }
 
 /// The Graph host for `region` under `environment`. `region = None` means "not set": gov,

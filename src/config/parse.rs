@@ -39,6 +39,7 @@ pub fn parse_size(key: &'static str, s: &str) -> Result<u64, ConfigError> {
     Ok(v)
 }
 
+/// [`parse_duration`], as a `chrono::Duration`.
 pub fn parse_chrono(key: &'static str, s: &str) -> Result<chrono::Duration, ConfigError> {
     let d = parse_duration(key, s)?;
     chrono::Duration::from_std(d).map_err(|_| invalid(key, format!("duration {s:?} is too large")))
@@ -79,6 +80,7 @@ pub fn check_url(key: &'static str, s: &str) -> Result<Url, ConfigError> {
     }
 }
 
+/// Reads a secret from `path`, without trailing line breaks; an empty file is an error.
 pub fn read_secret_file(key: &'static str, path: &Path) -> Result<Secret, ConfigError> {
     let s = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
         key,

@@ -11,12 +11,19 @@ use super::secret::Secret;
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
+    /// `[auth]`: the credential and identity service.
     pub auth: AuthSection,
+    /// `[api]`: the Graph API, filters and retries.
     pub api: ApiSection,
+    /// `[export]`: output, format and windows.
     pub export: ExportSection,
+    /// `[state]`: the checkpoint database.
     pub state: StateSection,
+    /// `[schedule]`: when the daemon runs.
     pub schedule: ScheduleSection,
+    /// `[daemon]`: the daemon's HTTP endpoints.
     pub daemon: DaemonSection,
+    /// `[log]`: log level and format.
     pub log: LogSection,
 }
 
@@ -69,7 +76,9 @@ impl Default for AuthSection {
 pub struct StreamSection {
     /// Name used in file names and `status` (default: derived from the filters).
     pub name: Option<String>,
+    /// `productTypes` filter of this stream; empty = all products.
     pub product_types: Vec<String>,
+    /// `geoLocations` filter of this stream; empty = all locations.
     pub geo_locations: Vec<String>,
 }
 

@@ -21,6 +21,7 @@ impl From<&str> for Secret {
 }
 
 impl Secret {
+    /// Wraps `s` as a secret.
     pub fn new(s: impl Into<String>) -> Self {
         Secret(s.into())
     }

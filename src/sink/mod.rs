@@ -24,12 +24,25 @@ use sha2::{Digest, Sha256};
 
 use crate::model::{self, RecordId};
 
+/// Why a file could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
+    /// Creating, writing, compressing, flushing or fsyncing a file (or its folder) failed.
     #[error("cannot write {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The staging file, or the folder that could not be created.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The Parquet/Arrow encoder refused the data or its settings.
     #[error("cannot encode Parquet for {path}: {message}")]
-    Parquet { path: PathBuf, message: String },
+    Parquet {
+        /// The staging file.
+        path: PathBuf,
+        /// The encoder's error message.
+        message: String,
+    },
 }
 
 /// A finished file, ready to publish.
@@ -37,17 +50,25 @@ pub enum SinkError {
 pub struct WrittenFile {
     /// Final path relative to the output root: `dt=YYYY-MM-DD/{prefix}-pNNN.ext`.
     pub rel_path: String,
+    /// The partition folder: `dt=YYYY-MM-DD` or `dt=unknown`.
     pub partition: String,
+    /// Where the file was written (staging path), to publish from.
     pub temp_path: PathBuf,
+    /// Number of records in the file.
     pub rows: u64,
+    /// File size in bytes.
     pub bytes: u64,
+    /// SHA-256 of the file's bytes, lower-case hex.
     pub sha256: String,
 }
 
 /// A record to write: the API's JSON object, its id, and its parsed `actionTime`.
 pub struct OutRecord<'a> {
+    /// The record exactly as the API sent it.
     pub value: &'a Value,
+    /// The record's fingerprint (written as `_record_id`).
     pub id: &'a RecordId,
+    /// The parsed `actionTime`; `None` puts the record in `dt=unknown`.
     pub time: Option<DateTime<Utc>>,
 }
 
@@ -59,6 +80,7 @@ pub struct HashingWriter<W: Write> {
 }
 
 impl<W: Write> HashingWriter<W> {
+    /// Wraps `inner`, with nothing counted yet.
     pub fn new(inner: W) -> Self {
         HashingWriter {
             inner,
@@ -70,6 +92,7 @@ impl<W: Write> HashingWriter<W> {
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
+    /// Returns the inner writer, the byte count and the lower-case hex SHA-256 of those bytes.
     pub fn finish(self) -> (W, u64, String) {
         (self.inner, self.bytes, hex::encode(self.hasher.finalize()))
     }
@@ -156,37 +179,38 @@ impl WindowWriter {
         }
     }
 
+    /// Writes `rec` to its partition's open file (opening one if needed), and closes that file
+    /// once it reaches `file_max_rows` or `file_max_bytes`.
     pub fn write(&mut self, rec: OutRecord<'_>) -> Result<(), SinkError> {
         let partition = model::partition_of(rec.time);
-        if !self.open.contains_key(&partition) {
-            let part = self.parts.entry(partition.clone()).or_insert(0);
-            let rel = format!(
-                "{partition}/{}",
-                model::attempt_file_name(&self.prefix, *part, self.opts.extension())
-            );
-            *part += 1;
-            let temp = (self.staging)(&rel);
-            let out = create(&temp)?;
-            let writer = match self.opts.format {
-                Format::Parquet => FileWriter::Parquet(Box::new(parquet::ParquetFile::new(out, &self.opts, self.ingested_at, &temp)?)),
-                Format::Ndjson => FileWriter::Ndjson(Box::new(ndjson::NdjsonFile::new(
-                    out,
-                    self.opts.compression,
-                    self.ingested_at,
-                    &temp,
-                )?)),
-            };
-            self.open.insert(
-                partition.clone(),
-                OpenFile {
+        let f = match self.open.entry(partition.clone()) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let part = self.parts.entry(partition.clone()).or_insert(0);
+                let rel = format!(
+                    "{partition}/{}",
+                    model::attempt_file_name(&self.prefix, *part, self.opts.extension())
+                );
+                *part += 1;
+                let temp = (self.staging)(&rel);
+                let out = create(&temp)?;
+                let writer = match self.opts.format {
+                    Format::Parquet => FileWriter::Parquet(Box::new(parquet::ParquetFile::new(out, &self.opts, self.ingested_at, &temp)?)),
+                    Format::Ndjson => FileWriter::Ndjson(Box::new(ndjson::NdjsonFile::new(
+                        out,
+                        self.opts.compression,
+                        self.ingested_at,
+                        &temp,
+                    )?)),
+                };
+                e.insert(OpenFile {
                     writer,
                     rel,
                     temp,
                     rows: 0,
-                },
-            );
-        }
-        let f = self.open.get_mut(&partition).expect("just opened");
+                })
+            }
+        };
         match &mut f.writer {
             FileWriter::Parquet(p) => p.write(&rec, &f.temp)?,
             FileWriter::Ndjson(n) => n.write(&rec, &f.temp)?,
@@ -196,8 +220,8 @@ impl WindowWriter {
             FileWriter::Parquet(p) => p.approx_bytes(),
             FileWriter::Ndjson(n) => n.approx_bytes(),
         };
-        if f.rows >= self.opts.file_max_rows as u64 || size >= self.opts.file_max_bytes {
-            let f = self.open.remove(&partition).expect("present");
+        let full = f.rows >= self.opts.file_max_rows as u64 || size >= self.opts.file_max_bytes;
+        if full && let Some(f) = self.open.remove(&partition) {
             self.close(partition, f)?;
         }
         Ok(())

@@ -16,6 +16,7 @@ enum Enc {
     Zstd(zstd::Encoder<'static, FileOut>),
 }
 
+/// One NDJSON file being written, through its compressor if any.
 pub struct NdjsonFile {
     enc: Enc,
     suffix_tail: String,
@@ -30,6 +31,8 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> SinkError + '_ {
 }
 
 impl NdjsonFile {
+    /// Starts a file on `out` (gzip, zstd or plain per `compression`); every line gets
+    /// `ingested_at` as `_ingested_at`. `path` only names the file in errors.
     pub fn new(out: FileOut, compression: Compression, ingested_at: DateTime<Utc>, path: &Path) -> Result<Self, SinkError> {
         let enc = match compression {
             Compression::Gzip => Enc::Gzip(flate2::write::GzEncoder::new(out, flate2::Compression::default())),
@@ -47,6 +50,8 @@ impl NdjsonFile {
         })
     }
 
+    /// Appends one record as a line, with `_record_id` and `_ingested_at` added (a non-object
+    /// value is wrapped as `_value`).
     pub fn write(&mut self, rec: &OutRecord<'_>, path: &Path) -> Result<(), SinkError> {
         // Serialize the record as sent, then splice the metadata fields in before its closing
         // brace: no copy of the record, and the API's own key order is kept.
@@ -83,6 +88,7 @@ impl NdjsonFile {
         }
     }
 
+    /// Finishes the compressed stream (if any) and returns the underlying file, not yet flushed.
     pub fn close(self, path: &Path) -> Result<FileOut, SinkError> {
         match self.enc {
             Enc::Plain(w) => Ok(w),

@@ -24,28 +24,7 @@ use super::{FileOut, OutRecord, SinkError, SinkOptions};
 use crate::model::{id_hex, parse_action_time};
 
 /// The documented record fields, in output column order.
-pub const FIELDS: [&str; 20] = [
-    "actionName",
-    "actionUser",
-    "actionParameters",
-    "actionTime",
-    "controllerName",
-    "product",
-    "geoLocation",
-    "previousValue",
-    "currentValue",
-    "partnerTenantOwner",
-    "status",
-    "comment",
-    "objectType",
-    "operationType",
-    "module",
-    "functionality",
-    "objectName",
-    "action",
-    "clientIP",
-    "additionalDetails",
-];
+pub const FIELDS: [&str; 20] = crate::model::DOCUMENTED_FIELDS;
 const ACTION_TIME: usize = 3;
 const ADDITIONAL_DETAILS: usize = 19;
 const BATCH_ROWS: usize = 8192;
@@ -75,6 +54,7 @@ pub fn schema() -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// One Parquet file being written: rows are buffered in Arrow builders and written in batches.
 pub struct ParquetFile {
     writer: ArrowWriter<FileOut>,
     schema: SchemaRef,
@@ -95,6 +75,8 @@ fn pq_err(path: &Path) -> impl Fn(parquet::errors::ParquetError) -> SinkError + 
 }
 
 impl ParquetFile {
+    /// Starts a file on `out` with `opts`' compression and row-group size; every row gets
+    /// `ingested_at` as `_ingested_at`. `path` only names the file in errors.
     pub fn new(out: FileOut, opts: &SinkOptions, ingested_at: DateTime<Utc>, path: &Path) -> Result<Self, SinkError> {
         let compression = match opts.compression {
             Compression::Zstd(l) => PqCompression::ZSTD(ZstdLevel::try_new(l).map_err(pq_err(path))?),
@@ -124,6 +106,7 @@ impl ParquetFile {
         })
     }
 
+    /// Appends one record (what has no column goes to `_extra`), writing a batch when it is full.
     pub fn write(&mut self, rec: &OutRecord<'_>, path: &Path) -> Result<(), SinkError> {
         let empty = Map::new();
         let obj = match rec.value {

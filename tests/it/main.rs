@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 //! Black-box tests: the real binary (or the library, where a test needs to reach inside a run)
 //! against the emulator on 127.0.0.1:0. One module per topic, a fresh temp dir per test.
 
@@ -10,6 +11,7 @@ mod config_errors;
 mod crash;
 mod daemon;
 mod export;
+mod lifecycle;
 mod object_store;
 mod resilience;
 mod s3;
