@@ -79,6 +79,8 @@ impl Exporter {
             .timeout(settings.api.request_timeout)
             .connect_timeout(settings.api.connect_timeout)
             .user_agent(concat!("aos-audit-export/", env!("CARGO_PKG_VERSION")))
+            // A redirect would re-send the client secret (or the bearer token) elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ExportError::Http(e.to_string()))?;
         let metrics = Arc::new(Metrics::new());
@@ -163,8 +165,12 @@ impl Exporter {
             let until = truncate_to_second(now - e.lag);
             let mut total = RunSummary::default();
             for stream in &self.settings.api.streams {
-                let covered = self.checkpoint.committed_ranges(&stream.id, e.start.min(until), until)?;
-                let ranges = planner::run_ranges(&covered, e.start, until, e.lookback);
+                // A relative `export.start` (e.g. 30d) moves with every run: coverage before it
+                // still counts, and the gaps are measured from the earliest committed range, so a
+                // stream stalled for longer than `start` resumes where it stopped.
+                let covered = self.checkpoint.committed_ranges(&stream.id, DateTime::UNIX_EPOCH, until)?;
+                let start = covered.iter().map(|r| r.0).min().map_or(e.start, |c| c.min(e.start));
+                let ranges = planner::run_ranges(&covered, start, until, e.lookback);
                 if ranges.is_empty() {
                     tracing::info!(stream = %stream.id, "nothing final to export yet (now − lag is not past the covered range)");
                     continue;
@@ -315,7 +321,9 @@ impl Exporter {
                     let covered = self.checkpoint.committed_ranges(&stream.id, wm, o.window.start)?;
                     planner::gaps(wm, o.window.start, &covered).is_empty()
                 }
-                _ => true,
+                Some(_) => true,
+                // The first commit moves the watermark only if nothing before it is missing.
+                None => o.window.start <= e.start,
             };
             let advance = contiguous.then_some(o.window.end);
             let committed = self.checkpoint.commit_window(&WindowCommit {

@@ -94,13 +94,18 @@ pub fn read_secret_file(key: &'static str, path: &Path) -> Result<Secret, Config
     Ok(Secret::new(s))
 }
 
-/// Parses an instant, or a duration meaning "that long before `now`" (e.g. `7d`).
+/// Parses an instant, or a duration meaning "that long before `now`" (e.g. `7d`), truncated to
+/// whole seconds: window bounds name files to the second, so two ranges that differ only below
+/// a second must never exist (their files would share names).
 pub fn parse_instant_or_ago(s: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    if let Some(t) = parse_instant(s) {
-        return Some(t);
-    }
-    let ago = humantime::parse_duration(s.trim()).ok()?;
-    Some(now - chrono::Duration::from_std(ago).ok()?)
+    let t = match parse_instant(s) {
+        Some(t) => t,
+        None => {
+            let ago = humantime::parse_duration(s.trim()).ok()?;
+            now - chrono::Duration::from_std(ago).ok()?
+        }
+    };
+    DateTime::from_timestamp(t.timestamp(), 0)
 }
 
 #[cfg(test)]
@@ -122,6 +127,12 @@ mod tests {
         assert_eq!(parse_instant_or_ago("2026-01-01", now), parse_instant("2026-01-01T00:00:00Z"));
         assert_eq!(parse_instant_or_ago("10d", now), parse_instant("2026-01-21T00:00:00Z"));
         assert_eq!(parse_instant_or_ago("yesterday", now), None);
+        let odd = parse_instant("2026-01-31T00:00:00.123456Z").unwrap();
+        assert_eq!(
+            parse_instant_or_ago("7d", odd),
+            parse_instant("2026-01-24T00:00:00Z"),
+            "whole seconds"
+        );
     }
 
     #[test]
