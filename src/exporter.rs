@@ -20,7 +20,7 @@ use crate::checkpoint::{Checkpoint, WindowCommit};
 use crate::config::Settings;
 use crate::dedup::ID_SCHEME;
 use crate::metrics::Metrics;
-use crate::model::{StreamSpec, Window};
+use crate::model::{Range, StreamSpec, Window};
 use crate::planner;
 use crate::store::Store;
 use crate::window::{self, Deps, ExportError};
@@ -193,18 +193,8 @@ impl Exporter {
         now: DateTime<Utc>,
         cancel: &CancellationToken,
     ) -> Result<RunSummary, ExportError> {
-        self.recorded("reconcile", cancel, |cancel| async move {
-            let e = &self.settings.export;
-            let to = truncate_to_second(planner::clamp_end(to, now, e.lag));
-            let mut total = RunSummary::default();
-            for stream in &self.settings.api.streams {
-                let windows = planner::split(from, to.max(from), e.window);
-                tracing::info!(stream = %stream.id, %from, %to, windows = windows.len(), "reconcile");
-                self.drive(stream, windows, &cancel, &mut total).await?;
-            }
-            Ok(total)
-        })
-        .await
+        self.over_range("reconcile", from, to, now, cancel, |_, from, to| Ok(vec![(from, to)]))
+            .await
     }
 
     /// Exports `[from, to)` (to clamped to now − lag). Windows already committed are skipped,
@@ -216,17 +206,37 @@ impl Exporter {
         now: DateTime<Utc>,
         cancel: &CancellationToken,
     ) -> Result<RunSummary, ExportError> {
-        self.recorded("backfill", cancel, |cancel| async move {
+        self.over_range("backfill", from, to, now, cancel, |stream, from, to| {
+            let covered = self.checkpoint.committed_ranges(&stream.id, from, to)?;
+            Ok(planner::gaps(from, to, &covered))
+        })
+        .await
+    }
+
+    /// A pass over `[from, to)` (to clamped to now − lag) for every stream, reading the ranges
+    /// `plan` picks in it, in windows of `export.window`.
+    async fn over_range<P>(
+        &self,
+        command: &'static str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        now: DateTime<Utc>,
+        cancel: &CancellationToken,
+        plan: P,
+    ) -> Result<RunSummary, ExportError>
+    where
+        P: Fn(&StreamSpec, DateTime<Utc>, DateTime<Utc>) -> Result<Vec<Range>, ExportError>,
+    {
+        self.recorded(command, cancel, |cancel| async move {
             let e = &self.settings.export;
-            let to = truncate_to_second(planner::clamp_end(to, now, e.lag));
+            let to = truncate_to_second(planner::clamp_end(to, now, e.lag)).max(from);
             let mut total = RunSummary::default();
             for stream in &self.settings.api.streams {
-                let covered = self.checkpoint.committed_ranges(&stream.id, from, to)?;
-                let windows: Vec<Window> = planner::gaps(from, to, &covered)
+                let windows: Vec<Window> = plan(stream, from, to)?
                     .into_iter()
                     .flat_map(|(a, b)| planner::split(a, b, e.window))
                     .collect();
-                tracing::info!(stream = %stream.id, %from, %to, windows = windows.len(), already_exported = covered.len(), "backfill");
+                tracing::info!(stream = %stream.id, %from, %to, windows = windows.len(), command, "pass");
                 self.drive(stream, windows, &cancel, &mut total).await?;
             }
             Ok(total)
