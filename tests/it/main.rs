@@ -12,6 +12,7 @@ mod crash;
 mod daemon;
 mod export;
 mod lifecycle;
+mod model;
 mod object_store;
 mod resilience;
 mod s3;
