@@ -281,6 +281,18 @@ impl Store {
         Ok(removed)
     }
 
+    /// A published file opened for reading in place, when the output is a local folder
+    /// (`None` for object storage, whose files are fetched with [`Store::read`]).
+    pub fn open_local(&self, rel: &str) -> Option<Result<std::fs::File, StoreError>> {
+        match self {
+            Store::Local { root } => {
+                let p = root.join(rel);
+                Some(std::fs::File::open(&p).map_err(|source| StoreError::Io { path: p, source }))
+            }
+            Store::Object { .. } => None,
+        }
+    }
+
     /// Reads a published file back (for `verify`).
     pub async fn read(&self, rel: &str) -> Result<Vec<u8>, StoreError> {
         match self {

@@ -116,11 +116,15 @@ async fn known_ids(deps: &Deps<'_>, stream: &StreamSpec, w: &Window) -> Result<D
     let mut legacy = false;
     for (path, scheme) in deps.checkpoint.files_overlapping(&stream.id, w)? {
         legacy |= scheme < ID_SCHEME;
-        let data = deps.store.read(&path).await.map_err(|e| ExportError::Rebuild {
+        let rebuild = |e: StoreError| ExportError::Rebuild {
             path: path.clone(),
             message: e.to_string(),
-        })?;
-        let ids = readback::record_ids(&path, data).map_err(|e| ExportError::Rebuild {
+        };
+        let source = match deps.store.open_local(&path) {
+            Some(f) => readback::Source::File(f.map_err(rebuild)?),
+            None => readback::Source::Bytes(deps.store.read(&path).await.map_err(rebuild)?),
+        };
+        let ids = readback::record_ids_from(&path, source).map_err(|e| ExportError::Rebuild {
             path: path.clone(),
             message: e.message,
         })?;

@@ -55,11 +55,67 @@ pub fn count_rows(path: &str, data: Vec<u8>) -> Result<u64, ReadbackError> {
     Ok(text.iter().filter(|b| **b == b'\n').count() as u64)
 }
 
+/// Where a published file's bytes come from: a local file is read in place (Parquet: only the
+/// `_record_id` column chunks; NDJSON: line by line), object-store bytes are in memory.
+pub enum Source {
+    /// A local file.
+    File(std::fs::File),
+    /// Bytes already fetched.
+    Bytes(Vec<u8>),
+}
+
 /// Every row's `_record_id`, in file order.
 pub fn record_ids(path: &str, data: Vec<u8>) -> Result<Vec<RecordId>, ReadbackError> {
-    let mut out = Vec::new();
+    record_ids_from(path, Source::Bytes(data))
+}
+
+/// Every row's `_record_id`, in file order, reading no more of `source` than needed.
+pub fn record_ids_from(path: &str, source: Source) -> Result<Vec<RecordId>, ReadbackError> {
     if path.ends_with(".parquet") {
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(data)).map_err(|e| err(path, e))?;
+        return match source {
+            Source::File(f) => parquet_ids(path, f),
+            Source::Bytes(b) => parquet_ids(path, bytes::Bytes::from(b)),
+        };
+    }
+    let reader: Box<dyn Read> = match source {
+        Source::File(f) => Box::new(f),
+        Source::Bytes(b) => Box::new(std::io::Cursor::new(b)),
+    };
+    let reader: Box<dyn Read> = if path.ends_with(".gz") {
+        Box::new(flate2::read::GzDecoder::new(reader))
+    } else if path.ends_with(".zst") {
+        Box::new(zstd::stream::read::Decoder::new(reader).map_err(|e| err(path, e))?)
+    } else {
+        reader
+    };
+    let mut out = Vec::new();
+    let mut lines = std::io::BufReader::with_capacity(1 << 16, reader);
+    let mut line = Vec::new();
+    let mut n = 0usize;
+    loop {
+        line.clear();
+        if std::io::BufRead::read_until(&mut lines, b'\n', &mut line).map_err(|e| err(path, e))? == 0 {
+            break;
+        }
+        n += 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        #[derive(serde::Deserialize)]
+        struct Row<'a> {
+            #[serde(borrow, rename = "_record_id")]
+            id: &'a str,
+        }
+        let row: Row<'_> = serde_json::from_slice(&line).map_err(|e| err(path, format!("line {n}: {e}")))?;
+        out.push(id_from_hex(row.id).ok_or_else(|| err(path, format!("line {n}: bad _record_id")))?);
+    }
+    Ok(out)
+}
+
+fn parquet_ids<R: parquet::file::reader::ChunkReader + 'static>(path: &str, data: R) -> Result<Vec<RecordId>, ReadbackError> {
+    let mut out = Vec::new();
+    {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(data).map_err(|e| err(path, e))?;
         let schema = builder.parquet_schema();
         let idx = (0..schema.num_columns())
             .find(|i| schema.column(*i).name() == "_record_id")
@@ -77,17 +133,6 @@ pub fn record_ids(path: &str, data: Vec<u8>) -> Result<Vec<RecordId>, ReadbackEr
                 out.push(id_from_hex(col.value(i)).ok_or_else(|| err(path, format!("bad _record_id in row {i}")))?);
             }
         }
-        return Ok(out);
-    }
-    let text = ndjson_text(path, data)?;
-    for (n, line) in text.split(|b| *b == b'\n').enumerate().filter(|(_, l)| !l.is_empty()) {
-        #[derive(serde::Deserialize)]
-        struct Row<'a> {
-            #[serde(borrow, rename = "_record_id")]
-            id: &'a str,
-        }
-        let row: Row<'_> = serde_json::from_slice(line).map_err(|e| err(path, format!("line {}: {e}", n + 1)))?;
-        out.push(id_from_hex(row.id).ok_or_else(|| err(path, format!("line {}: bad _record_id", n + 1)))?);
     }
     Ok(out)
 }
