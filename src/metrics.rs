@@ -47,6 +47,7 @@ pub struct Metrics {
     windows_committed: Counter,
     last_success: Gauge<f64, AtomicU64>,
     lag_seconds: Family<StreamLabel, Gauge>,
+    concurrency: Gauge,
 }
 
 impl Default for Metrics {
@@ -72,6 +73,7 @@ impl Metrics {
             windows_committed: Counter::default(),
             last_success: Gauge::default(),
             lag_seconds: Family::default(),
+            concurrency: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -105,6 +107,11 @@ impl Metrics {
             "watermark_lag_seconds",
             "How far the end of a stream's contiguous coverage is behind now",
             m.lag_seconds.clone(),
+        );
+        registry.register(
+            "api_concurrency_limit",
+            "Audit API requests allowed in flight (adaptive concurrency)",
+            m.concurrency.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -153,6 +160,11 @@ impl Metrics {
         self.records_written.inc_by(written);
         self.records_duplicate.inc_by(duplicates);
         self.bytes_written.inc_by(bytes);
+    }
+
+    /// The adaptive concurrency limit is now `limit`.
+    pub fn concurrency_limit(&self, limit: usize) {
+        self.concurrency.set(limit as i64);
     }
 
     /// A stream's coverage end is `seconds` behind now.

@@ -88,6 +88,18 @@ pub struct EmulatorConfig {
     pub latency: std::time::Duration,
     /// Base URL put into `nextLink`s instead of the emulator's own (to test foreign hosts).
     pub next_link_base: Option<String>,
+    /// A server of limited capacity (none = unlimited).
+    pub capacity: Option<Capacity>,
+}
+
+/// Capacity model of the audit API: `concurrent` requests are served at once at the base
+/// latency; more wait their turn (so latency grows with the queue); beyond `max_queued`
+/// waiting, requests get 429 with `Retry-After: retry_after_secs`.
+#[derive(Clone, Debug)]
+pub struct Capacity {
+    pub concurrent: usize,
+    pub max_queued: usize,
+    pub retry_after_secs: u64,
 }
 
 /// Client id and secret the default configuration registers (demo, tests).
@@ -117,6 +129,7 @@ impl Default for EmulatorConfig {
             faults: Faults::default(),
             latency: std::time::Duration::ZERO,
             next_link_base: None,
+            capacity: None,
         }
     }
 }
@@ -130,6 +143,10 @@ pub struct Counters {
     pub audit_ok: AtomicU64,
     pub faults_injected: AtomicU64,
     pub unauthorized: AtomicU64,
+    /// 429s sent because the capacity model's queue was full.
+    pub over_capacity: AtomicU64,
+    /// Most audit requests ever in the server at once (served + queued).
+    pub max_outstanding: AtomicU64,
 }
 
 pub(crate) struct State {
@@ -144,6 +161,10 @@ pub(crate) struct State {
     pub base_url: String,
     /// Tokens revoked by a test (the next use gets 401).
     pub revoked: Mutex<HashSet<String>>,
+    /// Serving slots of the capacity model.
+    pub serving: tokio::sync::Semaphore,
+    /// Audit requests in the server (served + queued).
+    pub outstanding: std::sync::atomic::AtomicUsize,
 }
 
 impl State {
@@ -168,6 +189,7 @@ impl EmulatorHandle {
         let base_url = format!("http://{addr}");
         let days = (0..cfg.data.days).map(|d| data::generate_day(&cfg.data, d)).collect();
         use rand::SeedableRng;
+        let cfg_capacity = cfg.capacity.clone();
         let state = Arc::new(State {
             rng: Mutex::new(rand_chacha::ChaCha8Rng::seed_from_u64(cfg.faults.seed)),
             cfg,
@@ -178,6 +200,8 @@ impl EmulatorHandle {
             counters: Counters::default(),
             base_url,
             revoked: Mutex::default(),
+            serving: tokio::sync::Semaphore::new(cfg_capacity.as_ref().map_or(tokio::sync::Semaphore::MAX_PERMITS, |c| c.concurrent.max(1))),
+            outstanding: Default::default(),
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = server::router(state.clone());

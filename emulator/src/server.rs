@@ -197,6 +197,30 @@ async fn audit(AxState(st): AxState<Arc<State>>, headers: HeaderMap, RawQuery(q)
     if !scopes.iter().any(|s| s == "audit.read.all") {
         return StatusCode::FORBIDDEN.into_response();
     }
+    // Capacity model: wait for a serving slot, or be turned away when the queue is full.
+    struct Outstanding<'a>(&'a std::sync::atomic::AtomicUsize);
+    impl Drop for Outstanding<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let in_server = st.outstanding.fetch_add(1, Ordering::SeqCst) + 1;
+    let _outstanding = Outstanding(&st.outstanding);
+    st.counters.max_outstanding.fetch_max(in_server as u64, Ordering::Relaxed);
+    if let Some(c) = &st.cfg.capacity
+        && in_server > c.concurrent + c.max_queued
+    {
+        st.counters.over_capacity.fetch_add(1, Ordering::Relaxed);
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, c.retry_after_secs.to_string())],
+            "Too Many Requests",
+        )
+            .into_response();
+    }
+    let Ok(_slot) = st.serving.acquire().await else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
     let fault = draw_fault(&st);
     if !st.cfg.latency.is_zero() {
         tokio::time::sleep(st.cfg.latency).await;

@@ -10,6 +10,7 @@
 //! depend on the response (Retry-After, the single token refresh on 401, cancellation) in ways
 //! the generic combinators express less clearly than this loop.
 
+pub mod concurrency;
 pub mod page;
 
 use std::sync::Arc;
@@ -94,8 +95,12 @@ pub struct ApiClient {
     settings: ApiSettings,
     tokens: Arc<TokenProvider>,
     limiter: Option<DefaultDirectRateLimiter>,
+    concurrency: concurrency::Limiter,
     metrics: Arc<Metrics>,
 }
+
+/// Ceiling of the adaptive limit (windows in flight, `export.concurrency`, bound it too).
+const ADAPTIVE_MAX: usize = 64;
 
 enum Attempt {
     Done(Page),
@@ -107,7 +112,22 @@ enum Attempt {
     Unauthorized,
 }
 
+/// What a request's ending says about the server's load.
+fn load_signal(attempt: &Result<Attempt, ApiError>) -> concurrency::Outcome {
+    use concurrency::Outcome;
+    match attempt {
+        Ok(Attempt::Done(_)) => Outcome::Done,
+        Ok(Attempt::Retry { cause, .. }) if matches!(*cause, "throttled" | "server" | "timeout") => Outcome::Backpressure,
+        _ => Outcome::Ignore,
+    }
+}
+
 impl ApiClient {
+    /// The current limit of requests in flight.
+    pub fn concurrency_limit(&self) -> usize {
+        self.concurrency.limit()
+    }
+
     /// A client over `http`, authenticating with `tokens`, counting into `metrics`.
     pub fn new(settings: ApiSettings, http: reqwest::Client, tokens: Arc<TokenProvider>, metrics: Arc<Metrics>) -> Self {
         let limiter = settings.requests_per_second.map(|rps| {
@@ -117,11 +137,16 @@ impl ApiClient {
             let quota = Quota::with_period(period).unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MIN));
             RateLimiter::direct(quota.allow_burst(burst))
         });
+        let concurrency = match settings.max_concurrency {
+            Some(n) => concurrency::Limiter::fixed(n),
+            None => concurrency::Limiter::adaptive(ADAPTIVE_MAX),
+        };
         ApiClient {
             http,
             settings,
             tokens,
             limiter,
+            concurrency,
             metrics,
         }
     }
@@ -183,7 +208,13 @@ impl ApiClient {
                 Err(AuthError::Cancelled) => return Err(ApiError::Cancelled),
                 other => other?,
             };
-            match self.attempt(url, &token).await? {
+            let Some(slot) = self.concurrency.acquire(cancel).await else {
+                return Err(ApiError::Cancelled);
+            };
+            let attempt = self.attempt(url, &token).await;
+            self.concurrency.release(slot, load_signal(&attempt));
+            self.metrics.concurrency_limit(self.concurrency.limit());
+            match attempt? {
                 Attempt::Done(p) => return Ok(p),
                 Attempt::Unauthorized if !refreshed => {
                     // An expired or revoked token: refresh once and try again at once.

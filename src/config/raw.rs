@@ -110,8 +110,12 @@ pub struct ApiSection {
     pub retry_max_backoff: String,
     /// Largest wait honoured from a `Retry-After` header.
     pub retry_after_max: String,
-    /// Client-side cap on requests per second, shared by all workers; 0 = no cap.
+    /// Client-side cap on requests per second, shared by all workers; 0 = no cap (default:
+    /// adaptive concurrency finds the rate the API sustains).
     pub requests_per_second: f64,
+    /// Requests in flight at most: 0 = adaptive (grows while latency holds, backs off on 429,
+    /// 503, timeouts or rising latency); a number fixes the limit.
+    pub max_concurrency: usize,
 }
 
 impl Default for ApiSection {
@@ -128,7 +132,8 @@ impl Default for ApiSection {
             retry_initial_backoff: "500ms".into(),
             retry_max_backoff: "30s".into(),
             retry_after_max: "5m".into(),
-            requests_per_second: 10.0,
+            requests_per_second: 0.0,
+            max_concurrency: 0,
         }
     }
 }
@@ -160,7 +165,8 @@ pub struct ExportSection {
     pub file_max_rows: usize,
     /// ... or once it holds about this many bytes (e.g. 256MiB).
     pub file_max_bytes: String,
-    /// Windows fetched at once (backfill and catch-up runs).
+    /// Windows fetched at once (backfill and catch-up runs); requests in flight are further
+    /// bounded by `api.max_concurrency` or the adaptive limit.
     pub concurrency: usize,
     /// Give up a run after this long (committed windows stay committed); empty = no deadline.
     pub run_deadline: Option<String>,
@@ -180,7 +186,7 @@ impl Default for ExportSection {
             row_group_rows: 50_000,
             file_max_rows: 1_000_000,
             file_max_bytes: "512MiB".into(),
-            concurrency: 4,
+            concurrency: 8,
             run_deadline: None,
         }
     }

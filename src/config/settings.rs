@@ -63,6 +63,8 @@ pub struct ApiSettings {
     pub retry: RetryPolicy,
     /// Client-side cap on requests per second; `None` = no cap.
     pub requests_per_second: Option<f64>,
+    /// Fixed limit of requests in flight; `None` = adaptive.
+    pub max_concurrency: Option<usize>,
 }
 
 /// `[export]`, validated.
@@ -304,6 +306,7 @@ fn api_settings(p: &ApiSection, environment: &str, retry: RetryPolicy) -> Result
         connect_timeout: parse_duration("api.connect_timeout", &p.connect_timeout)?,
         retry,
         requests_per_second: (p.requests_per_second > 0.0).then_some(p.requests_per_second),
+        max_concurrency: (p.max_concurrency > 0).then_some(p.max_concurrency.min(256)),
     })
 }
 
