@@ -370,6 +370,7 @@ impl Exporter {
             );
             let bytes: u64 = o.files.iter().map(|f| f.bytes).sum();
             self.metrics.window_committed(written, o.duplicates, bytes);
+            self.metrics.out_of_range(o.out_of_range);
             total.windows += 1;
             total.pages += o.pages;
             total.fetched += o.fetched;

@@ -44,6 +44,7 @@ pub struct Metrics {
     records_written: Counter,
     records_duplicate: Counter,
     bytes_written: Counter,
+    out_of_range: Counter,
     windows_committed: Counter,
     last_success: Gauge<f64, AtomicU64>,
     lag_seconds: Family<StreamLabel, Gauge>,
@@ -70,6 +71,7 @@ impl Metrics {
             records_written: Counter::default(),
             records_duplicate: Counter::default(),
             bytes_written: Counter::default(),
+            out_of_range: Counter::default(),
             windows_committed: Counter::default(),
             last_success: Gauge::default(),
             lag_seconds: Family::default(),
@@ -98,6 +100,11 @@ impl Metrics {
         );
         registry.register("bytes_written", "Bytes of files published", m.bytes_written.clone());
         registry.register("windows_committed", "Windows committed", m.windows_committed.clone());
+        registry.register(
+            "records_out_of_range",
+            "Records the API returned at a window's exclusive end instant (exported by the next window)",
+            m.out_of_range.clone(),
+        );
         registry.register(
             "last_success_timestamp_seconds",
             "Unix time of the last successful pass",
@@ -152,6 +159,11 @@ impl Metrics {
     /// A request will be retried because of `cause`.
     pub fn api_retry(&self, cause: &str) {
         self.retries.get_or_create(&CauseLabel { cause: cause.into() }).inc();
+    }
+
+    /// Records returned at a window's end instant (the next window owns them).
+    pub fn out_of_range(&self, n: u64) {
+        self.out_of_range.inc_by(n);
     }
 
     /// A window committed.
