@@ -177,7 +177,7 @@ impl Exporter {
                 }
                 let windows: Vec<Window> = ranges.iter().flat_map(|(a, b)| planner::split(*a, *b, e.window)).collect();
                 tracing::info!(stream = %stream.id, ranges = ranges.len(), windows = windows.len(), "run");
-                self.drive(stream, windows, &cancel, &mut total).await?;
+                self.drive(stream, windows, &cancel, &mut total, None).await?;
             }
             Ok(total)
         })
@@ -237,7 +237,8 @@ impl Exporter {
                     .flat_map(|(a, b)| planner::split(a, b, e.window))
                     .collect();
                 tracing::info!(stream = %stream.id, %from, %to, windows = windows.len(), command, "pass");
-                self.drive(stream, windows, &cancel, &mut total).await?;
+                let bar = progress_bar(command, &stream.id, windows.len());
+                self.drive(stream, windows, &cancel, &mut total, bar.as_ref()).await?;
             }
             Ok(total)
         })
@@ -296,6 +297,7 @@ impl Exporter {
         windows: Vec<Window>,
         cancel: &CancellationToken,
         total: &mut RunSummary,
+        bar: Option<&indicatif::ProgressBar>,
     ) -> Result<(), ExportError> {
         let deps = self.deps();
         let e = &self.settings.export;
@@ -362,12 +364,17 @@ impl Exporter {
             let written: u64 = o.files.iter().map(|f| f.rows).sum();
             done += 1;
             let eta_s = (started.elapsed().as_secs_f64() / done as f64 * (total_windows - done) as f64).round() as u64;
-            tracing::info!(
-                stream = %o.stream_id, start = %o.window.start, end = %o.window.end, pages = o.pages,
-                fetched = o.fetched, written, duplicates = o.duplicates, files = o.files.len(),
-                progress = %format!("{done}/{total_windows}"), eta_s,
-                "window committed"
-            );
+            if let Some(bar) = bar {
+                bar.inc(1);
+                bar.set_message(format!("{} records written", total.written + written));
+            } else {
+                tracing::info!(
+                    stream = %o.stream_id, start = %o.window.start, end = %o.window.end, pages = o.pages,
+                    fetched = o.fetched, written, duplicates = o.duplicates, files = o.files.len(),
+                    progress = %format!("{done}/{total_windows}"), eta_s,
+                    "window committed"
+                );
+            }
             let bytes: u64 = o.files.iter().map(|f| f.bytes).sum();
             self.metrics.window_committed(written, o.duplicates, bytes);
             self.metrics.out_of_range(o.out_of_range);
@@ -386,6 +393,23 @@ impl Exporter {
         }
         Ok(())
     }
+}
+
+/// A progress bar (windows, records, rate, ETA) for `backfill` and `reconcile` when stderr is a
+/// terminal; elsewhere (logs collected by a scheduler) each window logs a plain line instead.
+fn progress_bar(command: &str, stream: &str, windows: usize) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() || windows == 0 {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(windows as u64);
+    let style = indicatif::ProgressStyle::with_template(
+        "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} windows, {per_sec}, ETA {eta}  {msg}",
+    )
+    .ok()?;
+    bar.set_style(style);
+    bar.set_prefix(format!("{command} {stream}"));
+    Some(bar)
 }
 
 fn truncate_to_second(t: DateTime<Utc>) -> DateTime<Utc> {
