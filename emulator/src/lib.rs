@@ -88,6 +88,10 @@ pub struct EmulatorConfig {
     pub latency: std::time::Duration,
     /// Base URL put into `nextLink`s instead of the emulator's own (to test foreign hosts).
     pub next_link_base: Option<String>,
+    /// The identity service is down until this instant: `POST /connect/token` answers 503
+    /// (an outage of the identity service, as during a deployment). Settable at run time with
+    /// [`EmulatorHandle::set_token_unavailable_until`].
+    pub token_unavailable_until: Option<std::time::Instant>,
 }
 
 /// Client id and secret the default configuration registers (demo, tests).
@@ -117,6 +121,7 @@ impl Default for EmulatorConfig {
             faults: Faults::default(),
             latency: std::time::Duration::ZERO,
             next_link_base: None,
+            token_unavailable_until: None,
         }
     }
 }
@@ -126,6 +131,8 @@ impl Default for EmulatorConfig {
 pub struct Counters {
     pub token_requests: AtomicU64,
     pub tokens_issued: AtomicU64,
+    /// Token requests answered 503 by an identity-service outage.
+    pub token_unavailable: AtomicU64,
     pub audit_requests: AtomicU64,
     pub audit_ok: AtomicU64,
     pub faults_injected: AtomicU64,
@@ -144,6 +151,8 @@ pub(crate) struct State {
     pub base_url: String,
     /// Tokens revoked by a test (the next use gets 401).
     pub revoked: Mutex<HashSet<String>>,
+    /// Identity-service outage: `/connect/token` answers 503 until this instant.
+    pub token_outage: Mutex<Option<std::time::Instant>>,
 }
 
 impl State {
@@ -168,6 +177,7 @@ impl EmulatorHandle {
         let base_url = format!("http://{addr}");
         let days = (0..cfg.data.days).map(|d| data::generate_day(&cfg.data, d)).collect();
         use rand::SeedableRng;
+        let token_outage = Mutex::new(cfg.token_unavailable_until);
         let state = Arc::new(State {
             rng: Mutex::new(rand_chacha::ChaCha8Rng::seed_from_u64(cfg.faults.seed)),
             cfg,
@@ -178,6 +188,7 @@ impl EmulatorHandle {
             counters: Counters::default(),
             base_url,
             revoked: Mutex::default(),
+            token_outage,
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = server::router(state.clone());
@@ -226,6 +237,11 @@ impl EmulatorHandle {
     pub fn revoke_all_tokens(&self) {
         let tokens = self.state.tokens.lock().expect("tokens lock");
         self.state.revoked.lock().expect("revoked lock").extend(tokens.keys().cloned());
+    }
+
+    /// Makes `/connect/token` answer 503 until `until` (`None` ends the outage at once).
+    pub fn set_token_unavailable_until(&self, until: Option<std::time::Instant>) {
+        *self.state.token_outage.lock().expect("outage lock") = until;
     }
 
     /// Every access token issued so far (tests search logs for them).

@@ -38,6 +38,11 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
 
 async fn token(AxState(st): AxState<Arc<State>>, Form(form): Form<HashMap<String, String>>) -> Response {
     st.counters.token_requests.fetch_add(1, Ordering::Relaxed);
+    let down = *st.token_outage.lock().expect("outage lock");
+    if down.is_some_and(|until| std::time::Instant::now() < until) {
+        st.counters.token_unavailable.fetch_add(1, Ordering::Relaxed);
+        return (StatusCode::SERVICE_UNAVAILABLE, "identity service unavailable").into_response();
+    }
     if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
         return oauth_error(
             StatusCode::BAD_REQUEST,

@@ -11,6 +11,7 @@ mod config_errors;
 mod crash;
 mod daemon;
 mod export;
+mod identity;
 mod lifecycle;
 mod object_store;
 mod resilience;
