@@ -15,7 +15,7 @@ mod server;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
@@ -153,6 +153,10 @@ pub(crate) struct State {
     pub revoked: Mutex<HashSet<String>>,
     /// Identity-service outage: `/connect/token` answers 503 until this instant.
     pub token_outage: Mutex<Option<std::time::Instant>>,
+    /// Audit API outage: every authenticated `/aos/audit` request answers 503 while set.
+    pub audit_outage: AtomicBool,
+    /// Added to every audit page response, in microseconds (`cfg.latency` at start).
+    pub latency_us: AtomicU64,
 }
 
 impl State {
@@ -178,6 +182,7 @@ impl EmulatorHandle {
         let days = (0..cfg.data.days).map(|d| data::generate_day(&cfg.data, d)).collect();
         use rand::SeedableRng;
         let token_outage = Mutex::new(cfg.token_unavailable_until);
+        let latency_us = AtomicU64::new(u64::try_from(cfg.latency.as_micros()).unwrap_or(u64::MAX));
         let state = Arc::new(State {
             rng: Mutex::new(rand_chacha::ChaCha8Rng::seed_from_u64(cfg.faults.seed)),
             cfg,
@@ -189,6 +194,8 @@ impl EmulatorHandle {
             base_url,
             revoked: Mutex::default(),
             token_outage,
+            audit_outage: AtomicBool::new(false),
+            latency_us,
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = server::router(state.clone());
@@ -242,6 +249,18 @@ impl EmulatorHandle {
     /// Makes `/connect/token` answer 503 until `until` (`None` ends the outage at once).
     pub fn set_token_unavailable_until(&self, until: Option<std::time::Instant>) {
         *self.state.token_outage.lock().expect("outage lock") = until;
+    }
+
+    /// While `down`, every authenticated `/aos/audit` request answers 503 (a total API outage,
+    /// beyond any retry budget). Counted in `faults_injected`.
+    pub fn set_audit_outage(&self, down: bool) {
+        self.state.audit_outage.store(down, Ordering::Relaxed);
+    }
+
+    /// Changes the latency added to every audit page response from now on.
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.state.latency_us.store(us, Ordering::Relaxed);
     }
 
     /// Every access token issued so far (tests search logs for them).

@@ -202,9 +202,14 @@ async fn audit(AxState(st): AxState<Arc<State>>, headers: HeaderMap, RawQuery(q)
     if !scopes.iter().any(|s| s == "audit.read.all") {
         return StatusCode::FORBIDDEN.into_response();
     }
+    if st.audit_outage.load(Ordering::Relaxed) {
+        st.counters.faults_injected.fetch_add(1, Ordering::Relaxed);
+        return api_error(StatusCode::SERVICE_UNAVAILABLE, "injected outage");
+    }
     let fault = draw_fault(&st);
-    if !st.cfg.latency.is_zero() {
-        tokio::time::sleep(st.cfg.latency).await;
+    let latency = std::time::Duration::from_micros(st.latency_us.load(Ordering::Relaxed));
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
     }
     match fault {
         Some(Fault::TooMany) => {

@@ -26,6 +26,8 @@ pub fn init_tracing(level: &str, format: &str) {
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: a pod's log, a file or a pipe gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     let _ = if format == "json" { b.json().try_init() } else { b.try_init() };
 }

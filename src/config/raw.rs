@@ -224,12 +224,15 @@ impl Default for ScheduleSection {
 pub struct DaemonSection {
     /// Address serving /healthz, /readyz and /metrics.
     pub listen: String,
+    /// `/readyz` answers 503 once this many passes in a row have failed (at least 1).
+    pub unready_after_failures: u32,
 }
 
 impl Default for DaemonSection {
     fn default() -> Self {
         DaemonSection {
             listen: "0.0.0.0:9464".into(),
+            unready_after_failures: 1,
         }
     }
 }

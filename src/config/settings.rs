@@ -93,6 +93,8 @@ pub struct DaemonSettings {
     pub cron: String,
     /// Address of /healthz, /readyz and /metrics.
     pub listen: SocketAddr,
+    /// Consecutive failed passes after which `/readyz` answers 503 (≥ 1).
+    pub unready_after_failures: u32,
 }
 
 /// Everything the program runs with.
@@ -394,9 +396,13 @@ fn daemon_settings(cron: &str, d: &DaemonSection) -> Result<DaemonSettings, Conf
         .listen
         .parse()
         .map_err(|e| invalid("daemon.listen", format!("{:?} is not an address like 0.0.0.0:9464 ({e})", d.listen)))?;
+    if d.unready_after_failures == 0 {
+        return Err(invalid("daemon.unready_after_failures", "must be at least 1"));
+    }
     Ok(DaemonSettings {
         cron: cron.to_string(),
         listen,
+        unready_after_failures: d.unready_after_failures,
     })
 }
 
