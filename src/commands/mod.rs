@@ -174,10 +174,7 @@ fn print_summary(command: &str, ex: &Exporter, s: &RunSummary) {
 
 async fn token(raw: &RawConfig, now: DateTime<Utc>, cancel: &CancellationToken) -> anyhow::Result<u8> {
     let settings = raw.validate(now)?;
-    let http = reqwest::Client::builder()
-        .timeout(settings.api.request_timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
+    let http = crate::api::http_client(&settings.api)?;
     let tp = crate::auth::TokenProvider::new(settings.auth.clone(), http)?;
     let t = tp.token_with(cancel).await?;
     println!("client id:  {}", tp.client_id());

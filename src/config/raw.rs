@@ -112,6 +112,9 @@ pub struct ApiSection {
     pub retry_after_max: String,
     /// Client-side cap on requests per second, shared by all workers; 0 = no cap.
     pub requests_per_second: f64,
+    /// PEM bundle of extra CA certificates trusted for the token endpoint and the API (e.g.
+    /// a TLS-inspecting proxy's CA), in addition to the system's.
+    pub ca_bundle: Option<PathBuf>,
 }
 
 impl Default for ApiSection {
@@ -129,6 +132,7 @@ impl Default for ApiSection {
             retry_max_backoff: "30s".into(),
             retry_after_max: "5m".into(),
             requests_per_second: 10.0,
+            ca_bundle: None,
         }
     }
 }

@@ -14,5 +14,6 @@ mod export;
 mod identity;
 mod lifecycle;
 mod object_store;
+mod proxy;
 mod resilience;
 mod s3;
