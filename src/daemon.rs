@@ -1,11 +1,12 @@
 //! Daemon mode: `run` on `schedule.cron` (tokio-cron-scheduler, UTC), never two at once, plus
-//! `/healthz` (process alive), `/readyz` (last run did not fail) and `/metrics` (Prometheus
-//! text from [`crate::metrics`]). Before every pass, attempts a failed pass left uncommitted are
-//! cleaned up. Cancellation (SIGTERM, installed by `main`) lets a run in progress end at a
-//! consistent checkpoint, then returns.
+//! `/healthz` (process alive), `/readyz` (fewer than `daemon.unready_after_failures` passes in
+//! a row have failed) and `/metrics` (Prometheus text from [`crate::metrics`]). Each pass logs
+//! one summary line. Before every pass, attempts a failed pass left uncommitted are cleaned up.
+//! Cancellation (SIGTERM, installed by `main`) lets a run in progress end at a consistent
+//! checkpoint, then returns.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -46,13 +47,57 @@ pub enum DaemonError {
 struct Shared {
     ex: Exporter,
     running: tokio::sync::Mutex<()>,
-    last_failed: AtomicBool,
+    /// Passes failed in a row (0 after a successful one).
+    failures: AtomicU32,
+    /// `daemon.unready_after_failures`.
+    unready_after: u32,
+}
+
+impl Shared {
+    /// One scheduled pass: clean up, run, record the outcome and log one summary line.
+    async fn pass(&self, cancel: &CancellationToken) {
+        let started = std::time::Instant::now();
+        // A pass that failed in its commit step may have left published files behind.
+        let result = match self.ex.recover().await {
+            Ok(()) => self.ex.run_once(Utc::now(), cancel).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(sum) => {
+                self.failures.store(0, Ordering::Relaxed);
+                tracing::info!(
+                    outcome = "ok",
+                    written = sum.written,
+                    fetched = sum.fetched,
+                    duplicates = sum.duplicates,
+                    windows = sum.windows,
+                    seconds = sum.seconds,
+                    "daemon pass finished"
+                );
+            }
+            Err(e) => {
+                let failures = self.failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+                tracing::error!(
+                    outcome = "failed",
+                    consecutive_failures = failures,
+                    seconds = started.elapsed().as_secs_f64(),
+                    error = %e,
+                    "daemon pass failed"
+                );
+            }
+        }
+    }
+
+    fn ready(&self) -> bool {
+        self.failures.load(Ordering::Relaxed) < self.unready_after
+    }
 }
 
 /// Runs until `cancel` fires, then lets a pass in progress finish consistently.
 pub async fn serve(settings: Settings, cancel: CancellationToken) -> Result<(), DaemonError> {
     let listen = settings.daemon.listen;
     let cron = settings.daemon.cron.clone();
+    let unready_after = settings.daemon.unready_after_failures.max(1);
     let sched_err = |e: tokio_cron_scheduler::JobSchedulerError| DaemonError::Schedule {
         cron: cron.clone(),
         message: e.to_string(),
@@ -60,7 +105,8 @@ pub async fn serve(settings: Settings, cancel: CancellationToken) -> Result<(), 
     let shared = Arc::new(Shared {
         ex: Exporter::new(settings).await?,
         running: tokio::sync::Mutex::new(()),
-        last_failed: AtomicBool::new(false),
+        failures: AtomicU32::new(0),
+        unready_after,
     });
 
     let app = Router::new()
@@ -88,27 +134,7 @@ pub async fn serve(settings: Settings, cancel: CancellationToken) -> Result<(), 
                 tracing::warn!("previous run still in progress; skipping this tick");
                 return;
             };
-            // A pass that failed in its commit step may have left published files behind.
-            if let Err(e) = s.ex.recover().await {
-                s.last_failed.store(true, Ordering::Relaxed);
-                tracing::error!(error = %e, "cannot clean up the previous pass; skipping this tick");
-                return;
-            }
-            match s.ex.run_once(Utc::now(), &c).await {
-                Ok(sum) => {
-                    s.last_failed.store(false, Ordering::Relaxed);
-                    tracing::info!(
-                        written = sum.written,
-                        windows = sum.windows,
-                        seconds = sum.seconds,
-                        "scheduled run finished"
-                    );
-                }
-                Err(e) => {
-                    s.last_failed.store(true, Ordering::Relaxed);
-                    tracing::error!(error = %e, "scheduled run failed");
-                }
-            }
+            s.pass(&c).await;
         })
     })
     .map_err(sched_err)?;
@@ -125,8 +151,8 @@ pub async fn serve(settings: Settings, cancel: CancellationToken) -> Result<(), 
 }
 
 async fn readyz(State(s): State<Arc<Shared>>) -> (StatusCode, &'static str) {
-    if s.last_failed.load(Ordering::Relaxed) {
-        (StatusCode::SERVICE_UNAVAILABLE, "last run failed\n")
+    if !s.ready() {
+        (StatusCode::SERVICE_UNAVAILABLE, "recent passes failed\n")
     } else {
         (StatusCode::OK, "ready\n")
     }

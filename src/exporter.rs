@@ -75,14 +75,7 @@ impl Exporter {
     /// Loads the credential, opens the output and the state (taking its lock), and cleans up
     /// after any crashed attempt. Fails before writing anything if a setting is unusable.
     pub async fn new(settings: Settings) -> Result<Self, ExportError> {
-        let http = reqwest::Client::builder()
-            .timeout(settings.api.request_timeout)
-            .connect_timeout(settings.api.connect_timeout)
-            .user_agent(concat!("aos-audit-export/", env!("CARGO_PKG_VERSION")))
-            // A redirect would re-send the client secret (or the bearer token) elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| ExportError::Http(e.to_string()))?;
+        let http = crate::api::http_client(&settings.api).map_err(|e| ExportError::Http(e.to_string()))?;
         let metrics = Arc::new(Metrics::new());
         let tokens = Arc::new(TokenProvider::new(settings.auth.clone(), http.clone())?);
         let api = ApiClient::new(settings.api.clone(), http, tokens, metrics.clone());

@@ -15,7 +15,7 @@ mod server;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
@@ -88,6 +88,10 @@ pub struct EmulatorConfig {
     pub latency: std::time::Duration,
     /// Base URL put into `nextLink`s instead of the emulator's own (to test foreign hosts).
     pub next_link_base: Option<String>,
+    /// The identity service is down until this instant: `POST /connect/token` answers 503
+    /// (an outage of the identity service, as during a deployment). Settable at run time with
+    /// [`EmulatorHandle::set_token_unavailable_until`].
+    pub token_unavailable_until: Option<std::time::Instant>,
     /// A server of limited capacity (none = unlimited).
     pub capacity: Option<Capacity>,
 }
@@ -130,6 +134,7 @@ impl Default for EmulatorConfig {
             latency: std::time::Duration::ZERO,
             next_link_base: None,
             capacity: None,
+            token_unavailable_until: None,
         }
     }
 }
@@ -139,6 +144,8 @@ impl Default for EmulatorConfig {
 pub struct Counters {
     pub token_requests: AtomicU64,
     pub tokens_issued: AtomicU64,
+    /// Token requests answered 503 by an identity-service outage.
+    pub token_unavailable: AtomicU64,
     pub audit_requests: AtomicU64,
     pub audit_ok: AtomicU64,
     pub faults_injected: AtomicU64,
@@ -165,6 +172,12 @@ pub(crate) struct State {
     pub serving: tokio::sync::Semaphore,
     /// Audit requests in the server (served + queued).
     pub outstanding: std::sync::atomic::AtomicUsize,
+    /// Identity-service outage: `/connect/token` answers 503 until this instant.
+    pub token_outage: Mutex<Option<std::time::Instant>>,
+    /// Audit API outage: every authenticated `/aos/audit` request answers 503 while set.
+    pub audit_outage: AtomicBool,
+    /// Added to every audit page response, in microseconds (`cfg.latency` at start).
+    pub latency_us: AtomicU64,
 }
 
 impl State {
@@ -190,6 +203,8 @@ impl EmulatorHandle {
         let days = (0..cfg.data.days).map(|d| data::generate_day(&cfg.data, d)).collect();
         use rand::SeedableRng;
         let cfg_capacity = cfg.capacity.clone();
+        let token_outage = Mutex::new(cfg.token_unavailable_until);
+        let latency_us = AtomicU64::new(u64::try_from(cfg.latency.as_micros()).unwrap_or(u64::MAX));
         let state = Arc::new(State {
             rng: Mutex::new(rand_chacha::ChaCha8Rng::seed_from_u64(cfg.faults.seed)),
             cfg,
@@ -202,6 +217,9 @@ impl EmulatorHandle {
             revoked: Mutex::default(),
             serving: tokio::sync::Semaphore::new(cfg_capacity.as_ref().map_or(tokio::sync::Semaphore::MAX_PERMITS, |c| c.concurrent.max(1))),
             outstanding: Default::default(),
+            token_outage,
+            audit_outage: AtomicBool::new(false),
+            latency_us,
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = server::router(state.clone());
@@ -250,6 +268,23 @@ impl EmulatorHandle {
     pub fn revoke_all_tokens(&self) {
         let tokens = self.state.tokens.lock().expect("tokens lock");
         self.state.revoked.lock().expect("revoked lock").extend(tokens.keys().cloned());
+    }
+
+    /// Makes `/connect/token` answer 503 until `until` (`None` ends the outage at once).
+    pub fn set_token_unavailable_until(&self, until: Option<std::time::Instant>) {
+        *self.state.token_outage.lock().expect("outage lock") = until;
+    }
+
+    /// While `down`, every authenticated `/aos/audit` request answers 503 (a total API outage,
+    /// beyond any retry budget). Counted in `faults_injected`.
+    pub fn set_audit_outage(&self, down: bool) {
+        self.state.audit_outage.store(down, Ordering::Relaxed);
+    }
+
+    /// Changes the latency added to every audit page response from now on.
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.state.latency_us.store(us, Ordering::Relaxed);
     }
 
     /// Every access token issued so far (tests search logs for them).

@@ -38,6 +38,11 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
 
 async fn token(AxState(st): AxState<Arc<State>>, Form(form): Form<HashMap<String, String>>) -> Response {
     st.counters.token_requests.fetch_add(1, Ordering::Relaxed);
+    let down = *st.token_outage.lock().expect("outage lock");
+    if down.is_some_and(|until| std::time::Instant::now() < until) {
+        st.counters.token_unavailable.fetch_add(1, Ordering::Relaxed);
+        return (StatusCode::SERVICE_UNAVAILABLE, "identity service unavailable").into_response();
+    }
     if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -221,9 +226,14 @@ async fn audit(AxState(st): AxState<Arc<State>>, headers: HeaderMap, RawQuery(q)
     let Ok(_slot) = st.serving.acquire().await else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
+    if st.audit_outage.load(Ordering::Relaxed) {
+        st.counters.faults_injected.fetch_add(1, Ordering::Relaxed);
+        return api_error(StatusCode::SERVICE_UNAVAILABLE, "injected outage");
+    }
     let fault = draw_fault(&st);
-    if !st.cfg.latency.is_zero() {
-        tokio::time::sleep(st.cfg.latency).await;
+    let latency = std::time::Duration::from_micros(st.latency_us.load(Ordering::Relaxed));
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
     }
     match fault {
         Some(Fault::TooMany) => {

@@ -30,6 +30,27 @@ use crate::model::StreamSpec;
 use crate::retry::{self, parse_retry_after};
 pub use page::Page;
 
+/// The HTTP client for the token endpoint and the API: timeouts from `[api]`, no redirects (a
+/// redirect would re-send the client secret or the bearer token elsewhere), the extra CA
+/// certificates of `api.ca_bundle` trusted beside the system's, and the proxy from
+/// `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY` (minus `NO_PROXY`), which reqwest reads by itself.
+pub fn http_client(settings: &ApiSettings) -> Result<reqwest::Client, reqwest::Error> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(settings.request_timeout)
+        .connect_timeout(settings.connect_timeout)
+        .user_agent(concat!("aos-audit-export/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(bundle) = &settings.ca_bundle {
+        let certs = bundle
+            .certificates
+            .iter()
+            .map(|der| reqwest::Certificate::from_der(der))
+            .collect::<Result<Vec<_>, _>>()?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder.build()
+}
+
 /// Why fetching a page from the audit API failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

@@ -26,6 +26,8 @@ pub fn init_tracing(level: &str, format: &str) {
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: a pod's log, a file or a pipe gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     let _ = if format == "json" { b.json().try_init() } else { b.try_init() };
 }
@@ -172,10 +174,7 @@ fn print_summary(command: &str, ex: &Exporter, s: &RunSummary) {
 
 async fn token(raw: &RawConfig, now: DateTime<Utc>, cancel: &CancellationToken) -> anyhow::Result<u8> {
     let settings = raw.validate(now)?;
-    let http = reqwest::Client::builder()
-        .timeout(settings.api.request_timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
+    let http = crate::api::http_client(&settings.api)?;
     let tp = crate::auth::TokenProvider::new(settings.auth.clone(), http)?;
     let t = tp.token_with(cancel).await?;
     println!("client id:  {}", tp.client_id());

@@ -23,7 +23,7 @@ use figment::providers::{Env, Format as _, Toml};
 pub use parse::{parse_duration, parse_instant, parse_instant_or_ago, parse_size};
 pub use raw::RawConfig;
 pub use secret::Secret;
-pub use settings::{ApiSettings, AuthSettings, Credential, DaemonSettings, ExportSettings, Settings};
+pub use settings::{ApiSettings, AuthSettings, CaBundle, Credential, DaemonSettings, ExportSettings, Settings};
 
 /// Environment variable prefix of every configuration key.
 pub const ENV_PREFIX: &str = "AOS_EXPORT_";

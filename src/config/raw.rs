@@ -116,6 +116,9 @@ pub struct ApiSection {
     /// Requests in flight at most: 0 = adaptive (grows while latency holds, backs off on 429,
     /// 503, timeouts or rising latency); a number fixes the limit.
     pub max_concurrency: usize,
+    /// PEM bundle of extra CA certificates trusted for the token endpoint and the API (e.g.
+    /// a TLS-inspecting proxy's CA), in addition to the system's.
+    pub ca_bundle: Option<PathBuf>,
 }
 
 impl Default for ApiSection {
@@ -134,6 +137,7 @@ impl Default for ApiSection {
             retry_after_max: "5m".into(),
             requests_per_second: 0.0,
             max_concurrency: 0,
+            ca_bundle: None,
         }
     }
 }
@@ -230,12 +234,15 @@ impl Default for ScheduleSection {
 pub struct DaemonSection {
     /// Address serving /healthz, /readyz and /metrics.
     pub listen: String,
+    /// `/readyz` answers 503 once this many passes in a row have failed (at least 1).
+    pub unready_after_failures: u32,
 }
 
 impl Default for DaemonSection {
     fn default() -> Self {
         DaemonSection {
             listen: "0.0.0.0:9464".into(),
+            unready_after_failures: 1,
         }
     }
 }

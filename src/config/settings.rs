@@ -65,6 +65,55 @@ pub struct ApiSettings {
     pub requests_per_second: Option<f64>,
     /// Fixed limit of requests in flight; `None` = adaptive.
     pub max_concurrency: Option<usize>,
+    /// Extra CA certificates (`api.ca_bundle`), checked to parse.
+    pub ca_bundle: Option<CaBundle>,
+}
+
+/// `api.ca_bundle`, read and checked: PEM with at least one certificate, each one parsable.
+#[derive(Clone)]
+pub struct CaBundle {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The certificates, DER.
+    pub certificates: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for CaBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaBundle")
+            .field("path", &self.path)
+            .field("certificates", &self.certificates.len())
+            .finish()
+    }
+}
+
+/// Reads and checks `api.ca_bundle`.
+fn ca_bundle(path: &std::path::Path) -> Result<CaBundle, ConfigError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let key = "api.ca_bundle";
+    let pem = std::fs::read(path).map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
+    let mut certificates = Vec::new();
+    for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
+        let cert = cert.map_err(|e| invalid(key, format!("{}: certificate {} is not valid PEM: {e}", path.display(), i + 1)))?;
+        x509_parser::parse_x509_certificate(&cert).map_err(|e| {
+            invalid(
+                key,
+                format!("{}: certificate {} is not a valid X.509 certificate: {e}", path.display(), i + 1),
+            )
+        })?;
+        certificates.push(cert.to_vec());
+    }
+    if certificates.is_empty() {
+        return Err(invalid(
+            key,
+            format!("{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path.display()),
+        ));
+    }
+    Ok(CaBundle {
+        path: path.to_path_buf(),
+        certificates,
+    })
 }
 
 /// `[export]`, validated.
@@ -95,6 +144,8 @@ pub struct DaemonSettings {
     pub cron: String,
     /// Address of /healthz, /readyz and /metrics.
     pub listen: SocketAddr,
+    /// Consecutive failed passes after which `/readyz` answers 503 (≥ 1).
+    pub unready_after_failures: u32,
 }
 
 /// Everything the program runs with.
@@ -307,6 +358,7 @@ fn api_settings(p: &ApiSection, environment: &str, retry: RetryPolicy) -> Result
         retry,
         requests_per_second: (p.requests_per_second > 0.0).then_some(p.requests_per_second),
         max_concurrency: (p.max_concurrency > 0).then_some(p.max_concurrency.min(256)),
+        ca_bundle: p.ca_bundle.as_deref().map(ca_bundle).transpose()?,
     })
 }
 
@@ -397,9 +449,13 @@ fn daemon_settings(cron: &str, d: &DaemonSection) -> Result<DaemonSettings, Conf
         .listen
         .parse()
         .map_err(|e| invalid("daemon.listen", format!("{:?} is not an address like 0.0.0.0:9464 ({e})", d.listen)))?;
+    if d.unready_after_failures == 0 {
+        return Err(invalid("daemon.unready_after_failures", "must be at least 1"));
+    }
     Ok(DaemonSettings {
         cron: cron.to_string(),
         listen,
+        unready_after_failures: d.unready_after_failures,
     })
 }
 

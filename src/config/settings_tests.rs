@@ -148,3 +148,14 @@ fn unsupported_output_schemes_are_refused() {
         assert!(c.validate(Utc::now()).is_ok(), "{good}");
     }
 }
+
+#[test]
+fn unready_after_failures_defaults_to_one_and_must_be_positive() {
+    assert_eq!(base().validate(Utc::now()).unwrap().daemon.unready_after_failures, 1);
+    let mut c = base();
+    c.daemon.unready_after_failures = 3;
+    assert_eq!(c.validate(Utc::now()).unwrap().daemon.unready_after_failures, 3);
+    c.daemon.unready_after_failures = 0;
+    let e = c.validate(Utc::now()).unwrap_err().to_string();
+    assert!(e.starts_with("daemon.unready_after_failures"), "{e}");
+}

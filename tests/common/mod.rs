@@ -110,6 +110,23 @@ pub fn spawn(s: &Setup, args: &[&str]) -> tokio::process::Child {
         .expect("binary starts")
 }
 
+/// Starts the binary in the background like [`spawn`], but with stderr appended to the file
+/// `log` (never an undrained pipe: a long-running child that logs a lot would block on a full
+/// one). Read the log with `std::fs::read_to_string`.
+pub fn spawn_logged(s: &Setup, args: &[&str], log: &Path) -> tokio::process::Child {
+    let file = std::fs::File::create(log).expect("log file");
+    tokio::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&s.config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(file)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("binary starts")
+}
+
 /// Sends SIGTERM to a child.
 pub fn sigterm(child: &tokio::process::Child) {
     let pid = child.id().expect("running").to_string();
