@@ -111,6 +111,7 @@ pub fn exit_code(err: &(dyn Error + 'static)) -> u8 {
                 ExportError::Deadline => DEADLINE,
                 ExportError::OutOfRange { .. } | ExportError::RepeatedNextLink(_) => API,
                 ExportError::Rebuild { .. } => OUTPUT,
+                ExportError::FormatSwitch { .. } => CONFIG,
             };
         }
     }

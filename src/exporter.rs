@@ -90,6 +90,16 @@ impl Exporter {
             metrics,
             current_run: Default::default(),
         };
+        let configured = match ex.settings.export.sink.format {
+            crate::sink::Format::Parquet => "parquet",
+            crate::sink::Format::Ndjson => "ndjson",
+        };
+        if let Some(existing) = ex.checkpoint.formats()?.into_iter().find(|f| f != configured) {
+            return Err(ExportError::FormatSwitch {
+                existing,
+                configured: configured.into(),
+            });
+        }
         ex.recover().await?;
         for s in &ex.settings.api.streams {
             ex.checkpoint.ensure_stream(s)?;

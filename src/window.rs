@@ -58,6 +58,16 @@ pub enum ExportError {
         /// The offending record's `actionTime`.
         time: DateTime<Utc>,
     },
+    /// `export.format` differs from the format of the files the output already holds.
+    #[error(
+        "export.format is {configured}, but the output already holds {existing} files: switching formats into one output would split the table its readers see; keep {existing}, or start a new export.output with a new state.path"
+    )]
+    FormatSwitch {
+        /// The format the manifest holds.
+        existing: String,
+        /// `export.format`.
+        configured: String,
+    },
     /// The API sent a `nextLink` already followed while paging this window.
     #[error("the API sent nextLink {0} twice while paging one window; refusing to loop")]
     RepeatedNextLink(String),

@@ -40,6 +40,14 @@ impl Checkpoint {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The file formats (`parquet`, `ndjson`) the manifest holds.
+    pub fn formats(&self) -> Result<Vec<String>, CheckpointError> {
+        let c = self.conn();
+        let mut st = c.prepare("SELECT DISTINCT CASE WHEN path LIKE '%.parquet' THEN 'parquet' ELSE 'ndjson' END FROM files ORDER BY 1")?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The `status` report: streams, the last 10 runs, per-partition totals and pending attempts.
     pub fn report(&self) -> Result<StatusReport, CheckpointError> {
         let c = self.conn();

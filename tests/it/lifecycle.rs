@@ -46,6 +46,20 @@ async fn raising_the_lookback_between_runs_writes_nothing_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn switching_format_into_the_same_output_is_refused_before_writing() {
+    let emu = start(emu_config(2, 100)).await;
+    let s = setup(&emu, "");
+    assert_ok(&cli(&s, &["--now", "2024-03-03T00:00:00Z", "run"], &[]).await);
+    let files = data_files(&s.out());
+    let o = cli(&s, &["--now", "2024-03-03T06:00:00Z", "--format", "ndjson", "run"], &[]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("export.format is ndjson") && err.contains("parquet files"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert_eq!(data_files(&s.out()), files, "nothing written");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_backfill_after_start_then_run_leaves_no_hole() {
     let emu = start(emu_config(6, 200)).await;
     let s = setup(&emu, "");

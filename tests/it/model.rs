@@ -159,7 +159,17 @@ async fn play(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
             Op::Window(v) => w.raw.export.window = (*v).into(),
             Op::Lag(v) => w.raw.export.lag = (*v).into(),
             Op::Lookback(v) => w.raw.export.lookback = (*v).into(),
-            Op::Format(v) => w.raw.export.format = (*v).into(),
+            Op::Format(v) => {
+                // Switching formats into one output is refused while it holds the other one.
+                let before = std::mem::replace(&mut w.raw.export.format, (*v).into());
+                if let Err(e) = Exporter::new(w.exporter_config().validate(w.now).expect("valid")).await {
+                    prop_assert!(
+                        matches!(e, aos_audit_export::window::ExportError::FormatSwitch { .. }),
+                        "{step}: {e}"
+                    );
+                    w.raw.export.format = before;
+                }
+            }
             Op::Concurrency(n) => w.raw.export.concurrency = *n,
         }
         w.check_no_duplicate(&step)?;
