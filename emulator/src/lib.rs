@@ -94,6 +94,10 @@ pub struct EmulatorConfig {
     pub token_unavailable_until: Option<std::time::Instant>,
     /// A server of limited capacity (none = unlimited).
     pub capacity: Option<Capacity>,
+    /// Odd records served as the API stores them, whatever their `actionTime` says: each is
+    /// returned by every query whose range holds its `served_at` (records without a usable
+    /// `actionTime`, or misplaced ones). Not part of [`EmulatorHandle::ground_truth`].
+    pub extra_records: Vec<(DateTime<Utc>, Value)>,
 }
 
 /// Capacity model of the audit API: `concurrent` requests are served at once at the base
@@ -134,6 +138,7 @@ impl Default for EmulatorConfig {
             latency: std::time::Duration::ZERO,
             next_link_base: None,
             capacity: None,
+            extra_records: Vec::new(),
             token_unavailable_until: None,
         }
     }

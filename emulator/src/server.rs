@@ -321,6 +321,11 @@ async fn audit(AxState(st): AxState<Arc<State>>, headers: HeaderMap, RawQuery(q)
             }
         }
     }
+    for (served_at, json) in &st.cfg.extra_records {
+        if *served_at >= start && *served_at < end {
+            matched.push(json);
+        }
+    }
     let page: Vec<&Value> = matched.iter().skip(offset).take(st.cfg.page_size).copied().collect();
     let next = offset + page.len();
     let next_link = if next < matched.len() {

@@ -59,6 +59,52 @@ async fn switching_format_into_the_same_output_is_refused_before_writing() {
     assert_eq!(data_files(&s.out()), files, "nothing written");
 }
 
+/// Records without a usable `actionTime` land in `dt=unknown`, exactly once however often the
+/// range holding them is read again, and identical ones of different windows both survive.
+#[tokio::test(flavor = "multi_thread")]
+async fn records_without_a_usable_action_time_are_kept_exactly_once() {
+    let mut cfg = emu_config(3, 50);
+    let odd = serde_json::json!({"actionName": "Login", "actionUser": "x@contoso.com"});
+    let garbled = serde_json::json!({"actionName": "Login", "actionTime": "yesterday"});
+    cfg.extra_records = vec![
+        (day0() + Duration::hours(3), odd.clone()),
+        (day0() + Duration::days(1) + Duration::hours(3), odd.clone()),
+        (day0() + Duration::days(2) + Duration::hours(3), garbled.clone()),
+    ];
+    let emu = start(cfg).await;
+    let s = setup(&emu, "lookback = \"3d\"");
+    assert_ok(&cli(&s, &["--now", "2024-03-04T00:00:00Z", "run"], &[]).await);
+    // Re-read three days twice more (the look-back), and reconcile everything.
+    assert_ok(&cli(&s, &["--now", "2024-03-04T01:00:00Z", "run"], &[]).await);
+    assert_ok(&cli(&s, &["--now", "2024-03-04T02:00:00Z", "reconcile", "--from", "2024-03-01"], &[]).await);
+    let mut truth = emu.ground_truth(day0(), day0() + Duration::days(3));
+    truth.extend([odd.clone(), odd, garbled]);
+    assert_same_multiset(&read_all(&s.out()), &truth);
+    assert!(data_files(&s.out()).iter().any(|f| f.to_string_lossy().contains("dt=unknown")));
+    assert_output_consistent(&s).await;
+}
+
+/// A record the API returns outside the window asked for (other than at its end instant) fails
+/// the run with the window and the time; nothing of that window is committed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_outside_the_window_fails_the_run_and_commits_nothing() {
+    let mut cfg = emu_config(2, 50);
+    cfg.extra_records = vec![(
+        day0() + Duration::hours(30),
+        serde_json::json!({"actionName": "Login", "actionTime": "2024-03-05T10:00:00Z"}),
+    )];
+    let emu = start(cfg).await;
+    let s = setup(&emu, "concurrency = 1");
+    let o = cli(&s, &["backfill", "--from", "2024-03-01", "--to", "2024-03-03"], &[]).await;
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("actionTime 2024-03-05 10:00:00 UTC"), "{}", stderr(&o));
+    let st = status_json(&cli(&s, &["status", "--json"], &[]).await);
+    let coverage = st["streams"][0]["coverage"].as_array().unwrap().clone();
+    assert_eq!(coverage.len(), 1, "only the first day is committed: {st}");
+    assert_eq!(coverage[0][1], "2024-03-02T00:00:00Z", "{st}");
+    assert_output_consistent(&s).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backfill_after_start_then_run_leaves_no_hole() {
     let emu = start(emu_config(6, 200)).await;
