@@ -121,7 +121,10 @@ async fn main() {
     let t = Instant::now();
     let n = naive(&emu, from, to, &dir.path().join("naive.ndjson")).await;
     let naive_s = t.elapsed().as_secs_f64();
-    println!("| naive sequential script (latency-bound API) | {n} | {naive_s:.2} | {:.0} | 1 request at a time |", n as f64 / naive_s);
+    println!(
+        "| naive sequential script (latency-bound API) | {n} | {naive_s:.2} | {:.0} | 1 request at a time |",
+        n as f64 / naive_s
+    );
     let ex = Exporter::new(config(&emu, dir.path()).validate(Utc::now()).unwrap()).await.unwrap();
     let t = Instant::now();
     let s = ex.backfill(from, to, Utc::now(), &CancellationToken::new()).await.unwrap();
@@ -131,7 +134,11 @@ async fn main() {
         s.written,
         s.written as f64 / default_s,
         naive_s / default_s,
-        ex.metrics().encode().lines().find(|l| l.starts_with("aos_export_api_concurrency_limit ")).unwrap_or("?")
+        ex.metrics()
+            .encode()
+            .lines()
+            .find(|l| l.starts_with("aos_export_api_concurrency_limit "))
+            .unwrap_or("?")
     );
     // 3. Idle run on that state.
     let before = emu.audit_requests();

@@ -396,10 +396,9 @@ fn progress_bar(command: &str, stream: &str, windows: usize) -> Option<indicatif
         return None;
     }
     let bar = indicatif::ProgressBar::new(windows as u64);
-    let style = indicatif::ProgressStyle::with_template(
-        "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} windows, {per_sec}, ETA {eta}  {msg}",
-    )
-    .ok()?;
+    let style =
+        indicatif::ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} windows, {per_sec}, ETA {eta}  {msg}")
+            .ok()?;
     bar.set_style(style);
     bar.set_prefix(format!("{command} {stream}"));
     Some(bar)

@@ -215,7 +215,11 @@ impl EmulatorHandle {
             counters: Counters::default(),
             base_url,
             revoked: Mutex::default(),
-            serving: tokio::sync::Semaphore::new(cfg_capacity.as_ref().map_or(tokio::sync::Semaphore::MAX_PERMITS, |c| c.concurrent.max(1))),
+            serving: tokio::sync::Semaphore::new(
+                cfg_capacity
+                    .as_ref()
+                    .map_or(tokio::sync::Semaphore::MAX_PERMITS, |c| c.concurrent.max(1)),
+            ),
             outstanding: Default::default(),
             token_outage,
             audit_outage: AtomicBool::new(false),
