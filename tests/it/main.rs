@@ -12,6 +12,7 @@ mod config_errors;
 mod crash;
 mod daemon;
 mod export;
+mod gcs;
 mod identity;
 mod lifecycle;
 mod model;
