@@ -130,6 +130,11 @@ fn spool_staging(spool: &Path, rel: &str) -> PathBuf {
 
 /// Options for object_store taken from the environment (AWS_*, AZURE_*, GOOGLE_*), the same
 /// variables the cloud SDKs read.
+///
+/// Proxies and CA roots need no option here: object_store sets no proxy of its own (so reqwest
+/// reads `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY`/`NO_PROXY` itself, as for the API client; an
+/// explicit `AWS_PROXY_URL` would replace that) and keeps the system roots, which on Linux honour
+/// `SSL_CERT_FILE`/`SSL_CERT_DIR`. `tests/it/proxy.rs` checks the proxy for S3 uploads.
 fn env_options() -> Vec<(String, String)> {
     std::env::vars()
         .filter(|(k, _)| k.starts_with("AWS_") || k.starts_with("AZURE_") || k.starts_with("GOOGLE_") || k.starts_with("OBJECT_STORE_"))

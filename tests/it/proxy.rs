@@ -1,8 +1,10 @@
-//! Corporate networks: the token request and every API request go through the forward proxy
-//! named by `HTTP_PROXY`/`HTTPS_PROXY` (a real one: Debian's `tinyproxy`, started by the test on
-//! 127.0.0.1 with its own log, stopped with it), `NO_PROXY` bypasses it, and `api.ca_bundle`
-//! is checked at start and trusted beside the system's roots (as is `SSL_CERT_FILE`). `.ci/run` installs tinyproxy and sets `AOS_TEST_REQUIRE_TINYPROXY=1`,
-//! so in CI the proxy test cannot silently skip.
+//! Corporate networks: the token request, every API request and every object-storage request
+//! go through the forward proxy named by `HTTP_PROXY`/`HTTPS_PROXY` (a real one: Debian's
+//! `tinyproxy`, started by the test on 127.0.0.1 with its own log, stopped with it), `NO_PROXY`
+//! bypasses it, and `api.ca_bundle` is checked at start and trusted beside the system's roots (as
+//! is `SSL_CERT_FILE`). `.ci/run` installs tinyproxy and moto and sets
+//! `AOS_TEST_REQUIRE_TINYPROXY=1` and `AOS_TEST_REQUIRE_MOTO=1`, so in CI these tests cannot
+//! silently skip.
 
 use std::path::Path;
 use std::process::Output;
@@ -314,4 +316,100 @@ async fn a_private_ca_is_trusted_through_api_ca_bundle_or_ssl_cert_file() {
     assert!(emu.audit_requests() >= 4, "pages fetched over TLS");
     let (from, to) = range(2);
     assert_same_multiset(&read_all(&s.out()), &emu.ground_truth(from, to));
+}
+
+/// `key` as object_store writes it into an S3 request path: every byte but ASCII letters,
+/// digits, `-`, `_`, `.`, `~` and `/` percent-encoded (so `dt=` becomes `dt%3D`).
+fn s3_path_encoded(key: &str) -> String {
+    key.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn object_storage_requests_go_through_the_forward_proxy() {
+    if !tinyproxy_available() || !crate::s3::moto_available() {
+        assert!(
+            std::env::var("AOS_TEST_REQUIRE_TINYPROXY").is_err() || std::env::var("AOS_TEST_REQUIRE_MOTO").is_err(),
+            "tinyproxy and moto_server are required here: apt-get install tinyproxy; pip install 'moto[server]'"
+        );
+        eprintln!("SKIPPED: needs tinyproxy and moto_server (apt-get install tinyproxy; pip install 'moto[server]')");
+        return;
+    }
+    let moto = crate::s3::Moto::start("bucket").await;
+    let emu = start(emu_config(3, 300)).await;
+    let s = setup(&emu, "");
+    let proxy = Tinyproxy::start(s.dir.path()).await;
+    // Both proxy variables, NO_PROXY unset: the identity service, the API and S3 are all on
+    // 127.0.0.1 over http://, so every request must go through the proxy.
+    let mut env = vec![("HTTP_PROXY", proxy.url.as_str()), ("HTTPS_PROXY", proxy.url.as_str())];
+    env.extend(moto.env());
+    let output = "s3://bucket/prefix";
+    let o = cli_with_proxy(
+        &s,
+        &["--output", output, "backfill", "--from", "2024-03-01", "--to", "2024-03-03"],
+        &env,
+    )
+    .await;
+    assert_ok(&o);
+    assert!(!s.out().exists(), "nothing written locally");
+
+    // The lake read back straight from moto equals the ground truth.
+    let mirror = s.dir.path().join("mirror");
+    let keys = moto.download("bucket", "prefix", &mirror).await;
+    assert!(
+        keys.len() >= 2 && keys.iter().all(|k| k.starts_with("prefix/dt=2024-03-0") && k.ends_with(".parquet")),
+        "{keys:?}"
+    );
+    let (from, to) = range(2);
+    assert_same_multiset(&read_all(&mirror), &emu.ground_truth(from, to));
+
+    // The proxy's own log shows the token request, every API request, and one S3 PUT for each
+    // published file (single-request uploads: the files are far below the multipart size).
+    let seen = proxy.requests();
+    let token = format!("POST {}", emu.token_url());
+    assert_eq!(seen.iter().filter(|r| **r == token).count(), 1, "{seen:#?}");
+    let api = format!("GET {}/aos/audit?", emu.base_url());
+    let api_seen = seen.iter().filter(|r| r.starts_with(&api)).count() as u64;
+    assert_eq!(api_seen, emu.audit_requests(), "every API request went through the proxy");
+    assert!(api_seen >= 6, "600 records in pages of 100: {seen:#?}");
+    let mut puts: Vec<&str> = seen
+        .iter()
+        .filter_map(|r| r.strip_prefix(&format!("PUT {}/bucket/", moto.url)))
+        .collect();
+    puts.sort_unstable();
+    let expected: Vec<String> = keys.iter().map(|k| s3_path_encoded(k)).collect();
+    assert_eq!(puts, expected, "one PUT per published file, through the proxy: {seen:#?}");
+
+    // `verify` reads every file back through the proxy too.
+    let v = cli_with_proxy(&s, &["--output", output, "verify"], &env).await;
+    assert_ok(&v);
+    assert!(stdout(&v).contains(&format!("verified {} files", keys.len())), "{}", stdout(&v));
+    let seen = proxy.requests();
+    for key in &expected {
+        let get = format!("GET {}/bucket/{key}", moto.url);
+        assert!(seen.contains(&get), "{get} in {seen:#?}");
+    }
+
+    // The lower-case `no_proxy` bypasses it for object storage as well: a dead `http_proxy`
+    // does not matter when every host is listed, and the new day lands in the bucket.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let mut env = vec![("http_proxy", dead.as_str()), ("no_proxy", "127.0.0.1")];
+    env.extend(moto.env());
+    let o = cli_with_proxy(
+        &s,
+        &["--output", output, "backfill", "--from", "2024-03-03", "--to", "2024-03-04"],
+        &env,
+    )
+    .await;
+    assert_ok(&o);
+    let mirror = s.dir.path().join("mirror2");
+    let keys = moto.download("bucket", "prefix", &mirror).await;
+    assert!(keys.iter().any(|k| k.starts_with("prefix/dt=2024-03-03/")), "{keys:?}");
+    let (from, to) = range(3);
+    assert_same_multiset(&read_all(&mirror), &emu.ground_truth(from, to));
+    assert_eq!(proxy.requests().len(), seen.len(), "nothing else went through the live proxy");
 }

@@ -2,17 +2,98 @@
 //! the test on 127.0.0.1 and stopped with it. `.ci/run` installs moto and sets
 //! `AOS_TEST_REQUIRE_MOTO=1`, so in CI this test cannot silently skip.
 
+use std::path::Path;
 use std::time::Duration;
 
 use crate::common::*;
 
-fn moto_available() -> bool {
+pub(crate) fn moto_available() -> bool {
     std::process::Command::new("moto_server")
         .arg("--help")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// A moto S3 server on 127.0.0.1 with the bucket `bucket` created; killed on drop.
+pub(crate) struct Moto {
+    _child: tokio::process::Child,
+    /// `http://127.0.0.1:port`, the S3 endpoint.
+    pub(crate) url: String,
+}
+
+impl Moto {
+    pub(crate) async fn start(bucket: &str) -> Moto {
+        let port = free_port();
+        let child = tokio::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        // No proxy for the test's own requests, whatever the environment says.
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let mut up = false;
+        for _ in 0..300 {
+            if http.get(&url).send().await.is_ok() {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(up, "moto_server started");
+        assert!(
+            http.put(format!("{url}/{bucket}")).send().await.unwrap().status().is_success(),
+            "bucket created"
+        );
+        Moto { _child: child, url }
+    }
+
+    /// The environment that points object_store's S3 client at this server.
+    pub(crate) fn env(&self) -> [(&str, &str); 5] {
+        [
+            ("AWS_ENDPOINT", self.url.as_str()),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+        ]
+    }
+
+    /// Reads every object under `bucket/prefix/` back with a separate signed S3 client into
+    /// the folder `dest` (keys relative to the prefix); returns the keys, sorted.
+    pub(crate) async fn download(&self, bucket: &str, prefix: &str, dest: &Path) -> Vec<String> {
+        use futures::TryStreamExt;
+        use object_store::{ObjectStore, ObjectStoreExt};
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&self.url)
+            .with_allow_http(true)
+            .with_bucket_name(bucket)
+            .with_access_key_id("test")
+            .with_secret_access_key("test")
+            .with_region("us-east-1")
+            .build()
+            .unwrap();
+        let objects: Vec<_> = store
+            .list(Some(&object_store::path::Path::from(prefix)))
+            .try_collect()
+            .await
+            .unwrap();
+        let mut keys = Vec::new();
+        for o in &objects {
+            let key = o.location.to_string();
+            let data = store.get(&o.location).await.unwrap().bytes().await.unwrap();
+            let p = dest.join(key.strip_prefix(&format!("{prefix}/")).unwrap());
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, data).unwrap();
+            keys.push(key);
+        }
+        keys.sort();
+        keys
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -25,67 +106,19 @@ async fn export_to_s3_and_verify() {
         eprintln!("SKIPPED: moto_server not installed (pip install 'moto[server]')");
         return;
     }
-    let port = free_port();
-    let _moto = tokio::process::Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let s3 = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..300 {
-        if http.get(&s3).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(up, "moto_server started");
-    assert!(
-        http.put(format!("{s3}/lake")).send().await.unwrap().status().is_success(),
-        "bucket created"
-    );
-
+    let moto = Moto::start("lake").await;
     let emu = start(emu_config(3, 300)).await;
     let s = setup(&emu, "");
-    let env = [
-        ("AWS_ENDPOINT", s3.as_str()),
-        ("AWS_ALLOW_HTTP", "true"),
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_REGION", "us-east-1"),
-    ];
+    let env = moto.env();
     let verified = backfill_remote_and_verify(&s, "s3://lake/aos", &env).await;
     // Read the bucket back with a separate signed S3 client and compare with the ground truth.
-    use futures::TryStreamExt;
-    use object_store::{ObjectStore, ObjectStoreExt};
-    let store = object_store::aws::AmazonS3Builder::new()
-        .with_endpoint(&s3)
-        .with_allow_http(true)
-        .with_bucket_name("lake")
-        .with_access_key_id("test")
-        .with_secret_access_key("test")
-        .with_region("us-east-1")
-        .build()
-        .unwrap();
-    let prefix = object_store::path::Path::from("aos");
-    let objects: Vec<_> = store.list(Some(&prefix)).try_collect().await.unwrap();
-    let keys: Vec<String> = objects.iter().map(|o| o.location.to_string()).collect();
+    let mirror = s.dir.path().join("mirror");
+    let keys = moto.download("lake", "aos", &mirror).await;
     assert!(
         keys.len() >= 3 && keys.iter().all(|k| k.starts_with("aos/dt=2024-03-0") && k.ends_with(".parquet")),
         "{keys:?}"
     );
     assert!(verified.contains(&format!("verified {} files", keys.len())), "{verified}");
-    let mirror = s.dir.path().join("mirror");
-    for o in &objects {
-        let data = store.get(&o.location).await.unwrap().bytes().await.unwrap();
-        let p = mirror.join(o.location.to_string().strip_prefix("aos/").unwrap());
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, data).unwrap();
-    }
     let (from, to) = range(3);
     assert_same_multiset(&read_all(&mirror), &emu.ground_truth(from, to));
 }
