@@ -1,6 +1,6 @@
 //! Daemon mode: `run` on `schedule.cron` (tokio-cron-scheduler, UTC), never two at once, plus
 //! `/healthz` (process alive), `/readyz` (fewer than `daemon.unready_after_failures` passes in
-//! a row have failed) and `/metrics` (Prometheus text from [`crate::metrics`]). Each pass logs
+//! a row have failed, and no stream lags more than `daemon.unready_after_lag`) and `/metrics` (Prometheus text from [`crate::metrics`]). Each pass logs
 //! one summary line. Before every pass, attempts a failed pass left uncommitted are cleaned up.
 //! Cancellation (SIGTERM, installed by `main`) lets a run in progress end at a consistent
 //! checkpoint, then returns.
@@ -51,6 +51,15 @@ struct Shared {
     failures: AtomicU32,
     /// `daemon.unready_after_failures`.
     unready_after: u32,
+    /// `daemon.unready_after_lag`.
+    unready_after_lag: Option<chrono::Duration>,
+}
+
+/// Whether any stream's covered end (`None`: nothing exported yet) lags `now` by more than
+/// `limit`. A stream that has exported nothing is stale only once the daemon has run a while,
+/// which the caller decides; here it counts as stale.
+fn stale(ends: &[Option<chrono::DateTime<Utc>>], now: chrono::DateTime<Utc>, limit: chrono::Duration) -> bool {
+    ends.iter().any(|e| e.is_none_or(|e| now - e > limit))
 }
 
 impl Shared {
@@ -89,7 +98,21 @@ impl Shared {
     }
 
     fn ready(&self) -> bool {
-        self.failures.load(Ordering::Relaxed) < self.unready_after
+        if self.failures.load(Ordering::Relaxed) >= self.unready_after {
+            return false;
+        }
+        let Some(limit) = self.unready_after_lag else {
+            return true;
+        };
+        let ends: Vec<_> = self
+            .ex
+            .settings()
+            .api
+            .streams
+            .iter()
+            .map(|s| self.ex.checkpoint().watermark(&s.id).ok().flatten())
+            .collect();
+        !stale(&ends, Utc::now(), limit)
     }
 }
 
@@ -98,6 +121,7 @@ pub async fn serve(settings: Settings, cancel: CancellationToken) -> Result<(), 
     let listen = settings.daemon.listen;
     let cron = settings.daemon.cron.clone();
     let unready_after = settings.daemon.unready_after_failures.max(1);
+    let unready_after_lag = settings.daemon.unready_after_lag;
     let sched_err = |e: tokio_cron_scheduler::JobSchedulerError| DaemonError::Schedule {
         cron: cron.clone(),
         message: e.to_string(),
@@ -107,6 +131,7 @@ pub async fn serve(settings: Settings, cancel: CancellationToken) -> Result<(), 
         running: tokio::sync::Mutex::new(()),
         failures: AtomicU32::new(0),
         unready_after,
+        unready_after_lag,
     });
 
     let app = Router::new()
@@ -161,4 +186,19 @@ async fn readyz(State(s): State<Arc<Shared>>) -> (StatusCode, &'static str) {
 async fn metrics(State(s): State<Arc<Shared>>) -> String {
     s.ex.update_lag_metrics(Utc::now());
     s.ex.metrics().encode()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staleness_looks_at_every_stream() {
+        let now = Utc::now();
+        let h = chrono::Duration::hours(1);
+        assert!(!stale(&[Some(now - h / 2)], now, h));
+        assert!(stale(&[Some(now - h / 2), Some(now - h * 3)], now, h));
+        assert!(stale(&[None], now, h), "nothing exported yet");
+        assert!(!stale(&[], now, h));
+    }
 }

@@ -236,6 +236,9 @@ pub struct DaemonSection {
     pub listen: String,
     /// `/readyz` answers 503 once this many passes in a row have failed (at least 1).
     pub unready_after_failures: u32,
+    /// `/readyz` also answers 503 while a stream's covered end is further behind now than this
+    /// (e.g. `2h`); empty = never (only failed passes count).
+    pub unready_after_lag: Option<String>,
 }
 
 impl Default for DaemonSection {
@@ -243,6 +246,7 @@ impl Default for DaemonSection {
         DaemonSection {
             listen: "0.0.0.0:9464".into(),
             unready_after_failures: 1,
+            unready_after_lag: None,
         }
     }
 }

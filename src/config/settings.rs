@@ -146,6 +146,8 @@ pub struct DaemonSettings {
     pub listen: SocketAddr,
     /// Consecutive failed passes after which `/readyz` answers 503 (≥ 1).
     pub unready_after_failures: u32,
+    /// Lag of a stream's covered end beyond which `/readyz` answers 503.
+    pub unready_after_lag: Option<chrono::Duration>,
 }
 
 /// Everything the program runs with.
@@ -452,10 +454,15 @@ fn daemon_settings(cron: &str, d: &DaemonSection) -> Result<DaemonSettings, Conf
     if d.unready_after_failures == 0 {
         return Err(invalid("daemon.unready_after_failures", "must be at least 1"));
     }
+    let unready_after_lag = match &d.unready_after_lag {
+        Some(v) if !v.trim().is_empty() => Some(parse_chrono("daemon.unready_after_lag", v)?),
+        _ => None,
+    };
     Ok(DaemonSettings {
         cron: cron.to_string(),
         listen,
         unready_after_failures: d.unready_after_failures,
+        unready_after_lag,
     })
 }
 
