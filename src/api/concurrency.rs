@@ -1,10 +1,11 @@
 //! Adaptive request concurrency (the idea of Vector's ARC and of TCP congestion control): how
 //! many audit API requests may be in flight at once, shared by every window a client fetches.
 //!
-//! The limit starts at 1 and is revised once per round trip: it grows by one while responses
-//! come back near the best latency seen and the limit was actually used, and shrinks
-//! multiplicatively on back-pressure (429, 503, timeouts) or when latency rises well above
-//! that baseline — the sign that the server queues our requests. A fixed limit
+//! The limit starts at 1 and is revised once per round trip from the gradient of Netflix's
+//! concurrency-limits, `baseline ÷ latency`, where the baseline is the best round-trip latency
+//! of the last 10 s: while latency stays within 1.25× of it the limit grows by one (if the
+//! windows use it); above, it shrinks to `limit × gradient + 1`, settling where the server
+//! queues about one of our requests; back-pressure (429, 503, timeouts) cuts it by a quarter. A fixed limit
 //! (`api.max_concurrency`) turns adaptation off. Waiting for a slot ends on cancellation.
 
 use std::sync::Mutex;
@@ -15,9 +16,12 @@ use tokio_util::sync::CancellationToken;
 
 /// Multiplicative decrease on back-pressure or a latency rise.
 const DECREASE: f64 = 0.75;
-/// Latency above `baseline × RISE` (plus [`RISE_SLACK`]) counts as the server queueing.
-const RISE: f64 = 1.5;
-const RISE_SLACK: Duration = Duration::from_millis(3);
+/// Latency within this of the baseline counts as no queueing at all.
+const RISE_SLACK: Duration = Duration::from_millis(2);
+/// A gradient at least this high means the server is not queueing our requests.
+const STEADY: f64 = 0.8;
+/// How long the best latency seen stays the baseline.
+const BASELINE_MEMORY: Duration = Duration::from_secs(10);
 
 /// How a request ended, as the limiter sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,9 +37,12 @@ pub enum Outcome {
 #[derive(Debug)]
 struct State {
     limit: usize,
+    /// The limit before rounding down, so that fractional steps accumulate.
+    estimate: f64,
     in_flight: usize,
-    /// Smallest recent round-trip latency (slowly forgetting), seconds.
+    /// Smallest round-trip latency of recent periods, seconds, and when it was seen.
     baseline: Option<f64>,
+    baseline_at: Instant,
     period_start: Instant,
     period_rtt_sum: f64,
     period_count: u32,
@@ -74,8 +81,10 @@ impl Limiter {
         Limiter {
             state: Mutex::new(State {
                 limit,
+                estimate: limit as f64,
                 in_flight: 0,
                 baseline: None,
+                baseline_at: Instant::now(),
                 period_start: Instant::now(),
                 period_rtt_sum: 0.0,
                 period_count: 0,
@@ -148,22 +157,36 @@ impl Limiter {
         }
         let before = s.limit;
         let mean = (s.period_count > 0).then(|| s.period_rtt_sum / f64::from(s.period_count));
-        let rising = match (mean, s.baseline) {
-            (Some(m), Some(b)) => m > b * RISE + RISE_SLACK.as_secs_f64(),
-            _ => false,
-        };
-        if s.period_backpressure || rising {
-            s.limit = ((s.limit as f64 * DECREASE).floor() as usize).max(1);
-        } else if s.period_max_in_flight >= s.limit && mean.is_some() {
-            s.limit = (s.limit + 1).min(self.max);
+        if s.period_backpressure {
+            s.estimate = (s.estimate * DECREASE).max(1.0);
+        } else if let (Some(m), Some(b)) = (mean, s.baseline) {
+            // The gradient of Netflix's concurrency-limits, baseline ÷ latency: near 1 the
+            // server is not queueing our requests and the limit grows by one (if the windows
+            // used it); lower, the limit shrinks to `limit × gradient + 1`, which keeps a queue
+            // of about one request at the server. Additive growth does not overshoot a server's
+            // queue before the latency signal arrives, so 429s stay rare.
+            let gradient = ((b + RISE_SLACK.as_secs_f64()) / m).clamp(0.5, 1.0);
+            if gradient >= STEADY {
+                if s.period_max_in_flight >= s.limit {
+                    s.estimate += 1.0;
+                }
+            } else {
+                s.estimate = (s.estimate * gradient + 1.0).min(s.estimate);
+            }
+        } else if mean.is_some() && s.period_max_in_flight >= s.limit {
+            s.estimate += 1.0;
         }
+        s.estimate = s.estimate.clamp(1.0, self.max as f64);
+        s.limit = s.estimate.floor() as usize;
         if let Some(m) = mean {
-            // The baseline follows the best latency quickly and forgets it slowly, so a server
-            // that became slower for good is accepted after a while.
-            s.baseline = Some(match s.baseline {
-                Some(b) if m >= b => b * 0.95 + m * 0.05,
-                _ => m,
-            });
+            // The baseline is the best period latency of the last BASELINE_MEMORY (as BBR keeps
+            // its min RTT): our own queueing cannot drag it up, and a server that became slower
+            // for good is accepted once the old minimum expires.
+            let expired = s.baseline_at.elapsed() > BASELINE_MEMORY;
+            if s.baseline.is_none_or(|b| m <= b) || expired {
+                s.baseline = Some(m);
+                s.baseline_at = Instant::now();
+            }
         }
         s.period_start = Instant::now();
         s.period_rtt_sum = 0.0;
