@@ -15,6 +15,7 @@
 //! duplicates the look-back.
 
 use std::collections::{HashMap, HashSet};
+use std::io::Write as _;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -93,7 +94,10 @@ fn identity(record: &Value, out: &mut Vec<u8>) {
         out.push(b'=');
         match (f, v) {
             ("actionTime", Value::String(s)) => match parse_action_time(s).and_then(|t| t.timestamp_nanos_opt()) {
-                Some(ns) => out.extend_from_slice(format!("@{ns}").as_bytes()),
+                // Written straight into the buffer: no string per record.
+                Some(ns) => {
+                    let _ = write!(out, "@{ns}");
+                }
                 None => write_json(s.as_str(), out),
             },
             _ => canonical_json(v, out),

@@ -207,6 +207,42 @@ mod tests {
         }
     }
 
+    /// A state written by the previous version (schema 1, per-record dedup keys) is upgraded in
+    /// place: its files keep id scheme 1 (so re-reads compute legacy ids too), its coverage
+    /// stays, and the key table is gone.
+    #[test]
+    fn a_schema_one_state_is_upgraded_without_losing_coverage() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.db");
+        {
+            let c = rusqlite::Connection::open(&p).unwrap();
+            c.execute_batch(super::super::MIGRATIONS[0]).unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+            c.execute_batch(
+                "INSERT INTO streams (id, product_types, geo_locations, watermark_us) VALUES ('all', '', '', 86400000000);
+                 INSERT INTO windows (stream_id, start_us, end_us, generation, records_written, records_fetched, pages, committed_at_us)
+                   VALUES ('all', 0, 86400000000, 0, 2, 2, 1, 1);
+                 INSERT INTO files (path, stream_id, partition, window_start_us, window_end_us, generation, rows, bytes, sha256, committed_at_us)
+                   VALUES ('dt=1970-01-01/all-19700101T000000Z-19700102T000000Z-g0-p000.parquet', 'all', 'dt=1970-01-01', 0, 86400000000, 0, 2, 10, 'x', 1);
+                 INSERT INTO dedup_keys (stream_id, record_id, action_time_us) VALUES ('all', x'00', 5);",
+            )
+            .unwrap();
+        }
+        let cp = Checkpoint::open(&p).unwrap();
+        assert_eq!(cp.schema_version().unwrap(), super::super::MIGRATIONS.len() as i64);
+        let day = win(0, 86_400_000_000);
+        assert_eq!(cp.committed_ranges("all", day.start, day.end).unwrap(), vec![(day.start, day.end)]);
+        let files = cp.files_overlapping("all", &day).unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].1, 1, "files written before the upgrade carry id scheme 1");
+        assert_eq!(cp.watermark("all").unwrap(), Some(day.end));
+        let keys: i64 = cp
+            .conn()
+            .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'dedup_keys'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(keys, 0, "the per-record key table is dropped");
+    }
+
     #[test]
     fn migrations_are_idempotent_and_lock_is_exclusive() {
         let dir = tempfile::tempdir().unwrap();

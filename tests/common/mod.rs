@@ -95,36 +95,30 @@ pub async fn cli(s: &Setup, args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().await.expect("binary runs")
 }
 
-/// Starts the binary in the background with `--config` and `args` (stdout discarded, stderr
-/// captured); killed if the test drops it.
-pub fn spawn(s: &Setup, args: &[&str]) -> tokio::process::Child {
+/// Starts the binary in the background with `--config` and `args`, stdout discarded and stderr
+/// going to `stderr`; killed if the test drops it.
+fn spawn_with(s: &Setup, args: &[&str], stderr: std::process::Stdio) -> tokio::process::Child {
     tokio::process::Command::new(BIN)
         .arg("--config")
         .arg(&s.config)
         .args(args)
         .env_remove("RUST_LOG")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .expect("binary starts")
 }
 
-/// Starts the binary in the background like [`spawn`], but with stderr appended to the file
-/// `log` (never an undrained pipe: a long-running child that logs a lot would block on a full
-/// one). Read the log with `std::fs::read_to_string`.
+/// [`spawn_with`] stderr captured in a pipe (read it with `wait_with_output`).
+pub fn spawn(s: &Setup, args: &[&str]) -> tokio::process::Child {
+    spawn_with(s, args, std::process::Stdio::piped())
+}
+
+/// [`spawn_with`] stderr appended to the file `log` (never an undrained pipe: a long-running
+/// child that logs a lot would block on a full one). Read it with `std::fs::read_to_string`.
 pub fn spawn_logged(s: &Setup, args: &[&str], log: &Path) -> tokio::process::Child {
-    let file = std::fs::File::create(log).expect("log file");
-    tokio::process::Command::new(BIN)
-        .arg("--config")
-        .arg(&s.config)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::null())
-        .stderr(file)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("binary starts")
+    spawn_with(s, args, std::fs::File::create(log).expect("log file").into())
 }
 
 /// Sends SIGTERM to a child.
