@@ -117,14 +117,14 @@ pub struct WindowOutcome {
 }
 
 /// The ids of everything committed that a read of `w` can return again, read back from the
-/// lake: the `_record_id`s of every committed file of the stream whose window overlaps `w`.
+/// lake: the `_record_id`s of every committed file (of any stream) whose window overlaps `w`.
 /// Whatever `window`, `lag` or `lookback` those files were written with, they hold every
 /// record of the range, so no re-read (look-back, reconcile, a raised look-back) can write a
 /// record twice. Ids of records outside `w` are harmless extras: an id hashes `actionTime`.
-async fn known_ids(deps: &Deps<'_>, stream: &StreamSpec, w: &Window) -> Result<Deduper, ExportError> {
+async fn known_ids(deps: &Deps<'_>, w: &Window) -> Result<Deduper, ExportError> {
     let mut known = HashSet::new();
     let mut legacy = false;
-    for (path, scheme) in deps.checkpoint.files_overlapping(&stream.id, w)? {
+    for (path, scheme) in deps.checkpoint.files_overlapping(w)? {
         legacy |= scheme < ID_SCHEME;
         let rebuild = |e: StoreError| ExportError::Rebuild {
             path: path.clone(),
@@ -159,7 +159,7 @@ pub async fn export_window(
     if removed > 0 {
         tracing::info!(prefix, removed, "removed files of an earlier uncommitted attempt");
     }
-    let mut dedup = known_ids(deps, stream, &w).await?;
+    let mut dedup = known_ids(deps, &w).await?;
     let staging = deps.store.stager();
     let mut writer = WindowWriter::new(deps.sink.clone(), prefix.clone(), Utc::now(), staging);
     let mut out = WindowOutcome {

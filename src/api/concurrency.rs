@@ -60,10 +60,22 @@ pub struct Limiter {
     adaptive: bool,
 }
 
-/// A slot for one request; give it back with [`Limiter::release`].
+/// A slot for one request; give it back with [`Limiter::release`]. A slot dropped unreleased
+/// (its request's future was dropped mid-flight, e.g. a sibling window failed) is given back
+/// without a verdict, so the limit can never leak away.
 #[derive(Debug)]
-pub struct Slot {
+pub struct Slot<'a> {
+    limiter: &'a Limiter,
     started: Instant,
+    released: bool,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if !self.released {
+            self.limiter.give_back(self.started, Outcome::Ignore);
+        }
+    }
 }
 
 impl Limiter {
@@ -107,7 +119,7 @@ impl Limiter {
     }
 
     /// Waits for a free slot; `None` if `cancel` fires first.
-    pub async fn acquire(&self, cancel: &CancellationToken) -> Option<Slot> {
+    pub async fn acquire(&self, cancel: &CancellationToken) -> Option<Slot<'_>> {
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
@@ -117,7 +129,11 @@ impl Limiter {
                 if s.in_flight < s.limit {
                     s.in_flight += 1;
                     s.period_max_in_flight = s.period_max_in_flight.max(s.in_flight);
-                    return Some(Slot { started: Instant::now() });
+                    return Some(Slot {
+                        limiter: self,
+                        started: Instant::now(),
+                        released: false,
+                    });
                 }
             }
             tokio::select! {
@@ -128,8 +144,13 @@ impl Limiter {
     }
 
     /// Gives a slot back and learns from how its request ended.
-    pub fn release(&self, slot: Slot, outcome: Outcome) {
-        let rtt = slot.started.elapsed().as_secs_f64();
+    pub fn release(&self, mut slot: Slot<'_>, outcome: Outcome) {
+        slot.released = true;
+        self.give_back(slot.started, outcome);
+    }
+
+    fn give_back(&self, started: Instant, outcome: Outcome) {
+        let rtt = started.elapsed().as_secs_f64();
         let changed = {
             let mut s = self.lock();
             s.in_flight = s.in_flight.saturating_sub(1);
@@ -231,6 +252,16 @@ mod tests {
         let s = l.acquire(&c).await.unwrap();
         l.release(s, Outcome::Backpressure);
         assert!(l.limit() < grown, "a 429 cuts the limit");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_request_gives_its_slot_back() {
+        let l = Limiter::fixed(1);
+        let c = CancellationToken::new();
+        let held = l.acquire(&c).await.unwrap();
+        drop(held);
+        let again = tokio::time::timeout(Duration::from_millis(50), l.acquire(&c)).await;
+        assert!(again.is_ok_and(|s| s.is_some()), "the slot of a dropped request is free again");
     }
 
     #[tokio::test]

@@ -113,14 +113,16 @@ impl Checkpoint {
         Ok(())
     }
 
-    /// Committed files of `stream_id` whose window overlaps `w` (path, id scheme): the files
-    /// that can hold records a read of `w` returns again.
-    pub fn files_overlapping(&self, stream_id: &str, w: &Window) -> Result<Vec<(String, i64)>, CheckpointError> {
+    /// Committed files whose window overlaps `w` (path, id scheme): the files that can hold
+    /// records a read of `w` returns again. Every stream's files count: a record's id does not
+    /// depend on its stream, and a stream whose filters changed (a new stream id) must find
+    /// what the old one wrote into the same output.
+    pub fn files_overlapping(&self, w: &Window) -> Result<Vec<(String, i64)>, CheckpointError> {
         let c = self.conn();
         let mut st = c.prepare_cached(
-            "SELECT path, id_scheme FROM files WHERE stream_id = ?1 AND window_end_us > ?2 AND window_start_us < ?3 ORDER BY path",
+            "SELECT path, id_scheme FROM files WHERE window_end_us > ?1 AND window_start_us < ?2 ORDER BY path",
         )?;
-        let rows = st.query_map(params![stream_id, us(w.start), us(w.end)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows = st.query_map(params![us(w.start), us(w.end)], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -232,7 +234,7 @@ mod tests {
         assert_eq!(cp.schema_version().unwrap(), super::super::MIGRATIONS.len() as i64);
         let day = win(0, 86_400_000_000);
         assert_eq!(cp.committed_ranges("all", day.start, day.end).unwrap(), vec![(day.start, day.end)]);
-        let files = cp.files_overlapping("all", &day).unwrap();
+        let files = cp.files_overlapping(&day).unwrap();
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].1, 1, "files written before the upgrade carry id scheme 1");
         assert_eq!(cp.watermark("all").unwrap(), Some(day.end));
