@@ -5,7 +5,6 @@
 //! /proc/self/status VmHWM, is the case's own) and prints records/s and peak memory. Records
 //! come from the emulator's generator in pages of 10,000, the way a window arrives from the API.
 
-use std::collections::HashSet;
 use std::time::Instant;
 
 use aos_audit_export::sink::{Compression, Format};
@@ -57,7 +56,7 @@ fn run_case(case: &str) {
     let base = kib("VmRSS:");
     let root = dir.path().to_path_buf();
     let mut writer = sink.map(|s| WindowWriter::new(s, "bench".into(), Utc::now(), Box::new(move |rel: &str| root.join(rel))));
-    let mut dedup = Deduper::new(HashSet::new(), false);
+    let mut dedup = Deduper::new([], false);
     let mut ids = Vec::with_capacity(RECORDS);
     let mut gen_secs = 0.0;
     let started = Instant::now();
@@ -79,7 +78,7 @@ fn run_case(case: &str) {
         gen_secs += g.elapsed().as_secs_f64();
         for r in &recs {
             let t = r.json["actionTime"].as_str().and_then(parse_action_time);
-            let (id, new) = dedup.admit(&r.json);
+            let (id, new) = dedup.admit(&r.json, t.is_some());
             if new {
                 if let Some(w) = writer.as_mut() {
                     w.write(OutRecord {

@@ -55,11 +55,11 @@ struct Shared {
     unready_after_lag: Option<chrono::Duration>,
 }
 
-/// Whether any stream's covered end (`None`: nothing exported yet) lags `now` by more than
-/// `limit`. A stream that has exported nothing is stale only once the daemon has run a while,
-/// which the caller decides; here it counts as stale.
+/// Whether any stream's covered end lags `now` by more than `limit`. A stream that has
+/// exported nothing yet (`None`) is not stale: its first pass is still to come, and a failing
+/// one shows through `daemon.unready_after_failures`.
 fn stale(ends: &[Option<chrono::DateTime<Utc>>], now: chrono::DateTime<Utc>, limit: chrono::Duration) -> bool {
-    ends.iter().any(|e| e.is_none_or(|e| now - e > limit))
+    ends.iter().flatten().any(|e| now - *e > limit)
 }
 
 impl Shared {
@@ -198,7 +198,7 @@ mod tests {
         let h = chrono::Duration::hours(1);
         assert!(!stale(&[Some(now - h / 2)], now, h));
         assert!(stale(&[Some(now - h / 2), Some(now - h * 3)], now, h));
-        assert!(stale(&[None], now, h), "nothing exported yet");
+        assert!(!stale(&[None], now, h), "nothing exported yet: the first pass is still to come");
         assert!(!stale(&[], now, h));
     }
 }

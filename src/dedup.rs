@@ -14,7 +14,7 @@
 //! it carry scheme-1 ids; a re-read that meets them computes both ids, so an upgrade never
 //! duplicates the look-back.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Write as _;
 
 use chrono::{DateTime, Utc};
@@ -111,6 +111,13 @@ fn identity(record: &Value, out: &mut Vec<u8>) {
 struct Occurrences(HashMap<u128, u32>);
 
 impl Occurrences {
+    /// How many records with this content were numbered so far.
+    fn count(&self, content: [u8; 32]) -> u32 {
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&content[..16]);
+        self.0.get(&u128::from_le_bytes(key)).copied().unwrap_or(0)
+    }
+
     /// The id of the next record with this content: hash(content, occurrence number).
     fn next_id(&mut self, content: [u8; 32]) -> RecordId {
         let mut key = [0u8; 16];
@@ -118,22 +125,32 @@ impl Occurrences {
         let n = self.0.entry(u128::from_le_bytes(key)).or_insert(0);
         let occurrence = *n;
         *n += 1;
-        let mut h = Sha256::new();
-        h.update(content);
-        h.update(occurrence.to_be_bytes());
-        let full: [u8; 32] = h.finalize().into();
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&full[..16]);
-        id
+        id_of(content, occurrence)
     }
+}
+
+/// The id of the `occurrence`-th record with this content.
+fn id_of(content: [u8; 32], occurrence: u32) -> RecordId {
+    let mut h = Sha256::new();
+    h.update(content);
+    h.update(occurrence.to_be_bytes());
+    let full: [u8; 32] = h.finalize().into();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&full[..16]);
+    id
 }
 
 /// Multiset deduplication for one read of one window.
 ///
 /// Memory per record read: one 16-byte content key and a counter (identical records share
 /// one entry); the committed ids are only looked up, never added to.
+///
+/// Records without a usable `actionTime` are numbered per window that wrote them, so the lake
+/// can hold the same id more than once (identical such records of different windows); for
+/// them, the committed ids are counted as a multiset: the n-th copy a read returns is new only
+/// if the lake holds fewer than n copies of that content.
 pub struct Deduper {
-    known: HashSet<RecordId>,
+    known: HashMap<RecordId, u32>,
     occurrences: Occurrences,
     /// Present when some committed file of the range carries scheme-1 ids.
     legacy: Option<Occurrences>,
@@ -143,28 +160,44 @@ pub struct Deduper {
 impl Deduper {
     /// `known`: ids already committed for the window's time range; `legacy`: whether any of
     /// them were written under id scheme 1.
-    pub fn new(known: HashSet<RecordId>, legacy: bool) -> Self {
+    pub fn new(known: impl IntoIterator<Item = RecordId>, legacy: bool) -> Self {
+        let mut counts: HashMap<RecordId, u32> = HashMap::new();
+        for id in known {
+            *counts.entry(id).or_insert(0) += 1;
+        }
         Deduper {
-            known,
+            known: counts,
             occurrences: Occurrences::default(),
             legacy: legacy.then(Occurrences::default),
             buf: Vec::with_capacity(2048),
         }
     }
 
-    /// The record's id, and whether it is new (not already committed).
-    pub fn admit(&mut self, record: &Value) -> (RecordId, bool) {
+    /// The record's id, and whether it is new (not already committed). `placed`: whether the
+    /// record has a usable `actionTime` inside the window.
+    pub fn admit(&mut self, record: &Value, placed: bool) -> (RecordId, bool) {
         self.buf.clear();
         identity(record, &mut self.buf);
-        let id = self.occurrences.next_id(Sha256::digest(&self.buf).into());
-        // Twins get distinct occurrence numbers, so an id can repeat within one read only if
-        // it was committed before: a lookup is enough.
-        let mut new = !self.known.contains(&id);
+        let content: [u8; 32] = Sha256::digest(&self.buf).into();
+        let id = self.occurrences.next_id(content);
+        let mut new = if placed {
+            // Twins share their instant, so one window holds them all and numbers them the
+            // same way in every read: an id can repeat only if it was committed before.
+            !self.known.contains_key(&id)
+        } else {
+            // The n-th copy (0-based) is new if the lake holds at most n of this content.
+            let seen = self.occurrences.count(content).saturating_sub(1);
+            let held: u32 = (0..)
+                .map(|n| self.known.get(&id_of(content, n)).copied().unwrap_or(0))
+                .take_while(|c| *c > 0)
+                .sum();
+            seen >= held
+        };
         if let Some(legacy) = &mut self.legacy {
             self.buf.clear();
             canonical_json(record, &mut self.buf);
             let old = legacy.next_id(Sha256::digest(&self.buf).into());
-            new = new && !self.known.contains(&old);
+            new = new && !self.known.contains_key(&old);
         }
         (id, new)
     }
@@ -187,24 +220,27 @@ mod tests {
 
     #[test]
     fn key_order_does_not_change_the_id() {
-        let mut d1 = Deduper::new(HashSet::new(), false);
-        let mut d2 = Deduper::new(HashSet::new(), false);
-        assert_eq!(d1.admit(&json!({"a": 1, "b": 2})).0, d2.admit(&json!({"b": 2, "a": 1})).0);
+        let mut d1 = Deduper::new([], false);
+        let mut d2 = Deduper::new([], false);
+        assert_eq!(
+            d1.admit(&json!({"a": 1, "b": 2}), true).0,
+            d2.admit(&json!({"b": 2, "a": 1}), true).0
+        );
     }
 
     #[test]
     fn twins_survive_and_rereads_collapse() {
         let r = json!({"actionName": "Login", "actionTime": "2024-01-01T00:00:00Z"});
-        let mut first = Deduper::new(HashSet::new(), false);
-        let (a, new_a) = first.admit(&r);
-        let (b, new_b) = first.admit(&r);
+        let mut first = Deduper::new([], false);
+        let (a, new_a) = first.admit(&r, true);
+        let (b, new_b) = first.admit(&r, true);
         assert!(new_a && new_b);
         assert_ne!(a, b, "identical twins get distinct ids");
         // A re-read that sees the same twins plus a late third one admits only the third.
-        let mut reread = Deduper::new([a, b].into_iter().collect(), false);
-        assert!(!reread.admit(&r).1);
-        assert!(!reread.admit(&r).1);
-        assert!(reread.admit(&r).1);
+        let mut reread = Deduper::new([a, b], false);
+        assert!(!reread.admit(&r, true).1);
+        assert!(!reread.admit(&r, true).1);
+        assert!(reread.admit(&r, true).1);
     }
 
     #[test]
@@ -228,17 +264,23 @@ mod tests {
 
     #[test]
     fn identity_ignores_new_fields_and_fraction_spelling() {
-        let mut d1 = Deduper::new(HashSet::new(), false);
-        let mut d2 = Deduper::new(HashSet::new(), false);
-        let a = d1.admit(&json!({"actionName": "Login", "actionTime": "2024-01-01T00:00:00.5Z"})).0;
+        let mut d1 = Deduper::new([], false);
+        let mut d2 = Deduper::new([], false);
+        let a = d1
+            .admit(&json!({"actionName": "Login", "actionTime": "2024-01-01T00:00:00.5Z"}), true)
+            .0;
         let b = d2
-            .admit(&json!({"actionName": "Login", "actionTime": "2024-01-01T00:00:00.5000000Z", "riskScore": "7"}))
+            .admit(
+                &json!({"actionName": "Login", "actionTime": "2024-01-01T00:00:00.5000000Z", "riskScore": "7"}),
+                true,
+            )
             .0;
         assert_eq!(a, b);
-        let mut d3 = Deduper::new(HashSet::new(), false);
+        let mut d3 = Deduper::new([], false);
         assert_ne!(
             a,
-            d3.admit(&json!({"actionName": "Logout", "actionTime": "2024-01-01T00:00:00.5Z"})).0
+            d3.admit(&json!({"actionName": "Logout", "actionTime": "2024-01-01T00:00:00.5Z"}), true)
+                .0
         );
     }
 
@@ -249,10 +291,21 @@ mod tests {
         let mut buf = Vec::new();
         canonical_json(&r, &mut buf);
         let old = Occurrences::default().next_id(Sha256::digest(&buf).into());
-        assert!(!Deduper::new([old].into_iter().collect(), true).admit(&r).1);
-        assert!(
-            Deduper::new([old].into_iter().collect(), false).admit(&r).1,
-            "without the legacy flag it looks new"
-        );
+        assert!(!Deduper::new([old], true).admit(&r, true).1);
+        assert!(Deduper::new([old], false).admit(&r, true).1, "without the legacy flag it looks new");
+    }
+
+    #[test]
+    fn identical_unplaced_records_of_different_windows_count_as_a_multiset() {
+        let r = json!({"actionName": "Login"});
+        // Windows A and B each wrote one copy: both carry occurrence 0's id.
+        let a = Deduper::new([], false).admit(&r, false).0;
+        let b = Deduper::new([], false).admit(&r, false).0;
+        assert_eq!(a, b);
+        // A read spanning both returns the two copies (known), then a third (new).
+        let mut c = Deduper::new([a, b], false);
+        assert!(!c.admit(&r, false).1);
+        assert!(!c.admit(&r, false).1);
+        assert!(c.admit(&r, false).1);
     }
 }

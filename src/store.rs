@@ -78,6 +78,10 @@ pub fn check_output(output: &str) -> Result<(), String> {
     let Some((scheme, _)) = output.split_once("://") else {
         return Ok(());
     };
+    // `memory://` keeps nothing past the process: a test aid, never a production output.
+    if scheme == "memory" && !cfg!(feature = "emulator") {
+        return Err("memory:// keeps nothing; it exists only in test builds".into());
+    }
     if scheme == "file" || OBJECT_SCHEMES.contains(&scheme) {
         return Ok(());
     }
@@ -277,6 +281,7 @@ impl Store {
                         Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => continue,
                         Err(source) => return Err(StoreError::Io { path: dir, source }),
                     };
+                    let before = removed;
                     for entry in entries.flatten() {
                         let name = entry.file_name().to_string_lossy().into_owned();
                         if is_attempt_file(&name, attempt) {
@@ -286,6 +291,13 @@ impl Store {
                             })?;
                             removed += 1;
                         }
+                    }
+                    // The deletions must be durable before the caller forgets the attempt, or a
+                    // power loss could bring back a file nobody will clean up.
+                    if removed > before {
+                        std::fs::File::open(&dir)
+                            .and_then(|d| d.sync_all())
+                            .map_err(|source| StoreError::Io { path: dir.clone(), source })?;
                     }
                 }
             }

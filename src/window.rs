@@ -122,7 +122,7 @@ pub struct WindowOutcome {
 /// record of the range, so no re-read (look-back, reconcile, a raised look-back) can write a
 /// record twice. Ids of records outside `w` are harmless extras: an id hashes `actionTime`.
 async fn known_ids(deps: &Deps<'_>, w: &Window) -> Result<Deduper, ExportError> {
-    let mut known = HashSet::new();
+    let mut known = Vec::new();
     let mut legacy = false;
     for (path, scheme) in deps.checkpoint.files_overlapping(w)? {
         legacy |= scheme < ID_SCHEME;
@@ -204,7 +204,7 @@ pub async fn export_window(
                 }
                 Placement::Unplaced => None,
             };
-            let (id, new) = dedup.admit(rec);
+            let (id, new) = dedup.admit(rec, time.is_some());
             if !new {
                 out.duplicates += 1;
                 continue;

@@ -119,9 +119,8 @@ impl Checkpoint {
     /// what the old one wrote into the same output.
     pub fn files_overlapping(&self, w: &Window) -> Result<Vec<(String, i64)>, CheckpointError> {
         let c = self.conn();
-        let mut st = c.prepare_cached(
-            "SELECT path, id_scheme FROM files WHERE window_end_us > ?1 AND window_start_us < ?2 ORDER BY path",
-        )?;
+        let mut st =
+            c.prepare_cached("SELECT path, id_scheme FROM files WHERE window_end_us > ?1 AND window_start_us < ?2 ORDER BY path")?;
         let rows = st.query_map(params![us(w.start), us(w.end)], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

@@ -374,7 +374,7 @@ fn export_settings(e: &ExportSection, now: DateTime<Utc>) -> Result<ExportSettin
             ),
         )
     })?;
-    let window = parse_chrono("export.window", &e.window)?;
+    let window = whole_seconds("export.window", parse_chrono("export.window", &e.window)?)?;
     if window <= chrono::Duration::zero() {
         return Err(invalid("export.window", "must be positive"));
     }
@@ -418,8 +418,8 @@ fn export_settings(e: &ExportSection, now: DateTime<Utc>) -> Result<ExportSettin
     Ok(ExportSettings {
         start,
         window,
-        lag: parse_chrono("export.lag", &e.lag)?,
-        lookback: parse_chrono("export.lookback", &e.lookback)?,
+        lag: whole_seconds("export.lag", parse_chrono("export.lag", &e.lag)?)?,
+        lookback: whole_seconds("export.lookback", parse_chrono("export.lookback", &e.lookback)?)?,
         sink: SinkOptions {
             format,
             compression,
@@ -434,6 +434,15 @@ fn export_settings(e: &ExportSection, now: DateTime<Utc>) -> Result<ExportSettin
             _ => None,
         },
     })
+}
+
+/// Window bounds name files to the second, so every duration that moves them must be whole
+/// seconds: two bounds differing below a second would share file names.
+fn whole_seconds(key: &'static str, d: chrono::Duration) -> Result<chrono::Duration, ConfigError> {
+    if d.subsec_nanos() != 0 {
+        return Err(invalid(key, "must be whole seconds (e.g. 90m, 1h30m5s)"));
+    }
+    Ok(d)
 }
 
 fn daemon_settings(cron: &str, d: &DaemonSection) -> Result<DaemonSettings, ConfigError> {

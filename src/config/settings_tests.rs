@@ -159,3 +159,18 @@ fn unready_after_failures_defaults_to_one_and_must_be_positive() {
     let e = c.validate(Utc::now()).unwrap_err().to_string();
     assert!(e.starts_with("daemon.unready_after_failures"), "{e}");
 }
+
+#[test]
+fn durations_that_move_window_bounds_are_whole_seconds() {
+    for key in ["window", "lag", "lookback"] {
+        let mut c = base();
+        let v = "90m500ms".to_string();
+        match key {
+            "window" => c.export.window = v,
+            "lag" => c.export.lag = v,
+            _ => c.export.lookback = v,
+        }
+        let e = c.validate(Utc::now()).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("export.{key}")) && e.contains("whole seconds"), "{e}");
+    }
+}

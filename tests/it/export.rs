@@ -181,11 +181,11 @@ fn odd_values_round_trip_through_both_sinks() {
             file_max_bytes: 1 << 30,
         };
         let mut w = WindowWriter::new(opts, "t".into(), chrono::Utc::now(), Box::new(move |rel: &str| root.join(rel)));
-        let mut dedup = Deduper::new(Default::default(), false);
+        let mut dedup = Deduper::new([], false);
         for r in &records {
-            let (id, new) = dedup.admit(r);
-            assert!(new);
             let time = r.get("actionTime").and_then(|v| v.as_str()).and_then(parse_action_time);
+            let (id, new) = dedup.admit(r, time.is_some());
+            assert!(new);
             w.write(OutRecord { value: r, id: &id, time }).unwrap();
         }
         let files = w.finish().unwrap();

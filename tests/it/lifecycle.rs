@@ -77,6 +77,9 @@ async fn records_without_a_usable_action_time_are_kept_exactly_once() {
     // Re-read three days twice more (the look-back), and reconcile everything.
     assert_ok(&cli(&s, &["--now", "2024-03-04T01:00:00Z", "run"], &[]).await);
     assert_ok(&cli(&s, &["--now", "2024-03-04T02:00:00Z", "reconcile", "--from", "2024-03-01"], &[]).await);
+    // A read whose window spans both days returns both identical copies at once.
+    let wide = [("AOS_EXPORT_EXPORT__WINDOW", "3d")];
+    assert_ok(&cli(&s, &["--now", "2024-03-04T03:00:00Z", "reconcile", "--from", "2024-03-01"], &wide).await);
     let mut truth = emu.ground_truth(day0(), day0() + Duration::days(3));
     truth.extend([odd.clone(), odd, garbled]);
     assert_same_multiset(&read_all(&s.out()), &truth);
