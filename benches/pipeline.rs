@@ -7,9 +7,11 @@
 
 use std::time::Instant;
 
+use aos_audit_export::api::{Page, page};
+use aos_audit_export::dedup::Deduper;
+use aos_audit_export::model::record::Record;
 use aos_audit_export::sink::{Compression, Format};
 use aos_audit_export::sink::{OutRecord, SinkOptions, WindowWriter};
-use aos_audit_export::{dedup::Deduper, model::parse_action_time};
 use aos_emulator::DataSpec;
 use chrono::{Duration, TimeZone, Utc};
 
@@ -75,14 +77,21 @@ fn run_case(case: &str) {
             max_delay: Duration::zero(),
         };
         let recs = aos_emulator::data::generate_day(&spec, (page % partitions) as u32);
+        let body = serde_json::to_vec(&serde_json::json!({
+            "nextLink": null,
+            "data": recs.iter().map(|r| &r.json).collect::<Vec<_>>(),
+        }))
+        .unwrap();
         gen_secs += g.elapsed().as_secs_f64();
-        for r in &recs {
-            let t = r.json["actionTime"].as_str().and_then(parse_action_time);
-            let (id, new) = dedup.admit(&r.json, t.is_some());
+        let page_of = Page::new(page::parse(body.into()).unwrap(), None);
+        for text in page_of.records() {
+            let rec = Record::parse(text).unwrap();
+            let t = rec.time;
+            let (id, new) = dedup.admit(&rec, t.is_some());
             if new {
                 if let Some(w) = writer.as_mut() {
                     w.write(OutRecord {
-                        value: &r.json,
+                        rec: &rec,
                         id: &id,
                         time: t,
                     })

@@ -21,7 +21,10 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::model::{DOCUMENTED_FIELDS, RecordId, Window, parse_action_time};
+use serde_json::value::RawValue;
+
+use crate::model::record::{ACTION_TIME, Kind, Record, kind, string_of};
+use crate::model::{DOCUMENTED_FIELDS, RecordId, Window};
 
 /// The id scheme this version writes (recorded per file in the manifest).
 pub const ID_SCHEME: i64 = 2;
@@ -40,8 +43,8 @@ pub enum Placement {
 }
 
 /// Where `record` belongs relative to `window`.
-pub fn place(record: &Value, window: &Window) -> Placement {
-    match record.get("actionTime").and_then(Value::as_str).and_then(parse_action_time) {
+pub fn place(record: &Record<'_>, window: &Window) -> Placement {
+    match record.time {
         Some(t) if window.contains(t) => Placement::In(t),
         Some(t) => Placement::Out(t),
         None => Placement::Unplaced,
@@ -85,22 +88,38 @@ fn write_json<T: serde::Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) {
     let _ = serde_json::to_writer(&mut *out, v);
 }
 
+/// Writes a raw value as canonical JSON. A string without escapes is already canonical (its
+/// raw text is what serde_json writes), so the common case copies bytes and allocates nothing.
+fn canonical_raw(v: &RawValue, out: &mut Vec<u8>) {
+    let text = v.get();
+    match kind(v) {
+        Kind::String if !text.contains('\\') => out.extend_from_slice(text.as_bytes()),
+        Kind::String => match string_of(v) {
+            Some(s) => write_json(s.as_ref(), out),
+            None => out.extend_from_slice(text.as_bytes()),
+        },
+        Kind::Null => out.extend_from_slice(b"null"),
+        Kind::Other if text == "true" || text == "false" => out.extend_from_slice(text.as_bytes()),
+        Kind::Other => match serde_json::from_str::<Value>(text) {
+            Ok(value) => canonical_json(&value, out),
+            Err(_) => out.extend_from_slice(text.as_bytes()),
+        },
+    }
+}
+
 /// The identity bytes of a record under scheme 2: each documented field present, in a fixed
 /// order, as `name=value;` with `actionTime` as nanoseconds since the epoch when it parses.
-fn identity(record: &Value, out: &mut Vec<u8>) {
-    for f in DOCUMENTED_FIELDS {
-        let Some(v) = record.get(f) else { continue };
+fn identity(record: &Record<'_>, out: &mut Vec<u8>) {
+    for (i, f) in DOCUMENTED_FIELDS.iter().enumerate() {
+        let Some(v) = record.fields[i] else { continue };
         out.extend_from_slice(f.as_bytes());
         out.push(b'=');
-        match (f, v) {
-            ("actionTime", Value::String(s)) => match parse_action_time(s).and_then(|t| t.timestamp_nanos_opt()) {
-                // Written straight into the buffer: no string per record.
-                Some(ns) => {
-                    let _ = write!(out, "@{ns}");
-                }
-                None => write_json(s.as_str(), out),
-            },
-            _ => canonical_json(v, out),
+        match record.time.and_then(|t| t.timestamp_nanos_opt()) {
+            // Written straight into the buffer: no string per record.
+            Some(ns) if i == ACTION_TIME => {
+                let _ = write!(out, "@{ns}");
+            }
+            _ => canonical_raw(v, out),
         }
         out.push(b';');
     }
@@ -175,7 +194,7 @@ impl Deduper {
 
     /// The record's id, and whether it is new (not already committed). `placed`: whether the
     /// record has a usable `actionTime` inside the window.
-    pub fn admit(&mut self, record: &Value, placed: bool) -> (RecordId, bool) {
+    pub fn admit(&mut self, record: &Record<'_>, placed: bool) -> (RecordId, bool) {
         self.buf.clear();
         identity(record, &mut self.buf);
         let content: [u8; 32] = Sha256::digest(&self.buf).into();
@@ -195,7 +214,7 @@ impl Deduper {
         };
         if let Some(legacy) = &mut self.legacy {
             self.buf.clear();
-            canonical_json(record, &mut self.buf);
+            canonical_json(&record.to_value(), &mut self.buf);
             let old = legacy.next_id(Sha256::digest(&self.buf).into());
             new = new && !self.known.contains_key(&old);
         }
@@ -206,7 +225,19 @@ impl Deduper {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::parse_action_time;
     use serde_json::json;
+
+    /// Admits a JSON value through the borrowed path, as a page would deliver it.
+    fn admit(d: &mut Deduper, v: &Value, placed: bool) -> (RecordId, bool) {
+        let text = v.to_string();
+        d.admit(&Record::parse(&text).unwrap(), placed)
+    }
+
+    fn place_v(v: &Value, w: &Window) -> Placement {
+        let text = v.to_string();
+        place(&Record::parse(&text).unwrap(), w)
+    }
 
     #[test]
     fn canonical_json_sorts_keys_recursively() {
@@ -223,8 +254,8 @@ mod tests {
         let mut d1 = Deduper::new([], false);
         let mut d2 = Deduper::new([], false);
         assert_eq!(
-            d1.admit(&json!({"a": 1, "b": 2}), true).0,
-            d2.admit(&json!({"b": 2, "a": 1}), true).0
+            admit(&mut d1, &json!({"a": 1, "b": 2}), true).0,
+            admit(&mut d2, &json!({"b": 2, "a": 1}), true).0
         );
     }
 
@@ -232,15 +263,15 @@ mod tests {
     fn twins_survive_and_rereads_collapse() {
         let r = json!({"actionName": "Login", "actionTime": "2024-01-01T00:00:00Z"});
         let mut first = Deduper::new([], false);
-        let (a, new_a) = first.admit(&r, true);
-        let (b, new_b) = first.admit(&r, true);
+        let (a, new_a) = admit(&mut first, &r, true);
+        let (b, new_b) = admit(&mut first, &r, true);
         assert!(new_a && new_b);
         assert_ne!(a, b, "identical twins get distinct ids");
         // A re-read that sees the same twins plus a late third one admits only the third.
         let mut reread = Deduper::new([a, b], false);
-        assert!(!reread.admit(&r, true).1);
-        assert!(!reread.admit(&r, true).1);
-        assert!(reread.admit(&r, true).1);
+        assert!(!admit(&mut reread, &r, true).1);
+        assert!(!admit(&mut reread, &r, true).1);
+        assert!(admit(&mut reread, &r, true).1);
     }
 
     #[test]
@@ -250,37 +281,44 @@ mod tests {
             end: parse_action_time("2024-01-02T00:00:00Z").unwrap(),
         };
         assert!(matches!(
-            place(&json!({"actionTime": "2024-01-01T00:00:00Z"}), &w),
+            place_v(&json!({"actionTime": "2024-01-01T00:00:00Z"}), &w),
             Placement::In(_)
         ));
-        assert_eq!(place(&json!({"actionTime": "2024-01-02T00:00:00Z"}), &w), Placement::Out(w.end));
+        assert_eq!(place_v(&json!({"actionTime": "2024-01-02T00:00:00Z"}), &w), Placement::Out(w.end));
         assert!(matches!(
-            place(&json!({"actionTime": "2024-01-01T23:59:59.9999999Z"}), &w),
+            place_v(&json!({"actionTime": "2024-01-01T23:59:59.9999999Z"}), &w),
             Placement::In(_)
         ));
-        assert_eq!(place(&json!({"actionTime": "yesterday"}), &w), Placement::Unplaced);
-        assert_eq!(place(&json!({}), &w), Placement::Unplaced);
+        assert_eq!(place_v(&json!({"actionTime": "yesterday"}), &w), Placement::Unplaced);
+        assert_eq!(place_v(&json!({}), &w), Placement::Unplaced);
     }
 
     #[test]
     fn identity_ignores_new_fields_and_fraction_spelling() {
         let mut d1 = Deduper::new([], false);
         let mut d2 = Deduper::new([], false);
-        let a = d1
-            .admit(&json!({"actionName": "Login", "actionTime": "2024-01-01T00:00:00.5Z"}), true)
-            .0;
-        let b = d2
-            .admit(
-                &json!({"actionName": "Login", "actionTime": "2024-01-01T00:00:00.5000000Z", "riskScore": "7"}),
-                true,
-            )
-            .0;
+        let a = admit(
+            &mut d1,
+            &json!({"actionName": "Login", "actionTime": "2024-01-01T00:00:00.5Z"}),
+            true,
+        )
+        .0;
+        let b = admit(
+            &mut d2,
+            &json!({"actionName": "Login", "actionTime": "2024-01-01T00:00:00.5000000Z", "riskScore": "7"}),
+            true,
+        )
+        .0;
         assert_eq!(a, b);
         let mut d3 = Deduper::new([], false);
         assert_ne!(
             a,
-            d3.admit(&json!({"actionName": "Logout", "actionTime": "2024-01-01T00:00:00.5Z"}), true)
-                .0
+            admit(
+                &mut d3,
+                &json!({"actionName": "Logout", "actionTime": "2024-01-01T00:00:00.5Z"}),
+                true
+            )
+            .0
         );
     }
 
@@ -291,21 +329,67 @@ mod tests {
         let mut buf = Vec::new();
         canonical_json(&r, &mut buf);
         let old = Occurrences::default().next_id(Sha256::digest(&buf).into());
-        assert!(!Deduper::new([old], true).admit(&r, true).1);
-        assert!(Deduper::new([old], false).admit(&r, true).1, "without the legacy flag it looks new");
+        assert!(!admit(&mut Deduper::new([old], true), &r, true).1);
+        assert!(
+            admit(&mut Deduper::new([old], false), &r, true).1,
+            "without the legacy flag it looks new"
+        );
     }
 
     #[test]
     fn identical_unplaced_records_of_different_windows_count_as_a_multiset() {
         let r = json!({"actionName": "Login"});
         // Windows A and B each wrote one copy: both carry occurrence 0's id.
-        let a = Deduper::new([], false).admit(&r, false).0;
-        let b = Deduper::new([], false).admit(&r, false).0;
+        let a = admit(&mut Deduper::new([], false), &r, false).0;
+        let b = admit(&mut Deduper::new([], false), &r, false).0;
         assert_eq!(a, b);
         // A read spanning both returns the two copies (known), then a third (new).
         let mut c = Deduper::new([a, b], false);
-        assert!(!c.admit(&r, false).1);
-        assert!(!c.admit(&r, false).1);
-        assert!(c.admit(&r, false).1);
+        assert!(!admit(&mut c, &r, false).1);
+        assert!(!admit(&mut c, &r, false).1);
+        assert!(admit(&mut c, &r, false).1);
+    }
+
+    /// Scheme 2 as the previous version computed it, from a `Value` tree.
+    fn identity_of_value(record: &Value, out: &mut Vec<u8>) {
+        for f in DOCUMENTED_FIELDS {
+            let Some(v) = record.get(f) else { continue };
+            out.extend_from_slice(f.as_bytes());
+            out.push(b'=');
+            match (f, v) {
+                ("actionTime", Value::String(s)) => match parse_action_time(s).and_then(|t| t.timestamp_nanos_opt()) {
+                    Some(ns) => {
+                        let _ = write!(out, "@{ns}");
+                    }
+                    None => write_json(s.as_str(), out),
+                },
+                _ => canonical_json(v, out),
+            }
+            out.push(b';');
+        }
+    }
+
+    #[test]
+    fn borrowed_identity_equals_the_value_identity_of_earlier_versions() {
+        // Ids written by the previous version must be recognised: the identity bytes from
+        // the raw text must equal those from the parsed tree, whatever the spelling.
+        let texts = [
+            r#"{"actionName":"Login","actionTime":"2024-01-01T00:00:00.1234567Z","comment":"a \"q\" \n é"}"#,
+            r#"{"actionName":"caf\u00e9 \/ x","actionTime":"2024-01-01T00:00:00Z","status":null}"#,
+            "{ \"actionTime\" : \"yesterday\" ,\n \"additionalDetails\": {\"b\": [1, 2.50, 1e2, -0], \"a\": true} }",
+            r#"{"actionName":42,"actionUser":true,"actionParameters":false,"actionTime":7,"clientIP":[1,"x"]}"#,
+            r#"{"actionName":"first","actionName":"second","unknown":1}"#,
+            r#"{"actionTime":"\u0032024-01-01T00:00:00Z","objectName":"\ud83d\ude00"}"#,
+            r#"[1, 2]"#,
+            r#""just a string""#,
+            r#"{}"#,
+        ];
+        for text in texts {
+            let value: Value = serde_json::from_str(text).unwrap();
+            let (mut old, mut new) = (Vec::new(), Vec::new());
+            identity_of_value(&value, &mut old);
+            identity(&Record::parse(text).unwrap(), &mut new);
+            assert_eq!(String::from_utf8_lossy(&new), String::from_utf8_lossy(&old), "{text}");
+        }
     }
 }

@@ -9,11 +9,13 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
+use url::Url;
 
-use crate::api::{ApiClient, ApiError};
+use crate::api::{ApiClient, ApiError, Page};
 use crate::checkpoint::{Checkpoint, CheckpointError, FileRow};
 use crate::crashpoint;
 use crate::dedup::{Deduper, ID_SCHEME, Placement, place};
+use crate::model::record::Record;
 use crate::model::{StreamSpec, Window, attempt_prefix, partitions_of};
 use crate::sink::{OutRecord, SinkError, SinkOptions, WindowWriter, readback};
 use crate::store::{Store, StoreError};
@@ -71,6 +73,9 @@ pub enum ExportError {
     /// The API sent a `nextLink` already followed while paging this window.
     #[error("the API sent nextLink {0} twice while paging one window; refusing to loop")]
     RepeatedNextLink(String),
+    /// A record of a page could not be read (the page itself was valid JSON).
+    #[error("the API sent a record that cannot be read: {0}")]
+    BadRecord(String),
     /// A committed file overlapping the window could not be read back or its record ids parsed.
     #[error("cannot rebuild the record ids of committed file {path} from the lake (run `verify`): {message}")]
     Rebuild {
@@ -143,6 +148,47 @@ async fn known_ids(deps: &Deps<'_>, w: &Window) -> Result<Deduper, ExportError> 
     Ok(Deduper::new(known, legacy))
 }
 
+/// A window's running state while its pages are encoded.
+struct Progress {
+    dedup: Deduper,
+    writer: WindowWriter,
+    out_of_range: u64,
+    duplicates: u64,
+}
+
+impl Progress {
+    /// Places, deduplicates and writes every record of `page`.
+    fn process(&mut self, page: &Page, w: &Window) -> Result<(), ExportError> {
+        for text in page.records() {
+            let rec = Record::parse(text).map_err(|e| ExportError::BadRecord(e.to_string()))?;
+            let time = match place(&rec, w) {
+                Placement::In(t) => Some(t),
+                // A server with inclusive bounds also returns the next window's first instant;
+                // the next window owns that record (and reads it too).
+                Placement::Out(t) if t == w.end => {
+                    self.out_of_range += 1;
+                    continue;
+                }
+                Placement::Out(time) => {
+                    return Err(ExportError::OutOfRange {
+                        start: w.start,
+                        end: w.end,
+                        time,
+                    });
+                }
+                Placement::Unplaced => None,
+            };
+            let (id, new) = self.dedup.admit(&rec, time.is_some());
+            if !new {
+                self.duplicates += 1;
+                continue;
+            }
+            self.writer.write(OutRecord { rec: &rec, id: &id, time })?;
+        }
+        Ok(())
+    }
+}
+
 /// Fetches, writes and publishes one window; returns what its commit must record.
 pub async fn export_window(
     deps: &Deps<'_>,
@@ -159,9 +205,9 @@ pub async fn export_window(
     if removed > 0 {
         tracing::info!(prefix, removed, "removed files of an earlier uncommitted attempt");
     }
-    let mut dedup = known_ids(deps, &w).await?;
+    let dedup = known_ids(deps, &w).await?;
     let staging = deps.store.stager();
-    let mut writer = WindowWriter::new(deps.sink.clone(), prefix.clone(), Utc::now(), staging);
+    let writer = WindowWriter::new(deps.sink.clone(), prefix.clone(), Utc::now(), staging);
     let mut out = WindowOutcome {
         stream_id: stream.id.clone(),
         window: w,
@@ -173,9 +219,13 @@ pub async fn export_window(
         pages: 0,
         duplicates: 0,
     };
-    let mut url = deps.api.first_url(stream, w.start, w.end);
-    let mut followed = HashSet::new();
-    loop {
+    let mut state = Progress {
+        dedup,
+        writer,
+        out_of_range: 0,
+        duplicates: 0,
+    };
+    let fetch = |url: Url| async move {
         if cancel.is_cancelled() {
             return Err(ExportError::Cancelled);
         }
@@ -184,44 +234,56 @@ pub async fn export_window(
             other => other?,
         };
         crashpoint::hit("fetch");
+        Ok(page)
+    };
+    let mut page = fetch(deps.api.first_url(stream, w.start, w.end)).await?;
+    let mut followed = HashSet::new();
+    loop {
         out.pages += 1;
-        out.fetched += page.data.len() as u64;
-        for rec in &page.data {
-            let time = match place(rec, &w) {
-                Placement::In(t) => Some(t),
-                // A server with inclusive bounds also returns the next window's first instant;
-                // the next window owns that record (and reads it too).
-                Placement::Out(t) if t == w.end => {
-                    out.out_of_range += 1;
-                    continue;
-                }
-                Placement::Out(time) => {
-                    return Err(ExportError::OutOfRange {
-                        start: w.start,
-                        end: w.end,
-                        time,
-                    });
-                }
-                Placement::Unplaced => None,
-            };
-            let (id, new) = dedup.admit(rec, time.is_some());
-            if !new {
-                out.duplicates += 1;
-                continue;
-            }
-            writer.write(OutRecord { value: rec, id: &id, time })?;
+        out.fetched += page.len() as u64;
+        let next_url = page.next_link.clone();
+        if let Some(next) = &next_url
+            && !followed.insert(next.to_string())
+        {
+            return Err(ExportError::RepeatedNextLink(next.to_string()));
         }
-        crashpoint::hit("encode");
-        match page.next_link {
-            Some(next) => {
-                if !followed.insert(next.to_string()) {
-                    return Err(ExportError::RepeatedNextLink(next.to_string()));
-                }
-                url = next;
+        // Encode this page on a blocking thread while the next one is fetched: CPU and
+        // network overlap, and concurrent windows encode on every core. The running state
+        // moves to the thread and back; if this future is dropped, the thread finishes the
+        // page and drops the writer, which deletes its staging files.
+        let work = tokio::task::spawn_blocking(move || {
+            let result = state.process(&page, &w);
+            crashpoint::hit("encode");
+            result.map(|()| state)
+        });
+        let work = async {
+            match work.await {
+                Ok(r) => r,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => Err(ExportError::Cancelled),
             }
+        };
+        let next = async {
+            match next_url {
+                Some(url) => fetch(url).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let (done, next) = futures::future::try_join(work, next).await?;
+        state = done;
+        match next {
+            Some(p) => page = p,
             None => break,
         }
     }
+    let Progress {
+        writer,
+        out_of_range,
+        duplicates,
+        ..
+    } = state;
+    out.out_of_range = out_of_range;
+    out.duplicates = duplicates;
     let files = writer.finish()?;
     crashpoint::hit("stage");
     let mut published = 0;

@@ -292,14 +292,14 @@ impl ApiClient {
             }
         };
         match status.as_u16() {
-            200..=299 => match page::parse(&body) {
-                Ok(p) => {
-                    let next_link = match p.next_link {
+            200..=299 => match page::parse(body.clone()) {
+                Ok(mut p) => {
+                    let next_link = match p.next_link.take() {
                         Some(l) => Some(self.check_next_link(&l)?),
                         None => None,
                     };
                     self.metrics.page_fetched();
-                    Ok(Attempt::Done(Page { data: p.data, next_link }))
+                    Ok(Attempt::Done(Page::new(p, next_link)))
                 }
                 // A truncated, garbled or malformed body is a transport fault: ask again. Past
                 // the retries the window fails rather than commit what may be a lost page.

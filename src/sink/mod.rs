@@ -19,9 +19,9 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::model::record::Record;
 use crate::model::{self, RecordId};
 
 /// Why a file could not be written.
@@ -64,8 +64,8 @@ pub struct WrittenFile {
 
 /// A record to write: the API's JSON object, its id, and its parsed `actionTime`.
 pub struct OutRecord<'a> {
-    /// The record exactly as the API sent it.
-    pub value: &'a Value,
+    /// The record exactly as the API sent it, borrowed from its page.
+    pub rec: &'a Record<'a>,
     /// The record's fingerprint (written as `_record_id`).
     pub id: &'a RecordId,
     /// The parsed `actionTime`; `None` puts the record in `dt=unknown`.

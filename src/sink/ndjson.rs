@@ -53,13 +53,22 @@ impl NdjsonFile {
     /// Appends one record as a line, with `_record_id` and `_ingested_at` added (a non-object
     /// value is wrapped as `_value`).
     pub fn write(&mut self, rec: &OutRecord<'_>, path: &Path) -> Result<(), SinkError> {
-        // Serialize the record as sent, then splice the metadata fields in before its closing
-        // brace: no copy of the record, and the API's own key order is kept.
+        // Copy the record's text as sent, then splice the metadata fields in before its closing
+        // brace: the API's own key order and spelling are kept. A line break between tokens
+        // (a pretty-printed body) would split the line, so such a record is re-serialized.
         self.line.clear();
-        serde_json::to_writer(&mut self.line, rec.value).map_err(|e| io(path)(e.into()))?;
-        if self.line.last() == Some(&b'}') {
-            self.line.pop();
-            if self.line.len() > 1 {
+        let r = rec.rec;
+        if r.raw.contains(['\n', '\r']) {
+            serde_json::to_writer(&mut self.line, &r.to_value()).map_err(|e| io(path)(e.into()))?;
+        } else {
+            self.line.extend_from_slice(r.raw.as_bytes());
+        }
+        if r.is_object {
+            self.line.pop(); // the closing brace
+            while self.line.last().is_some_and(u8::is_ascii_whitespace) {
+                self.line.pop();
+            }
+            if !r.is_empty_object() {
                 self.line.push(b',');
             }
         } else {

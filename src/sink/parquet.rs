@@ -17,17 +17,24 @@ use chrono::{DateTime, Utc};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as PqCompression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
-use serde_json::{Map, Value};
 
 use super::Compression;
 use super::{FileOut, OutRecord, SinkError, SinkOptions};
-use crate::model::{id_hex, parse_action_time};
+use crate::model::record::{self, Kind};
 
 /// The documented record fields, in output column order.
 pub const FIELDS: [&str; 20] = crate::model::DOCUMENTED_FIELDS;
-const ACTION_TIME: usize = 3;
+const ACTION_TIME: usize = record::ACTION_TIME;
 const ADDITIONAL_DETAILS: usize = 19;
 const BATCH_ROWS: usize = 8192;
+/// Appends `"key":value` to the `_extra` object being built (`value` is JSON text).
+fn add_extra(out: &mut Vec<u8>, key: &str, value: &str) {
+    out.push(if out.is_empty() { b'{' } else { b',' });
+    let _ = serde_json::to_writer(&mut *out, key);
+    out.push(b':');
+    out.extend_from_slice(value.as_bytes());
+}
+
 /// Estimated encoded size at which a row group is flushed whatever its row count.
 pub const ROW_GROUP_MAX_BYTES: usize = 16 << 20;
 
@@ -62,6 +69,8 @@ pub struct ParquetFile {
     action_time: TimestampMicrosecondBuilder,
     record_id: StringBuilder,
     extra: StringBuilder,
+    /// The `_extra` JSON object of the row being written.
+    extra_buf: Vec<u8>,
     ingested_at_us: i64,
     rows: usize,
     batch_rows: usize,
@@ -100,6 +109,7 @@ impl ParquetFile {
             action_time: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
             record_id: StringBuilder::new(),
             extra: StringBuilder::new(),
+            extra_buf: Vec::with_capacity(256),
             ingested_at_us: ingested_at.timestamp_micros(),
             rows: 0,
             batch_rows,
@@ -107,61 +117,70 @@ impl ParquetFile {
     }
 
     /// Appends one record (what has no column goes to `_extra`), writing a batch when it is full.
+    /// String values are copied from the page body straight into the column builders.
     pub fn write(&mut self, rec: &OutRecord<'_>, path: &Path) -> Result<(), SinkError> {
-        let empty = Map::new();
-        let obj = match rec.value {
-            Value::Object(m) => m,
-            _ => &empty,
-        };
-        let mut extra: Map<String, Value> = Map::new();
-        if !rec.value.is_object() {
-            extra.insert("_value".into(), rec.value.clone());
+        let r = rec.rec;
+        let extra = &mut self.extra_buf;
+        extra.clear();
+        if !r.is_object {
+            add_extra(extra, "_value", r.raw);
         }
         for (i, name) in FIELDS.iter().enumerate() {
-            let v = obj.get(*name);
+            let v = r.fields[i];
+            let kind = v.map(record::kind);
             if i == ACTION_TIME {
-                match v {
-                    Some(Value::String(s)) => match parse_action_time(s) {
-                        Some(t) => {
-                            self.action_time.append_value(t.timestamp_micros());
-                            if t.timestamp_subsec_nanos() % 1000 != 0 {
-                                extra.insert((*name).into(), Value::String(s.clone()));
-                            }
+                match (v, kind, r.time) {
+                    (_, None | Some(Kind::Null), _) => self.action_time.append_null(),
+                    (Some(v), Some(Kind::String), Some(t)) => {
+                        self.action_time.append_value(t.timestamp_micros());
+                        if t.timestamp_subsec_nanos() % 1000 != 0 {
+                            add_extra(extra, name, v.get());
                         }
-                        None => {
-                            self.action_time.append_null();
-                            extra.insert((*name).into(), Value::String(s.clone()));
-                        }
-                    },
-                    None | Some(Value::Null) => self.action_time.append_null(),
-                    Some(other) => {
-                        self.action_time.append_null();
-                        extra.insert((*name).into(), other.clone());
                     }
+                    (Some(v), _, _) => {
+                        self.action_time.append_null();
+                        add_extra(extra, name, v.get());
+                    }
+                    (None, _, _) => self.action_time.append_null(),
                 }
                 continue;
             }
             let b = &mut self.strings[i];
-            match v {
-                None | Some(Value::Null) => b.append_null(),
-                Some(Value::String(s)) if i != ADDITIONAL_DETAILS => b.append_value(s),
-                Some(other) if i == ADDITIONAL_DETAILS => b.append_value(other.to_string()),
-                Some(other) => {
+            match (v, kind) {
+                (None, _) | (_, Some(Kind::Null)) => b.append_null(),
+                (Some(v), _) if i == ADDITIONAL_DETAILS => {
+                    // The value's JSON text, compact.
+                    let text = v.get();
+                    if text.bytes().any(|c| c.is_ascii_whitespace()) {
+                        let compact = serde_json::from_str::<serde_json::Value>(text)
+                            .map(|x| x.to_string())
+                            .unwrap_or_else(|_| text.to_string());
+                        b.append_value(compact);
+                    } else {
+                        b.append_value(text);
+                    }
+                }
+                (Some(v), Some(Kind::String)) => match record::string_of(v) {
+                    Some(s) => b.append_value(s),
+                    None => b.append_null(),
+                },
+                (Some(v), _) => {
                     b.append_null();
-                    extra.insert((*name).into(), other.clone());
+                    add_extra(extra, name, v.get());
                 }
             }
         }
-        for (k, v) in obj {
-            if !FIELDS.contains(&k.as_str()) {
-                extra.insert(k.clone(), v.clone());
-            }
+        for (k, v) in &r.extra {
+            add_extra(extra, k, v.get());
         }
-        self.record_id.append_value(id_hex(rec.id));
+        let mut hex = [0u8; 32];
+        let _ = hex::encode_to_slice(rec.id, &mut hex);
+        self.record_id.append_value(std::str::from_utf8(&hex).unwrap_or_default());
         if extra.is_empty() {
             self.extra.append_null();
         } else {
-            self.extra.append_value(Value::Object(extra).to_string());
+            extra.push(b'}');
+            self.extra.append_value(std::str::from_utf8(extra).unwrap_or("{}"));
         }
         self.rows += 1;
         if self.rows >= self.batch_rows {

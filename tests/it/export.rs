@@ -159,9 +159,9 @@ async fn state_holds_no_per_record_keys_and_rereads_find_every_record() {
 fn odd_values_round_trip_through_both_sinks() {
     use aos_audit_export::sink::{Compression, Format};
     use aos_audit_export::sink::{OutRecord, SinkOptions, WindowWriter};
-    use aos_audit_export::{dedup::Deduper, model::parse_action_time};
+    use aos_audit_export::{dedup::Deduper, model::record::Record};
     use serde_json::json;
-    let records = vec![
+    let records = [
         json!({"actionName": 42, "actionTime": "2024-03-01T10:00:00Z", "status": true}),
         json!({"actionTime": "2024-03-01T10:00:00.1234567Z", "additionalDetails": "plain text, not JSON"}),
         json!({"actionTime": "2024-03-01T11:00:00Z", "additionalDetails": {"nested": {"a": [1, 2, null]}}, "comment": "quote \" newline \n tab \t ü"}),
@@ -170,6 +170,17 @@ fn odd_values_round_trip_through_both_sinks() {
         json!({"actionName": "no time at all", "brandNewField": {"k": "v"}}),
         json!({}),
     ];
+    // As a page body can spell them: pretty-printed, escaped, with a repeated key.
+    let texts: Vec<String> = records
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap())
+        .chain([
+            "{\n  \"actionName\" : \"caf\\u00e9 \\/ x\",\r\n \"actionTime\": \"2024-03-01T12:00:00Z\" , \"extra\" : [ 1 , 2 ] }"
+                .to_string(),
+            r#"{"actionName":"first","actionName":"second","actionTime":"2024-03-01T13:00:00.5Z"}"#.to_string(),
+        ])
+        .collect();
+    let records: Vec<serde_json::Value> = texts.iter().map(|t| serde_json::from_str(t).unwrap()).collect();
     for (format, compression) in [(Format::Parquet, Compression::Zstd(3)), (Format::Ndjson, Compression::Gzip)] {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
@@ -182,11 +193,12 @@ fn odd_values_round_trip_through_both_sinks() {
         };
         let mut w = WindowWriter::new(opts, "t".into(), chrono::Utc::now(), Box::new(move |rel: &str| root.join(rel)));
         let mut dedup = Deduper::new([], false);
-        for r in &records {
-            let time = r.get("actionTime").and_then(|v| v.as_str()).and_then(parse_action_time);
-            let (id, new) = dedup.admit(r, time.is_some());
+        for text in &texts {
+            let rec = Record::parse(text).unwrap();
+            let time = rec.time;
+            let (id, new) = dedup.admit(&rec, time.is_some());
             assert!(new);
-            w.write(OutRecord { value: r, id: &id, time }).unwrap();
+            w.write(OutRecord { rec: &rec, id: &id, time }).unwrap();
         }
         let files = w.finish().unwrap();
         assert!(

@@ -7,6 +7,8 @@
 //! `{prefix}-pNNN.{ext}` (or that name behind the `.tmp-` staging mark): a bare prefix match
 //! would let `…-g1` claim `…-g10-…`.
 
+pub mod record;
+
 use chrono::{DateTime, Utc};
 use sha2::Digest;
 
