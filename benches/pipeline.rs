@@ -10,8 +10,8 @@ use std::time::Instant;
 use aos_audit_export::api::{Page, page};
 use aos_audit_export::dedup::Deduper;
 use aos_audit_export::model::record::Record;
+use aos_audit_export::sink::{BufferBudget, OutRecord, SinkOptions, WindowWriter};
 use aos_audit_export::sink::{Compression, Format};
-use aos_audit_export::sink::{OutRecord, SinkOptions, WindowWriter};
 use aos_emulator::DataSpec;
 use chrono::{Duration, TimeZone, Utc};
 
@@ -45,6 +45,7 @@ fn run_case(case: &str) {
             row_group_rows: std::env::var("BENCH_ROW_GROUP").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000),
             file_max_rows: 1_000_000,
             file_max_bytes: 1 << 40,
+            buffer: BufferBudget::new(64 << 20),
         }),
         "ndjson" => Some(SinkOptions {
             format: Format::Ndjson,
@@ -52,6 +53,7 @@ fn run_case(case: &str) {
             row_group_rows: 100_000,
             file_max_rows: 1_000_000,
             file_max_bytes: 1 << 40,
+            buffer: BufferBudget::new(64 << 20),
         }),
         _ => None,
     };

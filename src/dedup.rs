@@ -125,23 +125,60 @@ fn identity(record: &Record<'_>, out: &mut Vec<u8>) {
     }
 }
 
+/// A 128-bit key that is already a uniform hash (a prefix of SHA-256): byte-aligned, so a
+/// map entry is 20 bytes rather than a `u128`'s padded 32, and hashed by taking its first
+/// 8 bytes rather than running SipHash over it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Key([u8; 16]);
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(first));
+    }
+}
+
+/// The hasher for [`Key`]s: the key's own first 8 bytes are the hash.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used by `Key`; anything else still hashes deterministically.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type KeyMap = HashMap<Key, u32, std::hash::BuildHasherDefault<KeyHasher>>;
+
+fn key_of(bytes: &[u8]) -> Key {
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&bytes[..16]);
+    Key(k)
+}
+
 /// Counts occurrences of each content key within one read.
 #[derive(Default)]
-struct Occurrences(HashMap<u128, u32>);
+struct Occurrences(KeyMap);
 
 impl Occurrences {
     /// How many records with this content were numbered so far.
     fn count(&self, content: [u8; 32]) -> u32 {
-        let mut key = [0u8; 16];
-        key.copy_from_slice(&content[..16]);
-        self.0.get(&u128::from_le_bytes(key)).copied().unwrap_or(0)
+        self.0.get(&key_of(&content)).copied().unwrap_or(0)
     }
 
     /// The id of the next record with this content: hash(content, occurrence number).
     fn next_id(&mut self, content: [u8; 32]) -> RecordId {
-        let mut key = [0u8; 16];
-        key.copy_from_slice(&content[..16]);
-        let n = self.0.entry(u128::from_le_bytes(key)).or_insert(0);
+        let n = self.0.entry(key_of(&content)).or_insert(0);
         let occurrence = *n;
         *n += 1;
         id_of(content, occurrence)
@@ -169,7 +206,7 @@ fn id_of(content: [u8; 32], occurrence: u32) -> RecordId {
 /// them, the committed ids are counted as a multiset: the n-th copy a read returns is new only
 /// if the lake holds fewer than n copies of that content.
 pub struct Deduper {
-    known: HashMap<RecordId, u32>,
+    known: KeyMap,
     occurrences: Occurrences,
     /// Present when some committed file of the range carries scheme-1 ids.
     legacy: Option<Occurrences>,
@@ -180,9 +217,9 @@ impl Deduper {
     /// `known`: ids already committed for the window's time range; `legacy`: whether any of
     /// them were written under id scheme 1.
     pub fn new(known: impl IntoIterator<Item = RecordId>, legacy: bool) -> Self {
-        let mut counts: HashMap<RecordId, u32> = HashMap::new();
+        let mut counts = KeyMap::default();
         for id in known {
-            *counts.entry(id).or_insert(0) += 1;
+            *counts.entry(Key(id)).or_insert(0) += 1;
         }
         Deduper {
             known: counts,
@@ -202,12 +239,12 @@ impl Deduper {
         let mut new = if placed {
             // Twins share their instant, so one window holds them all and numbers them the
             // same way in every read: an id can repeat only if it was committed before.
-            !self.known.contains_key(&id)
+            !self.known.contains_key(&Key(id))
         } else {
             // The n-th copy (0-based) is new if the lake holds at most n of this content.
             let seen = self.occurrences.count(content).saturating_sub(1);
             let held: u32 = (0..)
-                .map(|n| self.known.get(&id_of(content, n)).copied().unwrap_or(0))
+                .map(|n| self.known.get(&Key(id_of(content, n))).copied().unwrap_or(0))
                 .take_while(|c| *c > 0)
                 .sum();
             seen >= held
@@ -216,7 +253,7 @@ impl Deduper {
             self.buf.clear();
             canonical_json(&record.to_value(), &mut self.buf);
             let old = legacy.next_id(Sha256::digest(&self.buf).into());
-            new = new && !self.known.contains_key(&old);
+            new = new && !self.known.contains_key(&Key(old));
         }
         (id, new)
     }

@@ -169,6 +169,9 @@ pub struct ExportSection {
     pub file_max_rows: usize,
     /// ... or once it holds about this many bytes (e.g. 256MiB).
     pub file_max_bytes: String,
+    /// Memory for Parquet row groups being built, shared by every open file; when it is
+    /// used up, row groups are ended early (smaller, same data).
+    pub buffer_memory: String,
     /// Windows fetched at once (backfill and catch-up runs); requests in flight are further
     /// bounded by `api.max_concurrency` or the adaptive limit.
     pub concurrency: usize,
@@ -190,6 +193,7 @@ impl Default for ExportSection {
             row_group_rows: 50_000,
             file_max_rows: 1_000_000,
             file_max_bytes: "512MiB".into(),
+            buffer_memory: "64MiB".into(),
             concurrency: 8,
             run_deadline: None,
         }

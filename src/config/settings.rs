@@ -15,7 +15,7 @@ use super::secret::Secret;
 use super::{ConfigError, invalid};
 use crate::model::{MAX_WINDOW, StreamSpec};
 use crate::retry::RetryPolicy;
-use crate::sink::{Compression, Format, SinkOptions};
+use crate::sink::{BufferBudget, Compression, Format, SinkOptions};
 
 /// How the app proves its identity.
 #[derive(Debug, Clone)]
@@ -426,6 +426,7 @@ fn export_settings(e: &ExportSection, now: DateTime<Utc>) -> Result<ExportSettin
             row_group_rows: e.row_group_rows,
             file_max_rows: e.file_max_rows,
             file_max_bytes: parse_size("export.file_max_bytes", &e.file_max_bytes)?,
+            buffer: BufferBudget::new(usize::try_from(parse_size("export.buffer_memory", &e.buffer_memory)?).unwrap_or(usize::MAX)),
         },
         output,
         concurrency: e.concurrency,

@@ -12,7 +12,7 @@ pub mod ndjson;
 pub mod parquet;
 pub mod readback;
 
-pub use format::{Compression, Format, SinkOptions};
+pub use format::{BufferBudget, Compression, Format, SinkOptions};
 
 use std::collections::BTreeMap;
 use std::io::Write;

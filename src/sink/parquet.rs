@@ -17,16 +17,19 @@ use chrono::{DateTime, Utc};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as PqCompression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use super::Compression;
-use super::{FileOut, OutRecord, SinkError, SinkOptions};
+use super::{BufferBudget, FileOut, OutRecord, SinkError, SinkOptions};
 use crate::model::record::{self, Kind};
 
 /// The documented record fields, in output column order.
 pub const FIELDS: [&str; 20] = crate::model::DOCUMENTED_FIELDS;
 const ACTION_TIME: usize = record::ACTION_TIME;
 const ADDITIONAL_DETAILS: usize = 19;
-const BATCH_ROWS: usize = 8192;
+/// Rows held in the Arrow builders before they are encoded: small, because every open file
+/// (up to 8 per window in flight) holds one batch of raw strings.
+const BATCH_ROWS: usize = 1024;
 /// Appends `"key":value` to the `_extra` object being built (`value` is JSON text).
 fn add_extra(out: &mut Vec<u8>, key: &str, value: &str) {
     out.push(if out.is_empty() { b'{' } else { b',' });
@@ -63,7 +66,11 @@ pub fn schema() -> SchemaRef {
 
 /// One Parquet file being written: rows are buffered in Arrow builders and written in batches.
 pub struct ParquetFile {
-    writer: ArrowWriter<FileOut>,
+    /// `None` once closed.
+    writer: Option<ArrowWriter<FileOut>>,
+    /// The shared row-group memory, and this file's share of it as last reported.
+    budget: BufferBudget,
+    reported: usize,
     schema: SchemaRef,
     strings: Vec<StringBuilder>,
     action_time: TimestampMicrosecondBuilder,
@@ -95,15 +102,20 @@ impl ParquetFile {
         let props = WriterProperties::builder()
             .set_compression(compression)
             .set_max_row_group_row_count(Some(opts.row_group_rows))
-            // A window spans up to 8 partitions, each with a row group in memory: cap each.
+            // A window spans up to 8 partitions, each with a row group in memory: cap each
+            // (and all of them together: `export.buffer_memory`).
             .set_max_row_group_bytes(Some(ROW_GROUP_MAX_BYTES))
+            // Record ids are unique by construction: a dictionary would only cost memory.
+            .set_column_dictionary_enabled(ColumnPath::from("_record_id"), false)
             .set_created_by(format!("aos-audit-export {}", env!("CARGO_PKG_VERSION")))
             .build();
         let schema = schema();
         let writer = ArrowWriter::try_new(out, schema.clone(), Some(props)).map_err(pq_err(path))?;
         let batch_rows = opts.row_group_rows.clamp(1, BATCH_ROWS);
         Ok(ParquetFile {
-            writer,
+            writer: Some(writer),
+            budget: opts.buffer.clone(),
+            reported: 0,
             schema,
             strings: (0..FIELDS.len()).map(|_| StringBuilder::new()).collect(),
             action_time: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
@@ -210,19 +222,45 @@ impl ParquetFile {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        self.writer.write(&batch).map_err(pq_err(path))?;
+        let Some(writer) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        writer.write(&batch).map_err(pq_err(path))?;
         self.rows = 0;
+        let now = writer.memory_size();
+        if self.budget.update(self.reported, now) && writer.in_progress_rows() > 0 {
+            // Over the shared budget: end this row group now.
+            writer.flush().map_err(pq_err(path))?;
+            let after = writer.memory_size();
+            self.budget.update(now, after);
+            self.reported = after;
+        } else {
+            self.reported = now;
+        }
         Ok(())
     }
 
     /// Bytes written plus the encoded size of the row group being built.
     pub fn approx_bytes(&self) -> u64 {
-        (self.writer.bytes_written() + self.writer.in_progress_size()) as u64
+        self.writer
+            .as_ref()
+            .map_or(0, |w| (w.bytes_written() + w.in_progress_size()) as u64)
     }
 
     /// Writes the footer (without it the file is not valid Parquet) and returns the file.
     pub fn close(mut self, path: &Path) -> Result<FileOut, SinkError> {
         self.flush_batch(path)?;
-        self.writer.into_inner().map_err(pq_err(path))
+        let writer = self.writer.take().ok_or_else(|| SinkError::Parquet {
+            path: path.to_path_buf(),
+            message: "file already closed".into(),
+        })?;
+        writer.into_inner().map_err(pq_err(path))
+    }
+}
+
+impl Drop for ParquetFile {
+    fn drop(&mut self) {
+        // Closed or abandoned, the file's row group no longer holds memory.
+        self.budget.update(self.reported, 0);
     }
 }

@@ -157,8 +157,8 @@ async fn state_holds_no_per_record_keys_and_rereads_find_every_record() {
 /// columns + `_extra`, or the NDJSON line) equals what the API sent.
 #[test]
 fn odd_values_round_trip_through_both_sinks() {
+    use aos_audit_export::sink::{BufferBudget, OutRecord, SinkOptions, WindowWriter};
     use aos_audit_export::sink::{Compression, Format};
-    use aos_audit_export::sink::{OutRecord, SinkOptions, WindowWriter};
     use aos_audit_export::{dedup::Deduper, model::record::Record};
     use serde_json::json;
     let records = [
@@ -190,6 +190,7 @@ fn odd_values_round_trip_through_both_sinks() {
             row_group_rows: 2,
             file_max_rows: 100,
             file_max_bytes: 1 << 30,
+            buffer: BufferBudget::new(64 << 20),
         };
         let mut w = WindowWriter::new(opts, "t".into(), chrono::Utc::now(), Box::new(move |rel: &str| root.join(rel)));
         let mut dedup = Deduper::new([], false);
@@ -208,4 +209,82 @@ fn odd_values_round_trip_through_both_sinks() {
         let rows = read_all(dir.path());
         assert_same_multiset(&rows, &records);
     }
+}
+
+/// `export.buffer_memory` bounds the row groups in progress across every open file: with a
+/// small budget, seven partitions written at once stay near it (row groups end early), and
+/// every record is still there; with a large one the same writes buffer far more.
+#[test]
+fn row_group_memory_is_shared_and_bounded() {
+    use aos_audit_export::dedup::Deduper;
+    use aos_audit_export::model::record::Record;
+    use aos_audit_export::sink::{BufferBudget, Compression, Format, OutRecord, SinkOptions, WindowWriter};
+    let mut spec = aos_emulator::DataSpec {
+        seed: 5,
+        start: day0(),
+        days: 7,
+        records_per_day: 1500,
+        max_delay: chrono::Duration::zero(),
+    };
+    spec.days = 7;
+    let mut texts = Vec::new();
+    for d in 0..7 {
+        texts.extend(aos_emulator::data::generate_day(&spec, d).into_iter().map(|r| r.json.to_string()));
+    }
+    // Interleave the days, as a window's pages may.
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|i| (i % 1500, i / 1500));
+    let run = |limit: usize| {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let budget = BufferBudget::new(limit);
+        let opts = SinkOptions {
+            format: Format::Parquet,
+            compression: Compression::Zstd(3),
+            row_group_rows: 1_000_000,
+            file_max_rows: 1_000_000,
+            file_max_bytes: 1 << 40,
+            buffer: budget.clone(),
+        };
+        let mut w = WindowWriter::new(opts, "t".into(), chrono::Utc::now(), Box::new(move |rel: &str| root.join(rel)));
+        let mut dedup = Deduper::new([], false);
+        for i in &order {
+            let rec = Record::parse(&texts[*i]).unwrap();
+            let (id, new) = dedup.admit(&rec, true);
+            assert!(new || rec.time.is_some());
+            if new {
+                w.write(OutRecord {
+                    rec: &rec,
+                    id: &id,
+                    time: rec.time,
+                })
+                .unwrap();
+            }
+        }
+        let files = w.finish().unwrap();
+        let peak = budget.high_water();
+        assert_eq!(budget.used(), 0, "closed files give their memory back");
+        let rows = read_all(dir.path());
+        let truth: Vec<serde_json::Value> = texts.iter().map(|t| serde_json::from_str(t).unwrap()).collect();
+        assert_same_multiset(&rows, &truth);
+        let groups: usize = files
+            .iter()
+            .map(|f| {
+                let file = std::fs::File::open(&f.temp_path).unwrap();
+                parquet::file::reader::SerializedFileReader::new(file)
+                    .map(|r| parquet::file::reader::FileReader::metadata(&r).num_row_groups())
+                    .unwrap()
+            })
+            .sum();
+        (peak, groups, files.len())
+    };
+    let (big_peak, big_groups, n) = run(1 << 30);
+    assert_eq!((big_groups, n), (7, 7), "unbounded: one row group per day file");
+    let limit = 1 << 20;
+    let (peak, groups, _) = run(limit);
+    assert!(groups > 7, "row groups ended early under the budget ({groups})");
+    // Over the limit by at most one encoded batch per open file (each holds one before it
+    // can flush).
+    assert!(peak < 2 * limit, "peak {peak} with a {limit} budget");
+    assert!(big_peak > 2 * peak, "the budget made a difference: {big_peak} vs {peak}");
 }
