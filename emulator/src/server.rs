@@ -14,7 +14,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, Utc};
 use rand::Rng;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::State;
 use crate::data::{GEOS, PRODUCTS};
@@ -290,45 +290,27 @@ async fn audit(AxState(st): AxState<Arc<State>>, headers: HeaderMap, RawQuery(q)
         Ok(g) => g,
         Err(e) => return api_error(StatusCode::BAD_REQUEST, &e),
     };
-    // The skip token pins the offset and the visibility snapshot of the first page, so late
-    // records do not shift offsets while a client pages through one query.
-    let (offset, snapshot) = match one("skipToken") {
-        None => (0usize, now),
+    // The skip token pins the offset and the visibility snapshot (whole milliseconds) of the
+    // first page, so late records do not shift offsets while a client pages through one query.
+    // It also carries where the next page's first match is, so a page costs the same deep in a
+    // query as at its start; a token without one (or with one outside the query) is served by
+    // skipping `offset` matches from the start.
+    let (offset, snapshot, resume) = match one("skipToken") {
+        None => (0usize, DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now), None),
         Some(tok) => match decode_skip(&tok) {
             Some(x) => x,
             None => return api_error(StatusCode::BAD_REQUEST, "The skipToken is invalid."),
         },
     };
-
-    let day0 = crate::data::midnight(st.cfg.data.start);
-    let first_day = ((start - day0).num_days()).max(0) as usize;
-    let last_day = ((end - day0).num_days()).max(-1);
-    let mut matched: Vec<&Value> = Vec::new();
-    if last_day >= 0 {
-        for day in st.days.iter().take(last_day as usize + 1).skip(first_day) {
-            for r in day {
-                let in_range = r.time >= start && (r.time < end || (st.cfg.inclusive_end && r.time == end));
-                if !in_range || r.visible_at > snapshot {
-                    continue;
-                }
-                if !products.is_empty() && !products.iter().any(|p| p == r.product_type) {
-                    continue;
-                }
-                if !geos.is_empty() && !geos.iter().any(|g| Some(g.as_str()) == r.json["geoLocation"].as_str()) {
-                    continue;
-                }
-                matched.push(&r.json);
-            }
-        }
-    }
-    for (served_at, json) in &st.cfg.extra_records {
-        if *served_at >= start && *served_at < end {
-            matched.push(json);
-        }
-    }
-    let page: Vec<&Value> = matched.iter().skip(offset).take(st.cfg.page_size).copied().collect();
-    let next = offset + page.len();
-    let next_link = if next < matched.len() {
+    let query = Query {
+        start,
+        end,
+        snapshot,
+        products: mask(&products, PRODUCTS.iter().map(|p| p.0)),
+        geos: mask(&geos, GEOS.iter().copied()),
+    };
+    let (items, next_at) = find_page(&st, &query, resume, offset, st.cfg.page_size);
+    let next_link = next_at.map(|at| {
         let base = st.cfg.next_link_base.clone().unwrap_or_else(|| st.base_url.clone());
         let mut ser = form_urlencoded::Serializer::new(String::new());
         for (k, vs) in &params {
@@ -338,12 +320,10 @@ async fn audit(AxState(st): AxState<Arc<State>>, headers: HeaderMap, RawQuery(q)
                 }
             }
         }
-        ser.append_pair("skipToken", &encode_skip(next, snapshot));
-        Value::String(format!("{base}/aos/audit?{}", ser.finish()))
-    } else {
-        Value::Null
-    };
-    let body = serde_json::to_vec(&json!({"nextLink": next_link, "data": page})).expect("serializable");
+        ser.append_pair("skipToken", &encode_skip(offset + items.len(), snapshot, at));
+        format!("{base}/aos/audit?{}", ser.finish())
+    });
+    let body = page_body(&st, next_link.as_deref(), &items);
     match fault {
         Some(Fault::Malformed) => {
             st.counters.faults_injected.fetch_add(1, Ordering::Relaxed);
@@ -379,12 +359,134 @@ async fn audit(AxState(st): AxState<Arc<State>>, headers: HeaderMap, RawQuery(q)
     }
 }
 
-fn encode_skip(offset: usize, snapshot: DateTime<Utc>) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{offset}:{}", snapshot.timestamp_millis()))
+/// What a query asks for. Masks have bit `i` set for `PRODUCTS[i]` / `GEOS[i]`; 0 = no filter.
+pub(crate) struct Query {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub snapshot: DateTime<Utc>,
+    pub products: u32,
+    pub geos: u32,
 }
 
-fn decode_skip(tok: &str) -> Option<(usize, DateTime<Utc>)> {
+fn mask<'a>(names: &[String], all: impl Iterator<Item = &'a str>) -> u32 {
+    all.enumerate()
+        .filter(|(_, n)| names.iter().any(|x| x == n))
+        .fold(0, |m, (i, _)| m | 1 << i)
+}
+
+/// A record of a page: a generated one (day, [`crate::data::Meta::base`]) or `extra_records[i]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Item {
+    Generated { day: u32, base: u32 },
+    Extra(usize),
+}
+
+/// `t - day_start` in nanoseconds, saturated.
+fn rel_ns(t: DateTime<Utc>, day_start: DateTime<Utc>) -> i64 {
+    (t - day_start)
+        .num_nanoseconds()
+        .unwrap_or(if t < day_start { i64::MIN } else { i64::MAX })
+}
+
+/// The page of a query: its matches are the generated records of the days it touches, day by day
+/// in serving order, then the matching `extra_records`. Each has a position `at`: record `p` of
+/// day `d` is at `d × records_per_day + p`, `extra_records[k]` at `days × records_per_day + k`.
+/// The page is the first `page_size` matches from position `resume` (a match), or if `resume` is
+/// none or outside the query, after skipping `offset` matches. Returns the page and the position
+/// of the next match, if any. Only metadata is read: no JSON is built.
+pub(crate) fn find_page(st: &State, q: &Query, resume: Option<u64>, offset: usize, page_size: usize) -> (Vec<Item>, Option<u64>) {
+    let spec = &st.cfg.data;
+    let per_day = u64::from(spec.records_per_day);
+    let generated = spec.record_count();
+    let extras = &st.cfg.extra_records;
+    let day0 = crate::data::midnight(spec.start);
+    let day_of = |t: DateTime<Utc>| (t - day0).num_seconds().div_euclid(86_400);
+    let first_day = day_of(q.start).clamp(0, i64::from(spec.days)) as u64;
+    let end_day = (day_of(q.end) + 1).clamp(0, i64::from(spec.days)) as u64;
+    let (query_start, query_end) = (first_day * per_day, generated + extras.len() as u64);
+    let (mut at, mut skip) = match resume {
+        Some(at) if (query_start..=query_end).contains(&at) => (at, 0),
+        _ => (query_start, offset),
+    };
+    let mut items = Vec::with_capacity(page_size.min(16_384));
+    while per_day > 0 && at < end_day * per_day {
+        let day = (at / per_day) as u32;
+        let from = (at % per_day) as usize;
+        let meta = st.day_meta(day);
+        let day_start = crate::data::day_start(spec, day);
+        let (lo, hi, snap) = (rel_ns(q.start, day_start), rel_ns(q.end, day_start), rel_ns(q.snapshot, day_start));
+        let inclusive = st.cfg.inclusive_end;
+        for (p, m) in meta.iter().enumerate().skip(from) {
+            let t = m.time_ns();
+            if t < lo || t > hi || (t == hi && !inclusive) || m.visible_ns() > snap {
+                continue;
+            }
+            if (q.products != 0 && q.products & 1 << m.product() == 0) || (q.geos != 0 && q.geos & 1 << m.geo() == 0) {
+                continue;
+            }
+            if skip > 0 {
+                skip -= 1;
+            } else if items.len() == page_size {
+                return (items, Some(u64::from(day) * per_day + p as u64));
+            } else {
+                items.push(Item::Generated { day, base: m.base() });
+            }
+        }
+        at = (u64::from(day) + 1) * per_day;
+    }
+    for (k, (served_at, _)) in extras.iter().enumerate().skip(at.saturating_sub(generated) as usize) {
+        if *served_at < q.start || *served_at >= q.end {
+            continue;
+        }
+        if skip > 0 {
+            skip -= 1;
+        } else if items.len() == page_size {
+            return (items, Some(generated + k as u64));
+        } else {
+            items.push(Item::Extra(k));
+        }
+    }
+    (items, None)
+}
+
+/// `{"nextLink":…,"data":[…]}`, written straight to bytes (what `serde_json` writes for the value).
+pub(crate) fn page_body(st: &State, next_link: Option<&str>, items: &[Item]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(64 + items.len() * 1024);
+    body.extend_from_slice(b"{\"nextLink\":");
+    match next_link {
+        Some(link) => serde_json::to_writer(&mut body, link).expect("writing to a Vec does not fail"),
+        None => body.extend_from_slice(b"null"),
+    }
+    body.extend_from_slice(b",\"data\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        match *item {
+            Item::Generated { day, base } => crate::data::write_base_record(&st.cfg.data, day, base, &mut body),
+            Item::Extra(k) => serde_json::to_writer(&mut body, &st.cfg.extra_records[k].1).expect("writing to a Vec does not fail"),
+        }
+    }
+    body.extend_from_slice(b"]}");
+    body
+}
+
+fn encode_skip(offset: usize, snapshot: DateTime<Utc>, at: u64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{offset}:{}:{at}", snapshot.timestamp_millis()))
+}
+
+/// `offset:snapshot_ms[:position]`.
+fn decode_skip(tok: &str) -> Option<(usize, DateTime<Utc>, Option<u64>)> {
     let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(tok).ok()?).ok()?;
-    let (o, s) = raw.split_once(':')?;
-    Some((o.parse().ok()?, DateTime::from_timestamp_millis(s.parse().ok()?)?))
+    let mut parts = raw.split(':');
+    let offset = parts.next()?.parse().ok()?;
+    let snapshot = DateTime::from_timestamp_millis(parts.next()?.parse().ok()?)?;
+    let at = match parts.next() {
+        Some(a) => Some(a.parse().ok()?),
+        None => None,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((offset, snapshot, at))
 }
