@@ -279,21 +279,67 @@ fn is_twin(seed: u64, key: u64, i: u32) -> bool {
     i > 0 && RecordRng::new(seed, key, i).random_bool(0.02)
 }
 
+/// Writes the JSON of one day's records; holds what they share (built once per day or page).
+#[derive(Clone, Debug)]
+pub struct DayWriter {
+    seed: u64,
+    key: u64,
+    max_ms: u32,
+    start: DateTime<Utc>,
+    /// `"YYYY-MM-DDT` (opening quote included); none outside years 0..=9999.
+    date: Option<[u8; 12]>,
+}
+
+impl DayWriter {
+    pub fn new(spec: &DataSpec, day: u32) -> Self {
+        let (start, key) = day_key(spec, day);
+        let d = start.date_naive();
+        let date = (0..=9999).contains(&d.year()).then(|| {
+            let mut b = Vec::with_capacity(12);
+            b.push(b'"');
+            put_digits(&mut b, d.year() as u32, 4);
+            b.push(b'-');
+            put_digits(&mut b, d.month(), 2);
+            b.push(b'-');
+            put_digits(&mut b, d.day(), 2);
+            b.push(b'T');
+            <[u8; 12]>::try_from(b).expect("12 bytes")
+        });
+        DayWriter {
+            seed: spec.seed,
+            key,
+            max_ms: max_delay_ms(spec),
+            start,
+            date,
+        }
+    }
+
+    /// Appends the JSON of record `i` (generation index) to `out`. A twin is written as the first
+    /// non-twin before it.
+    pub fn write(&self, i: u32, out: &mut Vec<u8>) {
+        let mut base = i;
+        while is_twin(self.seed, self.key, base) {
+            base -= 1;
+        }
+        self.write_base(base, out);
+    }
+
+    /// Appends the JSON of the non-twin record `base` ([`Meta::base`]) to `out`.
+    #[inline]
+    pub fn write_base(&self, base: u32, out: &mut Vec<u8>) {
+        write_json(&mut RecordRng::new(self.seed, self.key, base), self, base, out);
+    }
+}
+
 /// Appends the JSON of record `i` (generation index) of day `day` to `out`. A twin is written as
 /// the first non-twin before it.
 pub fn write_record(spec: &DataSpec, day: u32, i: u32, out: &mut Vec<u8>) {
-    let (_, key) = day_key(spec, day);
-    let mut base = i;
-    while is_twin(spec.seed, key, base) {
-        base -= 1;
-    }
-    write_base_record(spec, day, base, out);
+    DayWriter::new(spec, day).write(i, out);
 }
 
 /// Appends the JSON of the non-twin record `base` ([`Meta::base`]) of day `day` to `out`.
 pub fn write_base_record(spec: &DataSpec, day: u32, base: u32, out: &mut Vec<u8>) {
-    let (start, key) = day_key(spec, day);
-    write_json(&mut RecordRng::new(spec.seed, key, base), start, max_delay_ms(spec), base, out);
+    DayWriter::new(spec, day).write_base(base, out);
 }
 
 /// The record `meta` of day `day` (for tests and callers that want values).
@@ -311,23 +357,33 @@ pub fn stored_record(spec: &DataSpec, day: u32, meta: &Meta) -> StoredRecord {
 
 /// Generates one day's records in the order the day is served (shuffled, not sorted).
 pub fn generate_day(spec: &DataSpec, day: u32) -> Vec<StoredRecord> {
-    day_meta(spec, day).iter().map(|m| stored_record(spec, day, m)).collect()
+    let (start, w) = (day_start(spec, day), DayWriter::new(spec, day));
+    let mut buf = Vec::with_capacity(1024);
+    day_meta(spec, day)
+        .iter()
+        .map(|m| {
+            buf.clear();
+            w.write_base(m.base, &mut buf);
+            StoredRecord {
+                time: start + Duration::nanoseconds(m.time_ns()),
+                visible_at: start + Duration::nanoseconds(m.visible_ns()),
+                product_type: PRODUCTS[m.product()].0,
+                json: serde_json::from_slice(&buf).expect("generated records are valid JSON"),
+            }
+        })
+        .collect()
 }
 
 fn pick<'a>(rng: &mut RecordRng, xs: &'a [&'a str]) -> &'a str {
     xs[rng.random_range(0..xs.len())]
 }
 
-/// Appends `s` as a JSON string (serde_json's escaping, so the bytes are what `serde_json` writes).
+/// Appends `s` as a JSON string: `s` needs no escaping (all of the tables' strings; a test checks).
 #[inline]
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    } else {
-        serde_json::to_writer(&mut *out, s).expect("writing to a Vec does not fail");
-    }
+fn put_plain(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
 }
 
 #[inline]
@@ -348,34 +404,34 @@ fn put_digits(out: &mut Vec<u8>, n: u32, width: u32) {
 /// in a string); these are the JSON string's pieces around `n`.
 const PARAMS_PREFIX: &str = r#""{\"id\":"#;
 const PARAMS_SUFFIX: &str = r#",\"note\":\"line one\\nline \\\"two\\\"\"}""#;
-const COMMENT: &str = "Approved by \"Müller\", ticket #42\nsecond line — ✓ 完了";
-const TENANT_REGION: &str = "EU-West \"β\"";
+/// `Approved by "Müller", ticket #42⏎second line — ✓ 完了` as a JSON string.
+const COMMENT_JSON: &str = r#""Approved by \"Müller\", ticket #42\nsecond line — ✓ 完了""#;
+/// `EU-West "β"` as a JSON string.
+const TENANT_REGION_JSON: &str = r#""EU-West \"β\"""#;
 
 /// Writes `"YYYY-MM-DDTHH:MM:SS[.fffffff]Z"` (the service sends .NET's 7-digit fractions).
-fn put_action_time(out: &mut Vec<u8>, day_start: DateTime<Utc>, secs: u32, nanos: u32) {
-    let d = day_start.date_naive();
-    if !(0..=9999).contains(&d.year()) {
-        let t = day_start + Duration::seconds(i64::from(secs));
+fn put_action_time(out: &mut Vec<u8>, w: &DayWriter, secs: u32, nanos: u32) {
+    let Some(date) = &w.date else {
+        let t = w.start + Duration::seconds(i64::from(secs));
         let s = if nanos == 0 {
             t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
         } else {
             format!("{}.{:07}Z", t.format("%Y-%m-%dT%H:%M:%S"), nanos / 100)
         };
-        put_str(out, &s);
-        return;
-    }
-    out.push(b'"');
-    put_digits(out, d.year() as u32, 4);
-    out.push(b'-');
-    put_digits(out, d.month(), 2);
-    out.push(b'-');
-    put_digits(out, d.day(), 2);
-    out.push(b'T');
-    put_digits(out, secs / 3600, 2);
-    out.push(b':');
-    put_digits(out, secs / 60 % 60, 2);
-    out.push(b':');
-    put_digits(out, secs % 60, 2);
+        return put_plain(out, &s);
+    };
+    out.extend_from_slice(date);
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    out.extend_from_slice(&[
+        b'0' + (h / 10) as u8,
+        b'0' + (h % 10) as u8,
+        b':',
+        b'0' + (m / 10) as u8,
+        b'0' + (m % 10) as u8,
+        b':',
+        b'0' + (s / 10) as u8,
+        b'0' + (s % 10) as u8,
+    ]);
     if nanos != 0 {
         out.push(b'.');
         put_digits(out, nanos / 100, 7);
@@ -384,27 +440,28 @@ fn put_action_time(out: &mut Vec<u8>, day_start: DateTime<Utc>, secs: u32, nanos
 }
 
 /// Writes one record from its generator (positioned at its start).
-fn write_json(rng: &mut RecordRng, day_start: DateTime<Utc>, max_ms: u32, n: u32, out: &mut Vec<u8>) {
-    let h = draw_head(rng, max_ms);
+fn write_json(rng: &mut RecordRng, w: &DayWriter, n: u32, out: &mut Vec<u8>) {
+    out.reserve(1024);
+    let h = draw_head(rng, w.max_ms);
     let (ptype, pname) = PRODUCTS[h.product];
     let action = pick(rng, ACTIONS);
     let user = pick(rng, USERS);
     out.extend_from_slice(b"{\"actionName\":");
-    put_str(out, action);
+    put_plain(out, action);
     out.extend_from_slice(b",\"actionUser\":");
-    put_str(out, user);
+    put_plain(out, user);
     out.extend_from_slice(b",\"actionParameters\":");
     out.extend_from_slice(PARAMS_PREFIX.as_bytes());
     put_int(out, n);
     out.extend_from_slice(PARAMS_SUFFIX.as_bytes());
     out.extend_from_slice(b",\"actionTime\":");
-    put_action_time(out, day_start, h.secs, h.nanos);
+    put_action_time(out, w, h.secs, h.nanos);
     out.extend_from_slice(b",\"controllerName\":");
-    put_str(out, pick(rng, CONTROLLERS));
+    put_plain(out, pick(rng, CONTROLLERS));
     out.extend_from_slice(b",\"product\":");
-    put_str(out, pname);
+    put_plain(out, pname);
     out.extend_from_slice(b",\"geoLocation\":");
-    put_str(out, GEOS[h.geo]);
+    put_plain(out, GEOS[h.geo]);
     if rng.random_bool(0.5) {
         out.extend_from_slice(b",\"previousValue\":\"Quota: ");
         put_int(out, rng.random_range(1..100u32));
@@ -424,14 +481,14 @@ fn write_json(rng: &mut RecordRng, day_start: DateTime<Utc>, max_ms: u32, n: u32
     }
     if rng.random_bool(0.3) {
         out.extend_from_slice(b",\"comment\":");
-        put_str(out, COMMENT);
+        out.extend_from_slice(COMMENT_JSON.as_bytes());
     }
     out.extend_from_slice(b",\"objectType\":");
-    put_str(out, pick(rng, OBJECT_TYPES));
+    put_plain(out, pick(rng, OBJECT_TYPES));
     out.extend_from_slice(b",\"operationType\":");
-    put_str(out, action);
+    put_plain(out, action);
     out.extend_from_slice(b",\"module\":");
-    put_str(out, pick(rng, MODULES));
+    put_plain(out, pick(rng, MODULES));
     out.extend_from_slice(b",\"functionality\":\"");
     out.extend_from_slice(pick(rng, MODULES).as_bytes());
     out.push(b' ');
@@ -465,7 +522,7 @@ fn write_json(rng: &mut RecordRng, day_start: DateTime<Utc>, max_ms: u32, n: u32
         out.extend_from_slice(b",\"riskScore\":");
         put_int(out, rng.random_range(0..100u32));
         out.extend_from_slice(b",\"tenantRegion\":");
-        put_str(out, TENANT_REGION);
+        out.extend_from_slice(TENANT_REGION_JSON.as_bytes());
     }
     out.push(b'}');
 }
@@ -714,8 +771,87 @@ mod tests {
     }
 
     #[test]
+    fn constant_strings_are_json() {
+        for s in ACTIONS
+            .iter()
+            .chain(USERS)
+            .chain(CONTROLLERS)
+            .chain(OBJECT_TYPES)
+            .chain(MODULES)
+            .chain(GEOS)
+        {
+            assert_eq!(serde_json::to_string(s).unwrap(), format!("\"{s}\""), "{s} needs no escaping");
+        }
+        for (t, name) in PRODUCTS {
+            assert_eq!(serde_json::to_string(name).unwrap(), format!("\"{name}\""));
+            assert!(serde_json::to_string(t).unwrap() == format!("\"{t}\""));
+        }
+        let comment = "Approved by \"Müller\", ticket #42\nsecond line — ✓ 完了";
+        assert_eq!(serde_json::to_string(comment).unwrap(), COMMENT_JSON);
+        assert_eq!(serde_json::to_string("EU-West \"β\"").unwrap(), TENANT_REGION_JSON);
+        // Years the fast path does not write.
+        let mut s = spec(1, 50);
+        s.start = Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).unwrap();
+        for r in generate_day(&s, 0) {
+            let t = r.json["actionTime"].as_str().unwrap().to_string();
+            assert!(t.starts_with("+10000-01-01T"), "{t}");
+        }
+    }
+
+    #[test]
     fn action_parameters_pieces() {
         let raw = format!("{{\"id\":{},\"note\":\"line one\\nline \\\"two\\\"\"}}", 123);
         assert_eq!(serde_json::to_string(&raw).unwrap(), format!("{PARAMS_PREFIX}123{PARAMS_SUFFIX}"));
+    }
+}
+
+#[cfg(test)]
+mod figures {
+    use super::*;
+    use std::time::Instant;
+
+    /// `cargo test -p aos-emulator --release -- --ignored --nocapture generation_figures`
+    #[test]
+    #[ignore]
+    fn generation_figures() {
+        let spec = DataSpec {
+            seed: 42,
+            start: Utc.with_ymd_and_hms(2024, 3, 1, 0, 0, 0).unwrap(),
+            days: 600,
+            records_per_day: 85_000,
+            max_delay: Duration::hours(2),
+        };
+        let best = |f: &mut dyn FnMut()| {
+            (0..std::env::var("FIG_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(5))
+                .map(|_| {
+                    let t = Instant::now();
+                    f();
+                    t.elapsed().as_secs_f64()
+                })
+                .fold(f64::MAX, f64::min)
+        };
+        let mut meta = Vec::new();
+        let s = best(&mut || meta = day_meta(&spec, 7));
+        println!("day_meta: {:.2} ms/day, {:.0} ns/record", s * 1e3, s * 1e9 / 85_000.0);
+        let mut buf = Vec::with_capacity(1 << 20);
+        let s = best(&mut || {
+            buf.clear();
+            let w = DayWriter::new(&spec, 7);
+            for m in &meta[..1000] {
+                w.write_base(m.base(), &mut buf);
+            }
+        });
+        println!("write 1000 records: {:.0} µs, {} bytes", s * 1e6, buf.len());
+        let s = best(&mut || {
+            let mut x = 0u64;
+            for i in 0..1000u32 {
+                let mut r = RecordRng::new(1, 2, i);
+                for _ in 0..30 {
+                    x = x.wrapping_add(r.random_range(0..100u32) as u64);
+                }
+            }
+            std::hint::black_box(x);
+        });
+        println!("30 range draws × 1000: {:.0} µs", s * 1e6);
     }
 }

@@ -208,11 +208,11 @@ impl State {
     }
 
     /// The metadata of day `day` in serving order, from the cache or built (outside the lock).
-    pub fn day_meta(&self, day: u32) -> Arc<[data::Meta]> {
+    pub fn day_meta(&self, day: u32) -> Arc<Vec<data::Meta>> {
         if let Some(m) = self.meta.lock().expect("meta lock").get(day) {
             return m;
         }
-        let built: Arc<[data::Meta]> = data::day_meta(&self.cfg.data, day).into();
+        let built = Arc::new(data::day_meta(&self.cfg.data, day));
         self.counters.meta_days_built.fetch_add(1, Ordering::Relaxed);
         self.meta.lock().expect("meta lock").insert(day, built)
     }
@@ -229,13 +229,13 @@ impl State {
         let mut buf = Vec::with_capacity(1024);
         for day in first..=last {
             let day = day as u32;
-            let start = data::day_start(spec, day);
+            let (start, writer) = (data::day_start(spec, day), data::DayWriter::new(spec, day));
             for m in self.day_meta(day).iter() {
                 let time = start + Duration::nanoseconds(m.time_ns());
                 let visible = start + Duration::nanoseconds(m.visible_ns());
                 if time >= from && time < to && at.is_none_or(|at| visible <= at) {
                     buf.clear();
-                    data::write_base_record(spec, day, m.base(), &mut buf);
+                    writer.write_base(m.base(), &mut buf);
                     out.push(serde_json::from_slice(&buf).expect("generated records are valid JSON"));
                 }
             }
@@ -248,7 +248,7 @@ impl State {
 pub(crate) struct MetaCache {
     capacity: usize,
     tick: u64,
-    days: HashMap<u32, (Arc<[data::Meta]>, u64)>,
+    days: HashMap<u32, (Arc<Vec<data::Meta>>, u64)>,
 }
 
 impl MetaCache {
@@ -260,7 +260,7 @@ impl MetaCache {
         }
     }
 
-    fn get(&mut self, day: u32) -> Option<Arc<[data::Meta]>> {
+    fn get(&mut self, day: u32) -> Option<Arc<Vec<data::Meta>>> {
         self.tick += 1;
         let tick = self.tick;
         self.days.get_mut(&day).map(|(m, used)| {
@@ -271,7 +271,7 @@ impl MetaCache {
 
     /// Inserts `meta` (unless another request built the day meanwhile) and evicts the least
     /// recently used days beyond capacity.
-    fn insert(&mut self, day: u32, meta: Arc<[data::Meta]>) -> Arc<[data::Meta]> {
+    fn insert(&mut self, day: u32, meta: Arc<Vec<data::Meta>>) -> Arc<Vec<data::Meta>> {
         if let Some(m) = self.get(day) {
             return m;
         }

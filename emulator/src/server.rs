@@ -458,12 +458,19 @@ pub(crate) fn page_body(st: &State, next_link: Option<&str>, items: &[Item]) -> 
         None => body.extend_from_slice(b"null"),
     }
     body.extend_from_slice(b",\"data\":[");
+    let mut writer: Option<(u32, crate::data::DayWriter)> = None;
     for (i, item) in items.iter().enumerate() {
         if i > 0 {
             body.push(b',');
         }
         match *item {
-            Item::Generated { day, base } => crate::data::write_base_record(&st.cfg.data, day, base, &mut body),
+            Item::Generated { day, base } => {
+                let w = match &writer {
+                    Some((d, w)) if *d == day => w,
+                    _ => &writer.insert((day, crate::data::DayWriter::new(&st.cfg.data, day))).1,
+                };
+                w.write_base(base, &mut body);
+            }
             Item::Extra(k) => serde_json::to_writer(&mut body, &st.cfg.extra_records[k].1).expect("writing to a Vec does not fail"),
         }
     }
