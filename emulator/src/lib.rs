@@ -16,6 +16,7 @@
 
 pub mod assertion;
 pub mod data;
+mod page;
 mod server;
 #[cfg(test)]
 mod tests;

@@ -284,7 +284,7 @@ async fn paging_figures() {
     let emu = EmulatorHandle::start(cfg, "127.0.0.1:0".parse().unwrap()).await.unwrap();
     let st = emu.state.clone();
     let (from, to) = (day0() + Duration::days(300), day0() + Duration::days(307));
-    let q = crate::server::Query {
+    let q = crate::page::Query {
         start: from,
         end: to,
         snapshot: day0() + Duration::days(700),
@@ -301,10 +301,10 @@ async fn paging_figures() {
     let (mut find_s, mut body_s) = (0.0, 0.0);
     loop {
         let t = Instant::now();
-        let (items, next) = crate::server::find_page(&st, &q, at, offset, 1000);
+        let (items, next) = crate::page::find_page(&st, &q, at, offset, 1000);
         find_s += t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let body = crate::server::page_body(&st, Some("http://127.0.0.1:1/aos/audit?skipToken=x"), &items);
+        let body = crate::page::page_body(&st, Some("http://127.0.0.1:1/aos/audit?skipToken=x"), &items);
         body_s += t.elapsed().as_secs_f64();
         pages += 1;
         records += items.len();
