@@ -1,14 +1,25 @@
 //! Deterministic audit-record generator.
 //!
-//! Given a seed, every day's records depend only on `(seed, day)`, so the ground truth of any
-//! sub-range is the same whatever range was generated. Records look like the real API's: all 20
-//! documented fields (some absent), `additionalDetails` objects, non-ASCII text, embedded quotes
-//! and newlines, ~2% identical twins, a few unknown fields, and 7-digit fractional seconds.
+//! Given a seed, every record depends only on `(seed, day, index)`, so any record can be built
+//! alone, and the ground truth of any sub-range is the same whatever range was generated. Records
+//! look like the real API's: all 20 documented fields (some absent), `additionalDetails` objects,
+//! non-ASCII text, embedded quotes and newlines, ~2% identical twins, a few unknown fields, and
+//! 7-digit fractional seconds.
+//!
+//! Record `i` of a day (its *generation index*) draws from its own generator, seeded from
+//! `(seed, day, i)`. Its first draws are the cheap metadata the audit query filters on ([`Meta`]):
+//! whether it is a twin of record `i - 1`, its `actionTime`, its visibility delay, its product and
+//! its geo location; then come the other fields, written straight to JSON bytes
+//! ([`write_record`]). A twin has the JSON of the first non-twin before it and its own
+//! `visible_at`. A day is served in a shuffled order of its records ([`day_meta`]).
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use rand::{Rng, SeedableRng, seq::SliceRandom};
+use rand::{Rng, RngCore, SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
+
+mod json;
+pub use json::{DayWriter, write_base_record, write_record};
 
 /// Product types as the API's `productTypes` filter names them, with the display name records carry.
 pub const PRODUCTS: &[(&str, &str)] = &[
@@ -65,44 +76,83 @@ pub struct DataSpec {
     pub start: DateTime<Utc>,
     pub days: u32,
     pub records_per_day: u32,
-    /// Records become visible up to this long after their `actionTime` (0 = at once).
+    /// Records become visible up to this long after their `actionTime` (0 = at once). Drawn in
+    /// whole milliseconds, at most `u32::MAX` ms (~49 days).
     pub max_delay: Duration,
 }
 
-/// Generates one day's records in a shuffled (non-sorted) order.
-pub fn generate_day(spec: &DataSpec, day: u32) -> Vec<StoredRecord> {
-    let day_start = midnight(spec.start) + Duration::days(day as i64);
-    let day_key = day_start.timestamp() as u64;
-    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed ^ day_key.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut out: Vec<StoredRecord> = Vec::with_capacity(spec.records_per_day as usize);
-    while out.len() < spec.records_per_day as usize {
-        // ~2% legitimate identical twins: the same action twice in the same instant.
-        if !out.is_empty() && rng.random_bool(0.02) {
-            let mut twin = out[out.len() - 1].clone();
-            twin.visible_at = delay(&mut rng, twin.time, spec.max_delay);
-            out.push(twin);
-            continue;
-        }
-        let rec = random_record(&mut rng, day_start, out.len());
-        let visible_at = delay(&mut rng, rec.0, spec.max_delay);
-        out.push(StoredRecord {
-            time: rec.0,
-            visible_at,
-            product_type: rec.1,
-            json: rec.2,
-        });
+impl DataSpec {
+    /// Records in the whole data set.
+    pub fn record_count(&self) -> u64 {
+        u64::from(self.days) * u64::from(self.records_per_day)
     }
-    out.shuffle(&mut rng);
-    out
 }
 
-fn delay(rng: &mut ChaCha8Rng, t: DateTime<Utc>, max: Duration) -> DateTime<Utc> {
-    let max_ms = max.num_milliseconds();
-    if max_ms <= 0 {
-        t
-    } else {
-        t + Duration::milliseconds(rng.random_range(0..=max_ms))
+/// Compact metadata of one record as served (16 bytes): what the audit query filters on, and
+/// which generation index holds its JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// Bits 0..48: nanoseconds of `actionTime` since the day's midnight; 48..52: product index;
+    /// 52..56: geo index.
+    packed: u64,
+    /// `visible_at - actionTime`, in milliseconds.
+    delay_ms: u32,
+    /// Generation index of the record's JSON: its own, or for a twin the first non-twin before it.
+    base: u32,
+}
+
+const TIME_BITS: u32 = 48;
+const TIME_MASK: u64 = (1 << TIME_BITS) - 1;
+
+impl Meta {
+    fn new(time_ns: u64, delay_ms: u32, product: usize, geo: usize, base: u32) -> Self {
+        debug_assert!(time_ns <= TIME_MASK && product < 16 && geo < 16);
+        Meta {
+            packed: time_ns | (product as u64) << TIME_BITS | (geo as u64) << (TIME_BITS + 4),
+            delay_ms,
+            base,
+        }
     }
+
+    /// `actionTime` in nanoseconds since the day's midnight.
+    #[inline]
+    pub fn time_ns(&self) -> i64 {
+        (self.packed & TIME_MASK) as i64
+    }
+
+    /// `visible_at` in nanoseconds since the day's midnight.
+    #[inline]
+    pub fn visible_ns(&self) -> i64 {
+        self.time_ns() + i64::from(self.delay_ms) * 1_000_000
+    }
+
+    /// Index into [`PRODUCTS`].
+    #[inline]
+    pub fn product(&self) -> usize {
+        ((self.packed >> TIME_BITS) & 0xF) as usize
+    }
+
+    /// Index into [`GEOS`].
+    #[inline]
+    pub fn geo(&self) -> usize {
+        ((self.packed >> (TIME_BITS + 4)) & 0xF) as usize
+    }
+
+    /// Generation index whose JSON this record carries (see [`write_base_record`]).
+    #[inline]
+    pub fn base(&self) -> u32 {
+        self.base
+    }
+}
+
+/// UTC midnight of day `day` of the data set.
+pub fn day_start(spec: &DataSpec, day: u32) -> DateTime<Utc> {
+    midnight(spec.start) + Duration::days(i64::from(day))
+}
+
+/// Records of one day.
+pub fn day_len(spec: &DataSpec) -> usize {
+    spec.records_per_day as usize
 }
 
 /// UTC midnight of the day containing `t`.
@@ -111,11 +161,73 @@ pub fn midnight(t: DateTime<Utc>) -> DateTime<Utc> {
     Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight exists"))
 }
 
-fn pick<'a>(rng: &mut ChaCha8Rng, xs: &'a [&'a str]) -> &'a str {
-    xs[rng.random_range(0..xs.len())]
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// SplitMix64's finaliser: a bijective 64-bit mix.
+#[inline]
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
-fn random_record(rng: &mut ChaCha8Rng, day_start: DateTime<Utc>, n: usize) -> (DateTime<Utc>, &'static str, Value) {
+/// The generator of one record: SplitMix64 seeded from `(seed, day, index)`. Seeding is free
+/// and a draw costs about a nanosecond, so building a day's metadata (5 draws a record) or a
+/// page of records from scratch is cheap; the stream is fully determined by the seed on every
+/// platform.
+#[derive(Clone, Debug)]
+pub struct RecordRng(u64);
+
+impl RecordRng {
+    fn new(seed: u64, day_key: u64, index: u32) -> Self {
+        RecordRng(mix64(
+            seed ^ mix64(day_key.wrapping_add(GOLDEN) ^ mix64(u64::from(index).wrapping_mul(GOLDEN))),
+        ))
+    }
+}
+
+impl RngCore for RecordRng {
+    #[inline]
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(GOLDEN);
+        mix64(self.0)
+    }
+
+    #[inline]
+    fn next_u32(&mut self) -> u32 {
+        (self.next_u64() >> 32) as u32
+    }
+
+    fn fill_bytes(&mut self, dst: &mut [u8]) {
+        rand::rand_core::impls::fill_bytes_via_next(self, dst)
+    }
+}
+
+fn day_key(spec: &DataSpec, day: u32) -> (DateTime<Utc>, u64) {
+    let start = day_start(spec, day);
+    (start, start.timestamp() as u64)
+}
+
+fn max_delay_ms(spec: &DataSpec) -> u32 {
+    u32::try_from(spec.max_delay.num_milliseconds().max(0)).unwrap_or(u32::MAX)
+}
+
+/// The first draws of a record, in this order.
+struct Head {
+    /// An identical twin of the record before (ignored for record 0).
+    twin: bool,
+    secs: u32,
+    /// Multiple of 100 (7-digit fractions).
+    nanos: u32,
+    delay_ms: u32,
+    product: usize,
+    geo: usize,
+}
+
+#[inline]
+fn draw_head(rng: &mut RecordRng, max_ms: u32) -> Head {
+    // ~2% legitimate identical twins: the same action twice in the same instant.
+    let twin = rng.random_bool(0.02);
     // A few records sit exactly on midnight, where inclusive window bounds meet.
     let (secs, nanos) = if rng.random_bool(0.005) {
         (0, 0)
@@ -124,163 +236,87 @@ fn random_record(rng: &mut ChaCha8Rng, day_start: DateTime<Utc>, n: usize) -> (D
     } else {
         (rng.random_range(0..86_400), 0)
     };
-    let time = day_start + Duration::seconds(secs) + Duration::nanoseconds(nanos as i64);
-    let action_time = if nanos == 0 {
-        time.format("%Y-%m-%dT%H:%M:%SZ").to_string()
-    } else {
-        // The service sends .NET's 7-digit fractions.
-        format!("{}.{:07}Z", time.format("%Y-%m-%dT%H:%M:%S"), nanos / 100)
-    };
-    let (ptype, pname) = PRODUCTS[rng.random_range(0..PRODUCTS.len())];
-    let action = pick(rng, ACTIONS);
-    let user = pick(rng, USERS);
-    let mut m = Map::new();
-    m.insert("actionName".into(), json!(action));
-    m.insert("actionUser".into(), json!(user));
-    m.insert(
-        "actionParameters".into(),
-        json!(format!("{{\"id\":{n},\"note\":\"line one\\nline \\\"two\\\"\"}}")),
-    );
-    m.insert("actionTime".into(), json!(action_time));
-    m.insert("controllerName".into(), json!(pick(rng, CONTROLLERS)));
-    m.insert("product".into(), json!(pname));
-    m.insert("geoLocation".into(), json!(pick(rng, GEOS)));
-    if rng.random_bool(0.5) {
-        m.insert("previousValue".into(), json!(format!("Quota: {} GB", rng.random_range(1..100))));
-        m.insert("currentValue".into(), json!(format!("Quota: {} GB", rng.random_range(1..100))));
-    } else {
-        m.insert("previousValue".into(), Value::Null);
-        m.insert("currentValue".into(), Value::Null);
+    let delay_ms = if max_ms == 0 { 0 } else { rng.random_range(0..=max_ms) };
+    let product = rng.random_range(0..PRODUCTS.len());
+    let geo = rng.random_range(0..GEOS.len());
+    Head {
+        twin,
+        secs,
+        nanos,
+        delay_ms,
+        product,
+        geo,
     }
-    if rng.random_bool(0.1) {
-        m.insert("partnerTenantOwner".into(), json!("partner@msp.example"));
+}
+
+/// The metadata of every record of day `day`, in the order the day is served (shuffled, not in
+/// time order). Cheap: a few draws per record, no JSON.
+pub fn day_meta(spec: &DataSpec, day: u32) -> Vec<Meta> {
+    let n = day_len(spec);
+    let (_, key) = day_key(spec, day);
+    let max_ms = max_delay_ms(spec);
+    let mut out: Vec<Meta> = Vec::with_capacity(n);
+    for i in 0..n as u32 {
+        let h = draw_head(&mut RecordRng::new(spec.seed, key, i), max_ms);
+        let m = match out.last() {
+            Some(prev) if h.twin => Meta {
+                delay_ms: h.delay_ms,
+                ..*prev
+            },
+            _ => Meta::new(
+                u64::from(h.secs) * 1_000_000_000 + u64::from(h.nanos),
+                h.delay_ms,
+                h.product,
+                h.geo,
+                i,
+            ),
+        };
+        out.push(m);
     }
-    m.insert("status".into(), json!(if rng.random_bool(0.93) { "Successful" } else { "Failed" }));
-    if rng.random_bool(0.3) {
-        m.insert("comment".into(), json!("Approved by \"Müller\", ticket #42\nsecond line — ✓ 完了"));
+    out.shuffle(&mut ChaCha8Rng::seed_from_u64(spec.seed ^ key.wrapping_mul(GOLDEN)));
+    out
+}
+
+/// Whether record `i` of the day keyed `key` is a twin of record `i - 1`.
+fn is_twin(seed: u64, key: u64, i: u32) -> bool {
+    i > 0 && RecordRng::new(seed, key, i).random_bool(0.02)
+}
+
+/// The record `meta` of day `day` (for tests and callers that want values).
+pub fn stored_record(spec: &DataSpec, day: u32, meta: &Meta) -> StoredRecord {
+    let start = day_start(spec, day);
+    let mut buf = Vec::with_capacity(1024);
+    write_base_record(spec, day, meta.base, &mut buf);
+    StoredRecord {
+        time: start + Duration::nanoseconds(meta.time_ns()),
+        visible_at: start + Duration::nanoseconds(meta.visible_ns()),
+        product_type: PRODUCTS[meta.product()].0,
+        json: serde_json::from_slice(&buf).expect("generated records are valid JSON"),
     }
-    m.insert("objectType".into(), json!(pick(rng, OBJECT_TYPES)));
-    m.insert("operationType".into(), json!(action));
-    m.insert("module".into(), json!(pick(rng, MODULES)));
-    m.insert(
-        "functionality".into(),
-        json!(format!("{} {}", pick(rng, MODULES), pick(rng, ACTIONS))),
-    );
-    m.insert(
-        "objectName".into(),
-        json!(format!("https://contoso.sharepoint.com/sites/site-{}", rng.random_range(0..500))),
-    );
-    if ptype == "GovernanceAutomation" {
-        m.insert("action".into(), json!(format!("{action} request")));
-    }
-    m.insert(
-        "clientIP".into(),
-        json!(format!(
-            "{}.{}.{}.{}",
-            rng.random_range(1..255),
-            rng.random_range(0..255),
-            rng.random_range(0..255),
-            rng.random_range(1..255)
-        )),
-    );
-    if ptype == "CPManagement" || rng.random_bool(0.05) {
-        m.insert(
-            "additionalDetails".into(),
-            json!({"workspaceId": format!("ws-{}", rng.random_range(0..1000)), "labels": ["Confidential", "Ünïcode"], "count": rng.random_range(0..10)}),
-        );
-    }
-    // AvePoint may add fields at any time; a few records carry one the schema does not know.
-    if rng.random_bool(0.003) {
-        m.insert("riskScore".into(), json!(rng.random_range(0..100)));
-        m.insert("tenantRegion".into(), json!("EU-West \"β\""));
-    }
-    (time, ptype, Value::Object(m))
+}
+
+/// Generates one day's records in the order the day is served (shuffled, not sorted).
+pub fn generate_day(spec: &DataSpec, day: u32) -> Vec<StoredRecord> {
+    let (start, w) = (day_start(spec, day), DayWriter::new(spec, day));
+    let mut buf = Vec::with_capacity(1024);
+    day_meta(spec, day)
+        .iter()
+        .map(|m| {
+            buf.clear();
+            w.write_base(m.base, &mut buf);
+            StoredRecord {
+                time: start + Duration::nanoseconds(m.time_ns()),
+                visible_at: start + Duration::nanoseconds(m.visible_ns()),
+                product_type: PRODUCTS[m.product()].0,
+                json: serde_json::from_slice(&buf).expect("generated records are valid JSON"),
+            }
+        })
+        .collect()
+}
+
+fn pick<'a>(rng: &mut RecordRng, xs: &'a [&'a str]) -> &'a str {
+    xs[rng.random_range(0..xs.len())]
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(seed: u64, per_day: u32) -> DataSpec {
-        DataSpec {
-            seed,
-            start: Utc.with_ymd_and_hms(2024, 3, 1, 5, 0, 0).unwrap(),
-            days: 3,
-            records_per_day: per_day,
-            max_delay: Duration::zero(),
-        }
-    }
-
-    #[test]
-    fn same_seed_same_day_same_records() {
-        let a: Vec<Value> = generate_day(&spec(7, 500), 1).into_iter().map(|r| r.json).collect();
-        let b: Vec<Value> = generate_day(&spec(7, 500), 1).into_iter().map(|r| r.json).collect();
-        let c: Vec<Value> = generate_day(&spec(8, 500), 1).into_iter().map(|r| r.json).collect();
-        assert_eq!(a, b);
-        assert_ne!(a, c);
-        // A day's records do not depend on how many days were generated.
-        let mut longer = spec(7, 500);
-        longer.days = 30;
-        assert_eq!(a, generate_day(&longer, 1).into_iter().map(|r| r.json).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn realistic_shape() {
-        let recs = generate_day(&spec(1, 5000), 0);
-        assert_eq!(recs.len(), 5000);
-        let day = midnight(spec(1, 1).start);
-        assert!(recs.iter().all(|r| r.time >= day && r.time < day + Duration::days(1)));
-        let mut counts = std::collections::HashMap::new();
-        for r in &recs {
-            *counts.entry(r.json.to_string()).or_insert(0) += 1;
-        }
-        let twins: usize = counts.values().filter(|n| **n > 1).map(|n| n - 1).sum();
-        assert!((50..=150).contains(&twins), "~2% twins, got {twins}");
-        let has = |f: &dyn Fn(&Value) -> bool| recs.iter().any(|r| f(&r.json));
-        assert!(
-            has(&|v| v["actionTime"].as_str().unwrap().len() == "2024-03-01T00:00:00.1234567Z".len()),
-            "7-digit fractions"
-        );
-        assert!(has(&|v| v.get("riskScore").is_some()), "unknown fields");
-        assert!(has(&|v| v["additionalDetails"].is_object()), "additionalDetails objects");
-        assert!(has(&|v| v
-            .get("comment")
-            .and_then(Value::as_str)
-            .is_some_and(|c| c.contains('\n') && c.contains('"') && !c.is_ascii())));
-        for field in [
-            "actionName",
-            "actionUser",
-            "actionParameters",
-            "controllerName",
-            "product",
-            "geoLocation",
-            "status",
-            "objectType",
-            "operationType",
-            "module",
-            "functionality",
-            "objectName",
-            "clientIP",
-            "previousValue",
-            "currentValue",
-            "partnerTenantOwner",
-            "action",
-        ] {
-            assert!(has(&|v| v.get(field).is_some()), "{field} generated");
-        }
-        // Not sorted.
-        assert!(recs.windows(2).any(|w| w[0].time > w[1].time));
-    }
-
-    #[test]
-    fn late_arrival_is_bounded() {
-        let mut s = spec(3, 1000);
-        s.max_delay = Duration::hours(2);
-        let recs = generate_day(&s, 0);
-        assert!(
-            recs.iter()
-                .all(|r| r.visible_at >= r.time && r.visible_at <= r.time + Duration::hours(2))
-        );
-        assert!(recs.iter().any(|r| r.visible_at > r.time + Duration::minutes(30)));
-    }
-}
+mod tests;

@@ -8,12 +8,20 @@
 //! latency, late arrival and a settable clock let tests drive the exporter through the hard cases.
 //! Every server binds the address it is given (tests use `127.0.0.1:0`) and stops when its handle
 //! is dropped.
+//!
+//! Nothing is generated at start: a query scans the compact metadata of the days it touches
+//! ([`data::Meta`], 16 bytes a record, built on first use and kept in a bounded LRU of
+//! [`EmulatorConfig::meta_cache_days`] days) and writes the JSON of the page's records only, so
+//! tenants of tens of millions of records are served in bounded memory.
 
 pub mod assertion;
 pub mod data;
+mod page;
 mod server;
+#[cfg(test)]
+mod tests;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +30,9 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
 pub use data::{DataSpec, StoredRecord};
+
+/// Default of [`EmulatorConfig::meta_cache_days`]: 64 days, 87 MB at 85,000 records a day.
+pub const DEFAULT_META_CACHE_DAYS: usize = 64;
 
 /// A client the identity service knows.
 #[derive(Clone, Debug)]
@@ -98,6 +109,10 @@ pub struct EmulatorConfig {
     /// returned by every query whose range holds its `served_at` (records without a usable
     /// `actionTime`, or misplaced ones). Not part of [`EmulatorHandle::ground_truth`].
     pub extra_records: Vec<(DateTime<Utc>, Value)>,
+    /// Days of record metadata kept in memory (least recently used evicted; 16 bytes a record).
+    /// A query scans the metadata of the days it touches; an evicted day is rebuilt (a few ms for
+    /// 85,000 records).
+    pub meta_cache_days: usize,
 }
 
 /// Capacity model of the audit API: `concurrent` requests are served at once at the base
@@ -140,6 +155,7 @@ impl Default for EmulatorConfig {
             capacity: None,
             extra_records: Vec::new(),
             token_unavailable_until: None,
+            meta_cache_days: DEFAULT_META_CACHE_DAYS,
         }
     }
 }
@@ -159,12 +175,14 @@ pub struct Counters {
     pub over_capacity: AtomicU64,
     /// Most audit requests ever in the server at once (served + queued).
     pub max_outstanding: AtomicU64,
+    /// Days whose record metadata was built (first use, or again after eviction).
+    pub meta_days_built: AtomicU64,
 }
 
 pub(crate) struct State {
     pub cfg: EmulatorConfig,
-    /// Records per day, index = day offset from `cfg.data.start`.
-    pub days: Vec<Vec<StoredRecord>>,
+    /// Record metadata of recently used days (index = day offset from `cfg.data.start`).
+    pub meta: Mutex<MetaCache>,
     pub tokens: Mutex<std::collections::HashMap<String, server::IssuedToken>>,
     pub seen_jti: Mutex<HashSet<String>>,
     pub rng: Mutex<rand_chacha::ChaCha8Rng>,
@@ -189,6 +207,88 @@ impl State {
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.lock().expect("clock lock").unwrap_or_else(Utc::now)
     }
+
+    /// The metadata of day `day` in serving order, from the cache or built (outside the lock).
+    pub fn day_meta(&self, day: u32) -> Arc<Vec<data::Meta>> {
+        if let Some(m) = self.meta.lock().expect("meta lock").get(day) {
+            return m;
+        }
+        let built = Arc::new(data::day_meta(&self.cfg.data, day));
+        self.counters.meta_days_built.fetch_add(1, Ordering::Relaxed);
+        self.meta.lock().expect("meta lock").insert(day, built)
+    }
+
+    /// The generated records with `from <= actionTime < to` (and `visible_at <= at`), day by day in
+    /// serving order.
+    fn truth(&self, from: DateTime<Utc>, to: DateTime<Utc>, at: Option<DateTime<Utc>>) -> Vec<Value> {
+        let spec = &self.cfg.data;
+        let day0 = data::midnight(spec.start);
+        let day_of = |t: DateTime<Utc>| (t - day0).num_seconds().div_euclid(86_400);
+        let first = day_of(from).max(0);
+        let last = day_of(to).min(i64::from(spec.days) - 1);
+        let mut out = Vec::new();
+        let mut buf = Vec::with_capacity(1024);
+        for day in first..=last {
+            let day = day as u32;
+            let (start, writer) = (data::day_start(spec, day), data::DayWriter::new(spec, day));
+            for m in self.day_meta(day).iter() {
+                let time = start + Duration::nanoseconds(m.time_ns());
+                let visible = start + Duration::nanoseconds(m.visible_ns());
+                if time >= from && time < to && at.is_none_or(|at| visible <= at) {
+                    buf.clear();
+                    writer.write_base(m.base(), &mut buf);
+                    out.push(serde_json::from_slice(&buf).expect("generated records are valid JSON"));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A small LRU of days' metadata.
+pub(crate) struct MetaCache {
+    capacity: usize,
+    tick: u64,
+    days: HashMap<u32, (Arc<Vec<data::Meta>>, u64)>,
+}
+
+impl MetaCache {
+    fn new(capacity: usize) -> Self {
+        MetaCache {
+            capacity: capacity.max(1),
+            tick: 0,
+            days: HashMap::new(),
+        }
+    }
+
+    fn get(&mut self, day: u32) -> Option<Arc<Vec<data::Meta>>> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.days.get_mut(&day).map(|(m, used)| {
+            *used = tick;
+            m.clone()
+        })
+    }
+
+    /// Inserts `meta` (unless another request built the day meanwhile) and evicts the least
+    /// recently used days beyond capacity.
+    fn insert(&mut self, day: u32, meta: Arc<Vec<data::Meta>>) -> Arc<Vec<data::Meta>> {
+        if let Some(m) = self.get(day) {
+            return m;
+        }
+        while self.days.len() >= self.capacity {
+            let Some(oldest) = self.days.iter().min_by_key(|(_, (_, used))| *used).map(|(d, _)| *d) else {
+                break;
+            };
+            self.days.remove(&oldest);
+        }
+        self.days.insert(day, (meta.clone(), self.tick));
+        meta
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.days.len()
+    }
 }
 
 /// A running emulator; dropping it stops the server.
@@ -205,15 +305,14 @@ impl EmulatorHandle {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let base_url = format!("http://{addr}");
-        let days = (0..cfg.data.days).map(|d| data::generate_day(&cfg.data, d)).collect();
         use rand::SeedableRng;
         let cfg_capacity = cfg.capacity.clone();
         let token_outage = Mutex::new(cfg.token_unavailable_until);
         let latency_us = AtomicU64::new(u64::try_from(cfg.latency.as_micros()).unwrap_or(u64::MAX));
         let state = Arc::new(State {
             rng: Mutex::new(rand_chacha::ChaCha8Rng::seed_from_u64(cfg.faults.seed)),
+            meta: Mutex::new(MetaCache::new(cfg.meta_cache_days)),
             cfg,
-            days,
             tokens: Mutex::default(),
             seen_jti: Mutex::default(),
             clock: Mutex::new(None),
@@ -307,31 +406,35 @@ impl EmulatorHandle {
         (s, s + Duration::days(self.state.cfg.data.days as i64))
     }
 
-    /// The records with `from <= actionTime < to` that were visible at `at`, in no order.
+    /// The records with `from <= actionTime < to` that were visible at `at`, in no order (in
+    /// fact: day by day, in the order the API serves them). Generated on demand: meant for small
+    /// data sets.
     pub fn visible_truth(&self, from: DateTime<Utc>, to: DateTime<Utc>, at: DateTime<Utc>) -> Vec<Value> {
-        self.state
-            .days
-            .iter()
-            .flatten()
-            .filter(|r| r.time >= from && r.time < to && r.visible_at <= at)
-            .map(|r| r.json.clone())
-            .collect()
+        self.state.truth(from, to, Some(at))
     }
 
-    /// Every generated record with `from <= actionTime < to` (visible or not), in no order.
+    /// Every generated record with `from <= actionTime < to` (visible or not), in no order (in
+    /// fact: day by day, in the order the API serves them). Generated on demand: meant for small
+    /// data sets.
     pub fn ground_truth(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Value> {
-        self.state
-            .days
-            .iter()
-            .flatten()
-            .filter(|r| r.time >= from && r.time < to)
-            .map(|r| r.json.clone())
-            .collect()
+        self.state.truth(from, to, None)
     }
 
-    /// All generated records.
+    /// All generated records (not `extra_records`). Generated on demand: meant for small data
+    /// sets; [`Self::record_count`] counts them without building them.
     pub fn all_records(&self) -> Vec<Value> {
-        self.state.days.iter().flatten().map(|r| r.json.clone()).collect()
+        let (from, to) = self.data_range();
+        self.state.truth(from, to, None)
+    }
+
+    /// How many records [`Self::all_records`] holds (`days × records_per_day`), in O(1).
+    pub fn record_count(&self) -> u64 {
+        self.state.cfg.data.record_count()
+    }
+
+    /// Days whose metadata is in memory now (at most [`EmulatorConfig::meta_cache_days`]).
+    pub fn cached_days(&self) -> usize {
+        self.state.meta.lock().expect("meta lock").len()
     }
 
     /// Stops the server and waits for it.

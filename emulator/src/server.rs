@@ -14,10 +14,11 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, Utc};
 use rand::Rng;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::State;
 use crate::data::{GEOS, PRODUCTS};
+use crate::page::{Query, find_page, mask, page_body};
 
 pub(crate) struct IssuedToken {
     pub client_id: String,
@@ -290,45 +291,27 @@ async fn audit(AxState(st): AxState<Arc<State>>, headers: HeaderMap, RawQuery(q)
         Ok(g) => g,
         Err(e) => return api_error(StatusCode::BAD_REQUEST, &e),
     };
-    // The skip token pins the offset and the visibility snapshot of the first page, so late
-    // records do not shift offsets while a client pages through one query.
-    let (offset, snapshot) = match one("skipToken") {
-        None => (0usize, now),
+    // The skip token pins the offset and the visibility snapshot (whole milliseconds) of the
+    // first page, so late records do not shift offsets while a client pages through one query.
+    // It also carries where the next page's first match is, so a page costs the same deep in a
+    // query as at its start; a token without one (or with one outside the query) is served by
+    // skipping `offset` matches from the start.
+    let (offset, snapshot, resume) = match one("skipToken") {
+        None => (0usize, DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now), None),
         Some(tok) => match decode_skip(&tok) {
             Some(x) => x,
             None => return api_error(StatusCode::BAD_REQUEST, "The skipToken is invalid."),
         },
     };
-
-    let day0 = crate::data::midnight(st.cfg.data.start);
-    let first_day = ((start - day0).num_days()).max(0) as usize;
-    let last_day = ((end - day0).num_days()).max(-1);
-    let mut matched: Vec<&Value> = Vec::new();
-    if last_day >= 0 {
-        for day in st.days.iter().take(last_day as usize + 1).skip(first_day) {
-            for r in day {
-                let in_range = r.time >= start && (r.time < end || (st.cfg.inclusive_end && r.time == end));
-                if !in_range || r.visible_at > snapshot {
-                    continue;
-                }
-                if !products.is_empty() && !products.iter().any(|p| p == r.product_type) {
-                    continue;
-                }
-                if !geos.is_empty() && !geos.iter().any(|g| Some(g.as_str()) == r.json["geoLocation"].as_str()) {
-                    continue;
-                }
-                matched.push(&r.json);
-            }
-        }
-    }
-    for (served_at, json) in &st.cfg.extra_records {
-        if *served_at >= start && *served_at < end {
-            matched.push(json);
-        }
-    }
-    let page: Vec<&Value> = matched.iter().skip(offset).take(st.cfg.page_size).copied().collect();
-    let next = offset + page.len();
-    let next_link = if next < matched.len() {
+    let query = Query {
+        start,
+        end,
+        snapshot,
+        products: mask(&products, PRODUCTS.iter().map(|p| p.0)),
+        geos: mask(&geos, GEOS.iter().copied()),
+    };
+    let (items, next_at) = find_page(&st, &query, resume, offset, st.cfg.page_size);
+    let next_link = next_at.map(|at| {
         let base = st.cfg.next_link_base.clone().unwrap_or_else(|| st.base_url.clone());
         let mut ser = form_urlencoded::Serializer::new(String::new());
         for (k, vs) in &params {
@@ -338,12 +321,10 @@ async fn audit(AxState(st): AxState<Arc<State>>, headers: HeaderMap, RawQuery(q)
                 }
             }
         }
-        ser.append_pair("skipToken", &encode_skip(next, snapshot));
-        Value::String(format!("{base}/aos/audit?{}", ser.finish()))
-    } else {
-        Value::Null
-    };
-    let body = serde_json::to_vec(&json!({"nextLink": next_link, "data": page})).expect("serializable");
+        ser.append_pair("skipToken", &encode_skip(offset + items.len(), snapshot, at));
+        format!("{base}/aos/audit?{}", ser.finish())
+    });
+    let body = page_body(&st, next_link.as_deref(), &items);
     match fault {
         Some(Fault::Malformed) => {
             st.counters.faults_injected.fetch_add(1, Ordering::Relaxed);
@@ -379,12 +360,22 @@ async fn audit(AxState(st): AxState<Arc<State>>, headers: HeaderMap, RawQuery(q)
     }
 }
 
-fn encode_skip(offset: usize, snapshot: DateTime<Utc>) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{offset}:{}", snapshot.timestamp_millis()))
+fn encode_skip(offset: usize, snapshot: DateTime<Utc>, at: u64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{offset}:{}:{at}", snapshot.timestamp_millis()))
 }
 
-fn decode_skip(tok: &str) -> Option<(usize, DateTime<Utc>)> {
+/// `offset:snapshot_ms[:position]`.
+fn decode_skip(tok: &str) -> Option<(usize, DateTime<Utc>, Option<u64>)> {
     let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(tok).ok()?).ok()?;
-    let (o, s) = raw.split_once(':')?;
-    Some((o.parse().ok()?, DateTime::from_timestamp_millis(s.parse().ok()?)?))
+    let mut parts = raw.split(':');
+    let offset = parts.next()?.parse().ok()?;
+    let snapshot = DateTime::from_timestamp_millis(parts.next()?.parse().ok()?)?;
+    let at = match parts.next() {
+        Some(a) => Some(a.parse().ok()?),
+        None => None,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((offset, snapshot, at))
 }
