@@ -36,7 +36,7 @@ pub(super) async fn demo(out: &Path, format: Option<&str>, now: DateTime<Utc>, c
     let settings = raw.validate(now)?;
     let ex = Exporter::new(settings).await?;
     let s = ex.run_once(now, cancel).await?;
-    let truth = emu.all_records().len() as u64;
+    let truth = emu.record_count();
     let report = ex.checkpoint().report()?;
     let exported: u64 = report.partitions.iter().map(|p| p.rows).sum();
     let files: u64 = report.partitions.iter().map(|p| p.files).sum();
@@ -83,7 +83,7 @@ pub(super) async fn standalone(a: EmulatorArgs, cancel: &CancellationToken) -> a
     println!("  client secret: {} (emulator only)", aos_emulator::DEMO_CLIENT_SECRET);
     println!(
         "  data:          {} records from {} to {}",
-        emu.all_records().len(),
+        emu.record_count(),
         s.format("%Y-%m-%d"),
         e.format("%Y-%m-%d")
     );

@@ -1,0 +1,235 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // benchmark code: a panic is the failure report
+//! The benchmark harness: one command, one table, every figure of the performance targets
+//! measured in the same invocation on this machine.
+//!
+//! ```text
+//! cargo bench --bench harness            # everything (about 6 minutes on 2 cores)
+//! BENCH_QUICK=1 cargo bench --bench harness   # a tenth of the sizes, to try it out
+//! ```
+//!
+//! 1. **Same records, three ways** (1,000,000 records over 7 days, pages of 1,000, fetched
+//!    once from the emulator and kept as the raw page bodies):
+//!    - the pipeline from raw page bytes: page parse → records → dedup → Parquet (zstd),
+//!      one window per day on as many threads as cores;
+//!    - DuckDB (PyPI `duckdb`) converting the same records from NDJSON to Parquet (zstd);
+//!    - the end-to-end export from the emulator on loopback, default settings.
+//! 2. **Latency**: 100 ms a page at `export.concurrency` 1, 4 and 16 versus the ideal
+//!    `pages × 100 ms / concurrency`.
+//! 3. **Naive script** against the exporter with default settings on a latency-bound API.
+//! 4. **Capacity model**: every fixed `api.max_concurrency` of a sweep and the adaptive default.
+//! 5. **Idle run**: wall time and API requests of a `run` with nothing new.
+//! 6. **Large tenant**: a 5 M-record backfill in 7-day windows (peak RSS of the exporter alone),
+//!    and the state size after a 365-day backfill at 20,000 records a day.
+//!
+//! Cases that report memory run in a child process (this binary with `--case`), so their peak
+//! RSS (VmHWM) is theirs alone; the emulator stays in the parent.
+
+mod cases;
+mod client;
+
+use std::time::{Duration, Instant};
+
+use aos_emulator::{Capacity, EmulatorConfig, EmulatorHandle};
+use chrono::{TimeZone, Utc};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `name` from the environment, or `default` (divided by 10 under BENCH_QUICK).
+fn size(name: &str, default: u64) -> u64 {
+    let quick = std::env::var("BENCH_QUICK").is_ok();
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { (default / 10).max(1) } else { default })
+}
+
+fn emulator_config(days: u32, per_day: u32, page_size: usize, latency_ms: u64) -> EmulatorConfig {
+    let mut cfg = EmulatorConfig::default();
+    cfg.data.start = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+    cfg.data.days = days;
+    cfg.data.records_per_day = per_day;
+    cfg.page_size = page_size;
+    cfg.latency = Duration::from_millis(latency_ms);
+    cfg
+}
+
+async fn emulator(cfg: EmulatorConfig) -> EmulatorHandle {
+    EmulatorHandle::start(cfg, "127.0.0.1:0".parse().unwrap()).await.unwrap()
+}
+
+/// One row of the table.
+fn row(what: &str, records: u64, secs: f64, rss_mib: Option<f64>, note: &str) {
+    let rss = rss_mib.map_or("-".to_string(), |m| format!("{m:.0}"));
+    let rate = if secs > 0.0 {
+        format!("{:.0}", records as f64 / secs)
+    } else {
+        "-".into()
+    };
+    println!("| {what} | {records} | {secs:.2} | {rate} | {rss} | {note} |");
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--case") {
+        cases::child(&args[i + 1..]).await;
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    println!("| benchmark | records | seconds | records/s | peak RSS MiB | note |");
+    println!("|---|---|---|---|---|---|");
+
+    // 1. The same records three ways.
+    let total = size("BENCH_RECORDS", 1_000_000);
+    let emu = emulator(emulator_config(7, (total / 7) as u32, 1000, 0)).await;
+    let (from, to) = emu.data_range();
+    let pages = client::spool_pages(&emu, from, to, &w.join("pages.bin"), &w.join("records.ndjson")).await;
+    let pipe = cases::spawn(&["pipeline", &w.join("pages.bin").display().to_string()], &[]);
+    row(
+        "pipeline from raw page bytes → Parquet",
+        pipe.records,
+        pipe.secs,
+        Some(pipe.rss_mib),
+        &format!("{pages} pages, one window per day, {} threads", cases::threads()),
+    );
+    let duck = client::duckdb(&w.join("records.ndjson"), &w.join("duck.parquet"));
+    match &duck {
+        Some(d) => row(
+            "DuckDB NDJSON → Parquet (zstd), same records",
+            d.rows,
+            d.secs,
+            Some(d.rss_mib),
+            &format!(
+                "pipeline / DuckDB: {:.2}x records/s, {:.2}x peak memory",
+                d.secs / pipe.secs,
+                pipe.rss_mib / d.rss_mib
+            ),
+        ),
+        None => println!("| DuckDB | - | - | - | - | not installed: `pip install duckdb` |"),
+    }
+    let e2e = cases::export(&emu, w, "e2e", "1d", &[]);
+    row(
+        "end to end from the emulator on loopback, defaults",
+        e2e.records,
+        e2e.secs,
+        Some(e2e.rss_mib),
+        &match &duck {
+            Some(d) => format!("{:.2}x DuckDB's records/s", d.secs / e2e.secs),
+            None => String::new(),
+        },
+    );
+    drop(emu);
+
+    // 2. Latency: 100 ms a page, 1-hour windows of 2 pages.
+    let emu = emulator(emulator_config(size("BENCH_LATENCY_DAYS", 4) as u32, 48_000, 1000, 100)).await;
+    for c in [1usize, 4, 16] {
+        let before = emu.audit_requests();
+        let r = cases::export_here(&emu, &w.join(format!("lat{c}")), "1h", c, 0).await;
+        let requests = emu.audit_requests() - before;
+        let ideal = requests as f64 * 0.1 / c as f64;
+        row(
+            &format!("100 ms a page, export.concurrency {c}"),
+            r.0,
+            r.1,
+            None,
+            &format!("{requests} requests; ideal {ideal:.2} s; {:.2}x the ideal", r.1 / ideal),
+        );
+    }
+    drop(emu);
+
+    // 3. The naive script against the defaults on a latency-bound API (40 ms a page), then
+    // 5. the idle run on that state.
+    let emu = emulator(emulator_config(size("BENCH_NAIVE_DAYS", 28) as u32, 8000, 1000, 40)).await;
+    let (from, to) = emu.data_range();
+    let t = Instant::now();
+    let n = client::naive(&emu, from, to, &w.join("naive.ndjson")).await;
+    let naive_s = t.elapsed().as_secs_f64();
+    row("naive sequential script, 40 ms a page", n, naive_s, None, "1 request at a time");
+    let r = cases::export_here(&emu, &w.join("naive-ex"), "1d", 8, 0).await;
+    row(
+        "exporter, default settings, 40 ms a page",
+        r.0,
+        r.1,
+        None,
+        &format!("{:.2}x the naive script", naive_s / r.1),
+    );
+    let (requests, secs) = cases::idle_run(&emu, &w.join("naive-ex")).await;
+    row(
+        "idle run (start + run, nothing new)",
+        0,
+        secs,
+        None,
+        &format!("{requests} API request(s)"),
+    );
+    drop(emu);
+
+    // 4. Capacity model: 4 served at once at 30 ms, 4 queued, 429 beyond.
+    let mut cfg = emulator_config(size("BENCH_CAP_DAYS", 40) as u32, 4000, 500, 30);
+    cfg.capacity = Some(Capacity {
+        concurrent: 4,
+        max_queued: 4,
+        retry_after_secs: 1,
+    });
+    let emu = emulator(cfg).await;
+    let over = |e: &EmulatorHandle| e.counters().over_capacity.load(std::sync::atomic::Ordering::Relaxed);
+    let mut best = (0usize, 0.0f64);
+    for fixed in [1usize, 2, 4, 6, 8, 12, 16] {
+        let before = over(&emu);
+        let (n, secs) = cases::export_here(&emu, &w.join(format!("cap{fixed}")), "12h", 16, fixed).await;
+        let rate = n as f64 / secs;
+        if rate > best.1 {
+            best = (fixed, rate);
+        }
+        row(
+            &format!("capacity model, fixed max_concurrency {fixed}"),
+            n,
+            secs,
+            None,
+            &format!("{} x 429", over(&emu) - before),
+        );
+    }
+    let before = over(&emu);
+    let (n, secs) = cases::export_here(&emu, &w.join("cap-adaptive"), "12h", 16, 0).await;
+    row(
+        "capacity model, adaptive (default)",
+        n,
+        secs,
+        None,
+        &format!(
+            "{} x 429; best fixed ({}) / adaptive = {:.2}",
+            over(&emu) - before,
+            best.0,
+            best.1 / (n as f64 / secs)
+        ),
+    );
+    drop(emu);
+
+    // 6. Large tenant: 5 M records in 7-day windows; state after 365 days × 20,000.
+    let per_day = 142_858;
+    let days = (size("BENCH_LARGE_RECORDS", 5_000_000) / per_day).max(1) as u32;
+    let emu = emulator(emulator_config(days, per_day as u32, 1000, 0)).await;
+    let big = cases::export(&emu, w, "large", "7d", &[]);
+    row(
+        "5 M-record backfill, 7-day windows, defaults",
+        big.records,
+        big.secs,
+        Some(big.rss_mib),
+        "peak RSS of the exporter process alone",
+    );
+    drop(emu);
+    let emu = emulator(emulator_config(size("BENCH_STATE_DAYS", 365) as u32, 20_000, 1000, 0)).await;
+    let year = cases::export(&emu, w, "year", "1d", &[]);
+    row(
+        "365-day backfill at 20,000 a day, defaults",
+        year.records,
+        year.secs,
+        Some(year.rss_mib),
+        &format!(
+            "state {:.2} MB; output {:.0} MB",
+            year.state_bytes as f64 / 1e6,
+            year.output_bytes as f64 / 1e6
+        ),
+    );
+}
