@@ -13,11 +13,6 @@ use aos_emulator::{EmulatorConfig, EmulatorHandle};
 use chrono::{TimeZone, Utc};
 use tokio_util::sync::CancellationToken;
 
-/// mimalloc: records are allocated and freed per page; glibc malloc spent a third of the
-/// pipeline's time there (see the pipeline benchmark).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }

@@ -21,9 +21,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use serde_json::value::RawValue;
-
-use crate::model::record::{ACTION_TIME, Kind, Record, kind, string_of};
+use crate::model::record::{ACTION_TIME, Kind, Record, is_canonical_string, kind, string_of};
 use crate::model::{DOCUMENTED_FIELDS, RecordId, Window};
 
 /// The id scheme this version writes (recorded per file in the manifest).
@@ -90,10 +88,10 @@ fn write_json<T: serde::Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) {
 
 /// Writes a raw value as canonical JSON. A string without escapes is already canonical (its
 /// raw text is what serde_json writes), so the common case copies bytes and allocates nothing.
-fn canonical_raw(v: &RawValue, out: &mut Vec<u8>) {
-    let text = v.get();
+fn canonical_raw(v: &str, out: &mut Vec<u8>) {
+    let text = v;
     match kind(v) {
-        Kind::String if !text.contains('\\') => out.extend_from_slice(text.as_bytes()),
+        Kind::String if is_canonical_string(text) => out.extend_from_slice(text.as_bytes()),
         Kind::String => match string_of(v) {
             Some(s) => write_json(s.as_ref(), out),
             None => out.extend_from_slice(text.as_bytes()),
@@ -427,6 +425,25 @@ mod tests {
             identity_of_value(&value, &mut old);
             identity(&Record::parse(text).unwrap(), &mut new);
             assert_eq!(String::from_utf8_lossy(&new), String::from_utf8_lossy(&old), "{text}");
+        }
+    }
+
+    #[cfg(feature = "emulator")]
+    #[test]
+    fn borrowed_identity_equals_the_value_identity_on_generated_records() {
+        let spec = aos_emulator::DataSpec {
+            seed: 11,
+            start: parse_action_time("2024-01-01T00:00:00Z").unwrap(),
+            days: 1,
+            records_per_day: 3000,
+            max_delay: chrono::Duration::zero(),
+        };
+        for r in aos_emulator::data::generate_day(&spec, 0) {
+            let text = r.json.to_string();
+            let (mut old, mut new) = (Vec::new(), Vec::new());
+            identity_of_value(&r.json, &mut old);
+            identity(&Record::parse(&text).unwrap(), &mut new);
+            assert_eq!(new, old, "{text}");
         }
     }
 }

@@ -7,11 +7,6 @@ use aos_audit_export::{cli, commands, error};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-/// mimalloc: records are allocated and freed per page; glibc malloc spent a third of the
-/// pipeline's time there (see the pipeline benchmark).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     restore_sigpipe();
     let cli = match cli::Cli::try_parse() {

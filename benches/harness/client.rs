@@ -117,6 +117,7 @@ pub fn duckdb(ndjson: &Path, out: &Path) -> Option<Duck> {
 import duckdb, json, resource, time
 t = time.time()
 con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
 con.execute("COPY (SELECT * FROM read_json('{src}', format='newline_delimited')) TO '{dst}' (FORMAT parquet, COMPRESSION zstd)")
 secs = time.time() - t
 n = con.execute("SELECT count(*) FROM read_parquet('{dst}')").fetchone()[0]

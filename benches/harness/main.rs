@@ -7,7 +7,7 @@
 //! BENCH_QUICK=1 cargo bench --bench harness   # a tenth of the sizes, to try it out
 //! ```
 //!
-//! 1. **Same records, three ways** (1,000,000 records over 7 days, pages of 1,000, fetched
+//! 1. **Same records, three ways** (1,000,000 records over 14 days, pages of 1,000, fetched
 //!    once from the emulator and kept as the raw page bodies):
 //!    - the pipeline from raw page bytes: page parse → records → dedup → Parquet (zstd),
 //!      one window per day on as many threads as cores;
@@ -32,9 +32,6 @@ use std::time::{Duration, Instant};
 use aos_emulator::{Capacity, EmulatorConfig, EmulatorHandle};
 use chrono::{TimeZone, Utc};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// `name` from the environment, or `default` (divided by 10 under BENCH_QUICK).
 fn size(name: &str, default: u64) -> u64 {
     let quick = std::env::var("BENCH_QUICK").is_ok();
@@ -58,6 +55,12 @@ async fn emulator(cfg: EmulatorConfig) -> EmulatorHandle {
     EmulatorHandle::start(cfg, "127.0.0.1:0".parse().unwrap()).await.unwrap()
 }
 
+/// Whether the section `name` runs (`BENCH_ONLY=same,latency,naive,capacity,large,year`;
+/// all by default).
+fn enabled(name: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |v| v.split(',').any(|x| x.trim() == name))
+}
+
 /// One row of the table.
 fn row(what: &str, records: u64, secs: f64, rss_mib: Option<f64>, note: &str) {
     let rss = rss_mib.map_or("-".to_string(), |m| format!("{m:.0}"));
@@ -76,160 +79,174 @@ async fn main() {
         cases::child(&args[i + 1..]).await;
         return;
     }
+    // BENCH_WORK keeps the spooled pages and outputs (e.g. to profile a case by hand).
     let work = tempfile::tempdir().unwrap();
-    let w = work.path();
+    let kept = std::env::var("BENCH_WORK").ok().map(std::path::PathBuf::from);
+    let w = kept.as_deref().unwrap_or(work.path());
     println!("| benchmark | records | seconds | records/s | peak RSS MiB | note |");
     println!("|---|---|---|---|---|---|");
 
     // 1. The same records three ways.
-    let total = size("BENCH_RECORDS", 1_000_000);
-    let emu = emulator(emulator_config(7, (total / 7) as u32, 1000, 0)).await;
-    let (from, to) = emu.data_range();
-    let pages = client::spool_pages(&emu, from, to, &w.join("pages.bin"), &w.join("records.ndjson")).await;
-    let pipe = cases::spawn(&["pipeline", &w.join("pages.bin").display().to_string()], &[]);
-    row(
-        "pipeline from raw page bytes → Parquet",
-        pipe.records,
-        pipe.secs,
-        Some(pipe.rss_mib),
-        &format!("{pages} pages, one window per day, {} threads", cases::threads()),
-    );
-    let duck = client::duckdb(&w.join("records.ndjson"), &w.join("duck.parquet"));
-    match &duck {
-        Some(d) => row(
-            "DuckDB NDJSON → Parquet (zstd), same records",
-            d.rows,
-            d.secs,
-            Some(d.rss_mib),
-            &format!(
-                "pipeline / DuckDB: {:.2}x records/s, {:.2}x peak memory",
-                d.secs / pipe.secs,
-                pipe.rss_mib / d.rss_mib
+    if enabled("same") {
+        let total = size("BENCH_RECORDS", 1_000_000);
+        let emu = emulator(emulator_config(14, (total / 14) as u32, 1000, 0)).await;
+        let (from, to) = emu.data_range();
+        let pages = client::spool_pages(&emu, from, to, &w.join("pages.bin"), &w.join("records.ndjson")).await;
+        let pipe = cases::spawn(&["pipeline", &w.join("pages.bin").display().to_string()], &[]);
+        row(
+            "pipeline from raw page bytes → Parquet",
+            pipe.records,
+            pipe.secs,
+            Some(pipe.rss_mib),
+            &format!("{pages} pages, one window per day, {} threads", cases::threads()),
+        );
+        let duck = client::duckdb(&w.join("records.ndjson"), &w.join("duck.parquet"));
+        match &duck {
+            Some(d) => row(
+                "DuckDB NDJSON → Parquet (zstd), same records",
+                d.rows,
+                d.secs,
+                Some(d.rss_mib),
+                &format!(
+                    "pipeline / DuckDB: {:.2}x records/s, {:.2}x peak memory",
+                    d.secs / pipe.secs,
+                    pipe.rss_mib / d.rss_mib
+                ),
             ),
-        ),
-        None => println!("| DuckDB | - | - | - | - | not installed: `pip install duckdb` |"),
+            None => println!("| DuckDB | - | - | - | - | not installed: `pip install duckdb` |"),
+        }
+        let e2e = cases::export(&emu, w, "e2e", "1d", &[]);
+        row(
+            "end to end from the emulator on loopback, defaults",
+            e2e.records,
+            e2e.secs,
+            Some(e2e.rss_mib),
+            &match &duck {
+                Some(d) => format!("{:.2}x DuckDB's records/s", d.secs / e2e.secs),
+                None => String::new(),
+            },
+        );
+        drop(emu);
     }
-    let e2e = cases::export(&emu, w, "e2e", "1d", &[]);
-    row(
-        "end to end from the emulator on loopback, defaults",
-        e2e.records,
-        e2e.secs,
-        Some(e2e.rss_mib),
-        &match &duck {
-            Some(d) => format!("{:.2}x DuckDB's records/s", d.secs / e2e.secs),
-            None => String::new(),
-        },
-    );
-    drop(emu);
 
     // 2. Latency: 100 ms a page, 1-hour windows of 2 pages.
-    let emu = emulator(emulator_config(size("BENCH_LATENCY_DAYS", 4) as u32, 48_000, 1000, 100)).await;
-    for c in [1usize, 4, 16] {
-        let before = emu.audit_requests();
-        let r = cases::export_here(&emu, &w.join(format!("lat{c}")), "1h", c, 0).await;
-        let requests = emu.audit_requests() - before;
-        let ideal = requests as f64 * 0.1 / c as f64;
-        row(
-            &format!("100 ms a page, export.concurrency {c}"),
-            r.0,
-            r.1,
-            None,
-            &format!("{requests} requests; ideal {ideal:.2} s; {:.2}x the ideal", r.1 / ideal),
-        );
+    if enabled("latency") {
+        let emu = emulator(emulator_config(size("BENCH_LATENCY_DAYS", 4) as u32, 48_000, 1000, 100)).await;
+        for c in [1usize, 4, 16] {
+            let before = emu.audit_requests();
+            let r = cases::export_here(&emu, &w.join(format!("lat{c}")), "1h", c, 0).await;
+            let requests = emu.audit_requests() - before;
+            let ideal = requests as f64 * 0.1 / c as f64;
+            row(
+                &format!("100 ms a page, export.concurrency {c}"),
+                r.0,
+                r.1,
+                None,
+                &format!("{requests} requests; ideal {ideal:.2} s; {:.2}x the ideal", r.1 / ideal),
+            );
+        }
+        drop(emu);
     }
-    drop(emu);
 
     // 3. The naive script against the defaults on a latency-bound API (40 ms a page), then
     // 5. the idle run on that state.
-    let emu = emulator(emulator_config(size("BENCH_NAIVE_DAYS", 28) as u32, 8000, 1000, 40)).await;
-    let (from, to) = emu.data_range();
-    let t = Instant::now();
-    let n = client::naive(&emu, from, to, &w.join("naive.ndjson")).await;
-    let naive_s = t.elapsed().as_secs_f64();
-    row("naive sequential script, 40 ms a page", n, naive_s, None, "1 request at a time");
-    let r = cases::export_here(&emu, &w.join("naive-ex"), "1d", 8, 0).await;
-    row(
-        "exporter, default settings, 40 ms a page",
-        r.0,
-        r.1,
-        None,
-        &format!("{:.2}x the naive script", naive_s / r.1),
-    );
-    let (requests, secs) = cases::idle_run(&emu, &w.join("naive-ex")).await;
-    row(
-        "idle run (start + run, nothing new)",
-        0,
-        secs,
-        None,
-        &format!("{requests} API request(s)"),
-    );
-    drop(emu);
+    if enabled("naive") {
+        let emu = emulator(emulator_config(size("BENCH_NAIVE_DAYS", 28) as u32, 8000, 1000, 40)).await;
+        let (from, to) = emu.data_range();
+        let t = Instant::now();
+        let n = client::naive(&emu, from, to, &w.join("naive.ndjson")).await;
+        let naive_s = t.elapsed().as_secs_f64();
+        row("naive sequential script, 40 ms a page", n, naive_s, None, "1 request at a time");
+        let r = cases::export_here(&emu, &w.join("naive-ex"), "1d", 8, 0).await;
+        row(
+            "exporter, default settings, 40 ms a page",
+            r.0,
+            r.1,
+            None,
+            &format!("{:.2}x the naive script", naive_s / r.1),
+        );
+        let (requests, secs) = cases::idle_run(&emu, &w.join("naive-ex")).await;
+        row(
+            "idle run (start + run, nothing new)",
+            0,
+            secs,
+            None,
+            &format!("{requests} API request(s)"),
+        );
+        drop(emu);
+    }
 
     // 4. Capacity model: 4 served at once at 30 ms, 4 queued, 429 beyond.
-    let mut cfg = emulator_config(size("BENCH_CAP_DAYS", 40) as u32, 4000, 500, 30);
-    cfg.capacity = Some(Capacity {
-        concurrent: 4,
-        max_queued: 4,
-        retry_after_secs: 1,
-    });
-    let emu = emulator(cfg).await;
-    let over = |e: &EmulatorHandle| e.counters().over_capacity.load(std::sync::atomic::Ordering::Relaxed);
-    let mut best = (0usize, 0.0f64);
-    for fixed in [1usize, 2, 4, 6, 8, 12, 16] {
-        let before = over(&emu);
-        let (n, secs) = cases::export_here(&emu, &w.join(format!("cap{fixed}")), "12h", 16, fixed).await;
-        let rate = n as f64 / secs;
-        if rate > best.1 {
-            best = (fixed, rate);
+    if enabled("capacity") {
+        let mut cfg = emulator_config(size("BENCH_CAP_DAYS", 40) as u32, 4000, 500, 30);
+        cfg.capacity = Some(Capacity {
+            concurrent: 4,
+            max_queued: 4,
+            retry_after_secs: 1,
+        });
+        let emu = emulator(cfg).await;
+        let over = |e: &EmulatorHandle| e.counters().over_capacity.load(std::sync::atomic::Ordering::Relaxed);
+        let mut best = (0usize, 0.0f64);
+        for fixed in [1usize, 2, 4, 6, 8, 12, 16] {
+            let before = over(&emu);
+            let (n, secs) = cases::export_here(&emu, &w.join(format!("cap{fixed}")), "12h", 16, fixed).await;
+            let rate = n as f64 / secs;
+            if rate > best.1 {
+                best = (fixed, rate);
+            }
+            row(
+                &format!("capacity model, fixed max_concurrency {fixed}"),
+                n,
+                secs,
+                None,
+                &format!("{} x 429", over(&emu) - before),
+            );
         }
+        let before = over(&emu);
+        let (n, secs) = cases::export_here(&emu, &w.join("cap-adaptive"), "12h", 16, 0).await;
         row(
-            &format!("capacity model, fixed max_concurrency {fixed}"),
+            "capacity model, adaptive (default)",
             n,
             secs,
             None,
-            &format!("{} x 429", over(&emu) - before),
+            &format!(
+                "{} x 429; best fixed ({}) / adaptive = {:.2}",
+                over(&emu) - before,
+                best.0,
+                best.1 / (n as f64 / secs)
+            ),
         );
+        drop(emu);
     }
-    let before = over(&emu);
-    let (n, secs) = cases::export_here(&emu, &w.join("cap-adaptive"), "12h", 16, 0).await;
-    row(
-        "capacity model, adaptive (default)",
-        n,
-        secs,
-        None,
-        &format!(
-            "{} x 429; best fixed ({}) / adaptive = {:.2}",
-            over(&emu) - before,
-            best.0,
-            best.1 / (n as f64 / secs)
-        ),
-    );
-    drop(emu);
 
     // 6. Large tenant: 5 M records in 7-day windows; state after 365 days × 20,000.
-    let per_day = 142_858;
-    let days = (size("BENCH_LARGE_RECORDS", 5_000_000) / per_day).max(1) as u32;
-    let emu = emulator(emulator_config(days, per_day as u32, 1000, 0)).await;
-    let big = cases::export(&emu, w, "large", "7d", &[]);
-    row(
-        "5 M-record backfill, 7-day windows, defaults",
-        big.records,
-        big.secs,
-        Some(big.rss_mib),
-        "peak RSS of the exporter process alone",
-    );
-    drop(emu);
-    let emu = emulator(emulator_config(size("BENCH_STATE_DAYS", 365) as u32, 20_000, 1000, 0)).await;
-    let year = cases::export(&emu, w, "year", "1d", &[]);
-    row(
-        "365-day backfill at 20,000 a day, defaults",
-        year.records,
-        year.secs,
-        Some(year.rss_mib),
-        &format!(
-            "state {:.2} MB; output {:.0} MB",
-            year.state_bytes as f64 / 1e6,
-            year.output_bytes as f64 / 1e6
-        ),
-    );
+    if enabled("large") {
+        let per_day = 142_858;
+        let days = (size("BENCH_LARGE_RECORDS", 5_000_000) / per_day).max(1) as u32;
+        let emu = emulator(emulator_config(days, per_day as u32, 1000, 0)).await;
+        let big = cases::export(&emu, w, "large", "7d", &[]);
+        row(
+            "5 M-record backfill, 7-day windows, defaults",
+            big.records,
+            big.secs,
+            Some(big.rss_mib),
+            "peak RSS of the exporter process alone",
+        );
+        drop(emu);
+    }
+    if enabled("year") {
+        let emu = emulator(emulator_config(size("BENCH_STATE_DAYS", 365) as u32, 20_000, 1000, 0)).await;
+        let year = cases::export(&emu, w, "year", "1d", &[]);
+        row(
+            "365-day backfill at 20,000 a day, defaults",
+            year.records,
+            year.secs,
+            Some(year.rss_mib),
+            &format!(
+                "state {:.2} MB; output {:.0} MB",
+                year.state_bytes as f64 / 1e6,
+                year.output_bytes as f64 / 1e6
+            ),
+        );
+    }
 }

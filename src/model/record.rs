@@ -3,16 +3,17 @@
 //! copied or unescaped to read a record; the few values that need it (escaped strings, objects)
 //! are decoded on demand. `actionTime` is parsed once, here.
 //!
+//! The page was validated as JSON when it was received ([`crate::api`] refuses anything
+//! else and asks again), so a record is read with a plain scanner over its object's entries
+//! rather than a second validating parse; it still refuses what it cannot read, never guesses.
+//!
 //! Invariant: for a JSON object, `fields[i]` is the value of `DOCUMENTED_FIELDS[i]` and `extra`
 //! holds every other key in the order the API sent them; a repeated key keeps its last value
 //! (as `serde_json::Value` does). A value that is not an object has no fields and no extras.
 
 use std::borrow::Cow;
-use std::fmt;
 
 use chrono::{DateTime, Utc};
-use serde::de::{self, Deserializer, MapAccess, Visitor};
-use serde_json::value::RawValue;
 
 use super::{DOCUMENTED_FIELDS, parse_action_time};
 
@@ -26,10 +27,10 @@ pub struct Record<'a> {
     pub raw: &'a str,
     /// Whether the record is a JSON object (the API only sends objects).
     pub is_object: bool,
-    /// The raw value of each documented field, by [`DOCUMENTED_FIELDS`] index.
-    pub fields: [Option<&'a RawValue>; 20],
-    /// Every other key with its raw value, in the order sent.
-    pub extra: Vec<(Cow<'a, str>, &'a RawValue)>,
+    /// The raw JSON text of each documented field's value, by [`DOCUMENTED_FIELDS`] index.
+    pub fields: [Option<&'a str>; 20],
+    /// Every other key with its value's raw JSON text, in the order sent.
+    pub extra: Vec<(Cow<'a, str>, &'a str)>,
     /// `actionTime`, when it is a string that parses as an instant.
     pub time: Option<DateTime<Utc>>,
 }
@@ -45,35 +46,108 @@ pub enum Kind {
     Other,
 }
 
-/// The kind of `v`.
-pub fn kind(v: &RawValue) -> Kind {
-    match v.get().as_bytes().first() {
+/// The kind of the raw JSON value `v`.
+pub fn kind(v: &str) -> Kind {
+    match v.as_bytes().first() {
         Some(b'"') => Kind::String,
         Some(b'n') => Kind::Null,
         _ => Kind::Other,
     }
 }
 
-/// The text of a raw JSON string value, unescaped only when it holds an escape.
-pub fn string_of(v: &RawValue) -> Option<Cow<'_, str>> {
-    let s = v.get();
-    if kind(v) != Kind::String {
+/// The text of a raw JSON string value, unescaped only when it holds an escape. `None` for
+/// a value that is not a string, or one with a lone surrogate escape (not valid UTF-16).
+pub fn string_of(v: &str) -> Option<Cow<'_, str>> {
+    let s = v;
+    if kind(v) != Kind::String || s.len() < 2 {
         return None;
     }
     let inner = &s[1..s.len() - 1];
-    if !inner.contains('\\') {
+    if memchr::memchr(b'\\', inner.as_bytes()).is_none() {
         // Valid JSON strings hold no raw quote, backslash or control character: the text
         // between the quotes is the value.
         return Some(Cow::Borrowed(inner));
     }
-    serde_json::from_str::<String>(s).ok().map(Cow::Owned)
+    unescape(inner).map(Cow::Owned)
+}
+
+/// Whether a raw JSON string (quotes included) is spelled as serde_json writes it: its
+/// escapes are only the short ones serde_json uses (`\"`, `\\`, `\n`, `\r`, `\t`, `\b`, `\f`).
+/// Such a string's raw text is its canonical JSON, with nothing to decode.
+pub fn is_canonical_string(raw: &str) -> bool {
+    let b = raw.as_bytes();
+    let mut i = 0;
+    while let Some(p) = memchr::memchr(b'\\', &b[i..]) {
+        let at = i + p;
+        match b.get(at + 1) {
+            Some(b'"' | b'\\' | b'n' | b'r' | b't' | b'b' | b'f') => i = at + 2,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Decodes the escapes of a JSON string's inner text (already known to be valid JSON).
+fn unescape(inner: &str) -> Option<String> {
+    let b = inner.as_bytes();
+    let mut out = String::with_capacity(inner.len());
+    let mut i = 0;
+    while let Some(p) = memchr::memchr(b'\\', &b[i..]) {
+        out.push_str(&inner[i..i + p]);
+        let at = i + p;
+        let esc = *b.get(at + 1)?;
+        i = at + 2;
+        match esc {
+            b'"' => out.push('"'),
+            b'\\' => out.push('\\'),
+            b'/' => out.push('/'),
+            b'b' => out.push('\u{8}'),
+            b'f' => out.push('\u{c}'),
+            b'n' => out.push('\n'),
+            b'r' => out.push('\r'),
+            b't' => out.push('\t'),
+            b'u' => {
+                let hex = |at: usize| inner.get(at..at + 4).and_then(|h| u32::from_str_radix(h, 16).ok());
+                let first = hex(i)?;
+                i += 4;
+                let c = if (0xD800..0xDC00).contains(&first) {
+                    // A high surrogate must be followed by an escaped low one.
+                    if inner.get(i..i + 2) != Some("\\u") {
+                        return None;
+                    }
+                    let second = hex(i + 2)?;
+                    if !(0xDC00..0xE000).contains(&second) {
+                        return None;
+                    }
+                    i += 6;
+                    0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00)
+                } else {
+                    first
+                };
+                out.push(char::from_u32(c)?);
+            }
+            _ => return None,
+        }
+    }
+    out.push_str(&inner[i..]);
+    Some(out)
+}
+
+/// Why a record could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("record at byte {at}: {what}")]
+pub struct RecordError {
+    /// Offset in the record's text.
+    pub at: usize,
+    /// What was expected there.
+    pub what: &'static str,
 }
 
 impl<'a> Record<'a> {
-    /// Reads one record's JSON text (one element of a page's `data`, already checked to be a
+    /// Reads one record's JSON text (one element of a page's `data`, already validated as a
     /// JSON value).
-    pub fn parse(text: &'a str) -> Result<Self, serde_json::Error> {
-        let text = text.trim();
+    pub fn parse(text: &'a str) -> Result<Self, RecordError> {
+        let text = text.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'));
         let mut rec = Record {
             raw: text,
             is_object: text.starts_with('{'),
@@ -82,8 +156,7 @@ impl<'a> Record<'a> {
             time: None,
         };
         if rec.is_object {
-            let mut de = serde_json::Deserializer::from_str(text);
-            de.deserialize_map(Fill(&mut rec))?;
+            Scan { s: text, i: 1 }.entries(&mut rec)?;
             rec.time = rec.fields[ACTION_TIME].and_then(string_of).and_then(|s| parse_action_time(&s));
         }
         Ok(rec)
@@ -100,51 +173,125 @@ impl<'a> Record<'a> {
     }
 }
 
-/// A map key, borrowed when it holds no escape.
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> de::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string key")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Owned(v.to_string())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(V)
-    }
+/// A cursor over valid JSON text.
+struct Scan<'a> {
+    s: &'a str,
+    i: usize,
 }
 
-/// Fills a record's fields from its object's entries.
-struct Fill<'r, 'a>(&'r mut Record<'a>);
-
-impl<'de> Visitor<'de> for Fill<'_, 'de> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
+impl<'a> Scan<'a> {
+    fn err(&self, what: &'static str) -> RecordError {
+        RecordError { at: self.i, what }
     }
-    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
-        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
-            let v: &'de RawValue = map.next_value()?;
-            match DOCUMENTED_FIELDS.iter().position(|f| *f == k) {
-                Some(i) => self.0.fields[i] = Some(v),
-                None => match self.0.extra.iter_mut().find(|(name, _)| *name == k) {
-                    Some(slot) => slot.1 = v,
-                    None => self.0.extra.push((k, v)),
-                },
+
+    fn ws(&mut self) {
+        let b = self.s.as_bytes();
+        while self.i < b.len() && matches!(b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
+            self.i += 1;
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.s.as_bytes().get(self.i).copied()
+    }
+
+    /// With the cursor on an opening quote, moves past the closing one.
+    fn string(&mut self) -> Result<(), RecordError> {
+        let b = self.s.as_bytes();
+        let mut i = self.i + 1;
+        loop {
+            match memchr::memchr2(b'"', b'\\', &b[i.min(b.len())..]) {
+                Some(p) if b[i + p] == b'"' => {
+                    self.i = i + p + 1;
+                    return Ok(());
+                }
+                Some(p) => i += p + 2,
+                None => return Err(self.err("an unterminated string")),
             }
         }
-        Ok(())
+    }
+
+    /// Moves past one value; returns its text.
+    fn value(&mut self) -> Result<&'a str, RecordError> {
+        let start = self.i;
+        let b = self.s.as_bytes();
+        match self.peek() {
+            Some(b'"') => self.string()?,
+            Some(b'{' | b'[') => {
+                let mut depth = 0usize;
+                loop {
+                    match b.get(self.i) {
+                        Some(b'"') => {
+                            self.string()?;
+                            continue;
+                        }
+                        Some(b'{' | b'[') => depth += 1,
+                        Some(b'}' | b']') => {
+                            depth -= 1;
+                            if depth == 0 {
+                                self.i += 1;
+                                break;
+                            }
+                        }
+                        Some(_) => {}
+                        None => return Err(self.err("an unterminated object or array")),
+                    }
+                    self.i += 1;
+                }
+            }
+            Some(_) => {
+                while self.i < b.len() && !matches!(b[self.i], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
+                    self.i += 1;
+                }
+                if self.i == start {
+                    return Err(self.err("a value"));
+                }
+            }
+            None => return Err(self.err("a value")),
+        }
+        Ok(&self.s[start..self.i])
+    }
+
+    /// Reads an object's entries (the cursor just past its `{`) into `rec`.
+    fn entries(&mut self, rec: &mut Record<'a>) -> Result<(), RecordError> {
+        self.ws();
+        if self.peek() == Some(b'}') {
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            if self.peek() != Some(b'"') {
+                return Err(self.err("a key"));
+            }
+            let k0 = self.i;
+            self.string()?;
+            let inner = &self.s[k0 + 1..self.i - 1];
+            let key = if memchr::memchr(b'\\', inner.as_bytes()).is_some() {
+                Cow::Owned(unescape(inner).ok_or_else(|| self.err("a key that is valid text"))?)
+            } else {
+                Cow::Borrowed(inner)
+            };
+            self.ws();
+            if self.peek() != Some(b':') {
+                return Err(self.err("':'"));
+            }
+            self.i += 1;
+            self.ws();
+            let v = self.value()?;
+            match DOCUMENTED_FIELDS.iter().position(|f| *f == key) {
+                Some(i) => rec.fields[i] = Some(v),
+                None => match rec.extra.iter_mut().find(|(name, _)| *name == key) {
+                    Some(slot) => slot.1 = v,
+                    None => rec.extra.push((key, v)),
+                },
+            }
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => return Ok(()),
+                _ => return Err(self.err("',' or '}'")),
+            }
+        }
     }
 }
 
@@ -161,11 +308,11 @@ mod tests {
         let r = raw(r#"{"actionName":"Login","x":{"a":[1]},"actionTime":"2024-01-01T00:00:00.5Z","comment":"a\"b","x":2}"#);
         let rec = Record::parse(r).unwrap();
         assert!(rec.is_object && !rec.is_empty_object());
-        assert_eq!(rec.fields[0].unwrap().get(), r#""Login""#);
+        assert_eq!(rec.fields[0].unwrap(), r#""Login""#);
         assert!(matches!(string_of(rec.fields[0].unwrap()), Some(Cow::Borrowed("Login"))));
         assert_eq!(string_of(rec.fields[11].unwrap()).unwrap(), "a\"b");
         assert_eq!(rec.extra.len(), 1, "a repeated key keeps one entry");
-        assert_eq!(rec.extra[0].1.get(), "2", "and its last value");
+        assert_eq!(rec.extra[0].1, "2", "and its last value");
         assert_eq!(rec.time, parse_action_time("2024-01-01T00:00:00.5Z"));
     }
 
@@ -181,5 +328,24 @@ mod tests {
         assert_eq!(rec.time, None);
         assert_eq!(kind(rec.fields[ACTION_TIME].unwrap()), Kind::Other);
         assert_eq!(kind(rec.fields[10].unwrap()), Kind::Null);
+    }
+
+    #[test]
+    fn unescaping_matches_serde_json() {
+        for text in [
+            r#""plain""#,
+            r#""a \"q\" \\ \/ \b\f\n\r\t end""#,
+            r#""caf\u00e9 \u00E9 \ud83d\ude00 \u0000 \u001f""#,
+            r#""\u20ac€""#,
+        ] {
+            let want: String = serde_json::from_str(text).unwrap();
+            assert_eq!(string_of(text).unwrap(), want, "{text}");
+            let canonical = serde_json::to_string(&want).unwrap();
+            assert_eq!(is_canonical_string(text), canonical == text, "{text}");
+        }
+        // Lone surrogates are not text.
+        for text in [r#""\ud83d""#, r#""\ud83d\u0041""#, r#""\ude00""#] {
+            assert!(string_of(text).is_none(), "{text}");
+        }
     }
 }

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::model::record::Record;
@@ -146,6 +146,7 @@ enum FileWriter {
 
 struct OpenFile {
     writer: FileWriter,
+    partition: String,
     rel: String,
     temp: PathBuf,
     rows: u64,
@@ -157,8 +158,10 @@ pub struct WindowWriter {
     prefix: String,
     ingested_at: DateTime<Utc>,
     staging: Box<dyn Fn(&str) -> PathBuf + Send + Sync>,
-    open: BTreeMap<String, OpenFile>,
-    parts: BTreeMap<String, u32>,
+    /// Open files by partition day (days since the common era; `None` = `dt=unknown`): a
+    /// number, so a record finds its file without formatting a date.
+    open: BTreeMap<Option<i32>, OpenFile>,
+    parts: BTreeMap<Option<i32>, u32>,
     done: Vec<WrittenFile>,
     finished: bool,
 }
@@ -182,11 +185,12 @@ impl WindowWriter {
     /// Writes `rec` to its partition's open file (opening one if needed), and closes that file
     /// once it reaches `file_max_rows` or `file_max_bytes`.
     pub fn write(&mut self, rec: OutRecord<'_>) -> Result<(), SinkError> {
-        let partition = model::partition_of(rec.time);
-        let f = match self.open.entry(partition.clone()) {
+        let day = rec.time.map(|t| t.date_naive().num_days_from_ce());
+        let f = match self.open.entry(day) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
-                let part = self.parts.entry(partition.clone()).or_insert(0);
+                let partition = model::partition_of(rec.time);
+                let part = self.parts.entry(day).or_insert(0);
                 let rel = format!(
                     "{partition}/{}",
                     model::attempt_file_name(&self.prefix, *part, self.opts.extension())
@@ -205,6 +209,7 @@ impl WindowWriter {
                 };
                 e.insert(OpenFile {
                     writer,
+                    partition,
                     rel,
                     temp,
                     rows: 0,
@@ -221,13 +226,13 @@ impl WindowWriter {
             FileWriter::Ndjson(n) => n.approx_bytes(),
         };
         let full = f.rows >= self.opts.file_max_rows as u64 || size >= self.opts.file_max_bytes;
-        if full && let Some(f) = self.open.remove(&partition) {
-            self.close(partition, f)?;
+        if full && let Some(f) = self.open.remove(&day) {
+            self.close(f)?;
         }
         Ok(())
     }
 
-    fn close(&mut self, partition: String, f: OpenFile) -> Result<(), SinkError> {
+    fn close(&mut self, f: OpenFile) -> Result<(), SinkError> {
         let out = match f.writer {
             FileWriter::Parquet(p) => p.close(&f.temp)?,
             FileWriter::Ndjson(n) => n.close(&f.temp)?,
@@ -235,7 +240,7 @@ impl WindowWriter {
         let (bytes, sha256) = seal(out, &f.temp)?;
         self.done.push(WrittenFile {
             rel_path: f.rel,
-            partition,
+            partition: f.partition,
             temp_path: f.temp,
             rows: f.rows,
             bytes,
@@ -248,8 +253,8 @@ impl WindowWriter {
     /// staging files.
     pub fn finish(mut self) -> Result<Vec<WrittenFile>, SinkError> {
         let open = std::mem::take(&mut self.open);
-        for (p, f) in open {
-            self.close(p, f)?;
+        for f in open.into_values() {
+            self.close(f)?;
         }
         self.finished = true;
         Ok(std::mem::take(&mut self.done))

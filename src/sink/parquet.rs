@@ -30,6 +30,15 @@ const ADDITIONAL_DETAILS: usize = 19;
 /// Rows held in the Arrow builders before they are encoded: small, because every open file
 /// (up to 8 per window in flight) holds one batch of raw strings.
 const BATCH_ROWS: usize = 1024;
+/// Finishes a column's batch and starts the next one with room for as much again: the
+/// builder's buffers are sized once per batch instead of growing value by value.
+fn finish_sized(b: &mut StringBuilder, rows: usize) -> ArrayRef {
+    let array = b.finish();
+    let bytes = array.value_data().len();
+    *b = StringBuilder::with_capacity(rows, bytes + bytes / 8);
+    Arc::new(array)
+}
+
 /// Appends `"key":value` to the `_extra` object being built (`value` is JSON text).
 fn add_extra(out: &mut Vec<u8>, key: &str, value: &str) {
     out.push(if out.is_empty() { b'{' } else { b',' });
@@ -105,8 +114,11 @@ impl ParquetFile {
             // A window spans up to 8 partitions, each with a row group in memory: cap each
             // (and all of them together: `export.buffer_memory`).
             .set_max_row_group_bytes(Some(ROW_GROUP_MAX_BYTES))
-            // Record ids are unique by construction: a dictionary would only cost memory.
+            // Record ids are unique by construction, and parameters and the overflow object
+            // nearly so: a dictionary would only cost time and memory before it gave up.
             .set_column_dictionary_enabled(ColumnPath::from("_record_id"), false)
+            .set_column_dictionary_enabled(ColumnPath::from("actionParameters"), false)
+            .set_column_dictionary_enabled(ColumnPath::from("_extra"), false)
             .set_created_by(format!("aos-audit-export {}", env!("CARGO_PKG_VERSION")))
             .build();
         let schema = schema();
@@ -146,12 +158,12 @@ impl ParquetFile {
                     (Some(v), Some(Kind::String), Some(t)) => {
                         self.action_time.append_value(t.timestamp_micros());
                         if t.timestamp_subsec_nanos() % 1000 != 0 {
-                            add_extra(extra, name, v.get());
+                            add_extra(extra, name, v);
                         }
                     }
                     (Some(v), _, _) => {
                         self.action_time.append_null();
-                        add_extra(extra, name, v.get());
+                        add_extra(extra, name, v);
                     }
                     (None, _, _) => self.action_time.append_null(),
                 }
@@ -162,7 +174,7 @@ impl ParquetFile {
                 (None, _) | (_, Some(Kind::Null)) => b.append_null(),
                 (Some(v), _) if i == ADDITIONAL_DETAILS => {
                     // The value's JSON text, compact.
-                    let text = v.get();
+                    let text = v;
                     if text.bytes().any(|c| c.is_ascii_whitespace()) {
                         let compact = serde_json::from_str::<serde_json::Value>(text)
                             .map(|x| x.to_string())
@@ -174,16 +186,20 @@ impl ParquetFile {
                 }
                 (Some(v), Some(Kind::String)) => match record::string_of(v) {
                     Some(s) => b.append_value(s),
-                    None => b.append_null(),
+                    // Not valid text (a lone surrogate escape): kept as sent, in `_extra`.
+                    None => {
+                        b.append_null();
+                        add_extra(extra, name, v);
+                    }
                 },
                 (Some(v), _) => {
                     b.append_null();
-                    add_extra(extra, name, v.get());
+                    add_extra(extra, name, v);
                 }
             }
         }
         for (k, v) in &r.extra {
-            add_extra(extra, k, v.get());
+            add_extra(extra, k, v);
         }
         let mut hex = [0u8; 32];
         let _ = hex::encode_to_slice(rec.id, &mut hex);
@@ -206,18 +222,19 @@ impl ParquetFile {
             return Ok(());
         }
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(FIELDS.len() + 3);
+        let rows = self.batch_rows;
         for (i, b) in self.strings.iter_mut().enumerate() {
             if i == ACTION_TIME {
                 cols.push(Arc::new(self.action_time.finish()));
             } else {
-                cols.push(Arc::new(b.finish()));
+                cols.push(finish_sized(b, rows));
             }
         }
-        cols.push(Arc::new(self.record_id.finish()));
+        cols.push(finish_sized(&mut self.record_id, rows));
         let mut ing = TimestampMicrosecondBuilder::with_capacity(self.rows).with_timezone("UTC");
         ing.append_value_n(self.ingested_at_us, self.rows);
         cols.push(Arc::new(ing.finish()));
-        cols.push(Arc::new(self.extra.finish()));
+        cols.push(finish_sized(&mut self.extra, rows));
         let batch = RecordBatch::try_new(self.schema.clone(), cols).map_err(|e| SinkError::Parquet {
             path: path.to_path_buf(),
             message: e.to_string(),
