@@ -15,7 +15,6 @@ use crate::api::{ApiClient, ApiError, Page};
 use crate::checkpoint::{Checkpoint, CheckpointError, FileRow};
 use crate::crashpoint;
 use crate::dedup::{Deduper, ID_SCHEME, Placement, place};
-use crate::model::record::Record;
 use crate::model::{StreamSpec, Window, attempt_prefix, partitions_of};
 use crate::sink::{OutRecord, SinkError, SinkOptions, WindowWriter, readback};
 use crate::store::{Store, StoreError};
@@ -73,9 +72,6 @@ pub enum ExportError {
     /// The API sent a `nextLink` already followed while paging this window.
     #[error("the API sent nextLink {0} twice while paging one window; refusing to loop")]
     RepeatedNextLink(String),
-    /// A record of a page could not be read (the page itself was valid JSON).
-    #[error("the API sent a record that cannot be read: {0}")]
-    BadRecord(String),
     /// A committed file overlapping the window could not be read back or its record ids parsed.
     #[error("cannot rebuild the record ids of committed file {path} from the lake (run `verify`): {message}")]
     Rebuild {
@@ -159,8 +155,7 @@ struct Progress {
 impl Progress {
     /// Places, deduplicates and writes every record of `page`.
     fn process(&mut self, page: &Page, w: &Window) -> Result<(), ExportError> {
-        for text in page.records() {
-            let rec = Record::parse(text).map_err(|e| ExportError::BadRecord(e.to_string()))?;
+        for rec in page.records() {
             let time = match place(&rec, w) {
                 Placement::In(t) => Some(t),
                 // A server with inclusive bounds also returns the next window's first instant;

@@ -227,8 +227,7 @@ fn pipeline(spool: &Path) {
                         let mut body = vec![0u8; *len];
                         file.read_exact_at(&mut body, *off).unwrap();
                         let page = Page::new(page::parse(body.into()).unwrap(), None);
-                        for text in page.records() {
-                            let rec = Record::parse(text).unwrap();
+                        for rec in page.records() {
                             let time = match place(&rec, &w) {
                                 Placement::In(t) => Some(t),
                                 Placement::Out(_) => continue,

@@ -7,12 +7,12 @@
 //! read later, borrowed from the body (see [`crate::model::record`]), with no tree of values
 //! built for them.
 
-use std::ops::Range;
-
 use bytes::Bytes;
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use url::Url;
+
+use crate::model::page_index::{RecordIndex, index_page};
+use crate::model::record::Record;
 
 /// One page of `/aos/audit`.
 #[derive(Debug)]
@@ -20,7 +20,7 @@ pub struct Page {
     /// The body as received (valid UTF-8 JSON).
     body: Bytes,
     /// Where each record of `data` lies in `body`.
-    spans: Vec<Range<usize>>,
+    records: Vec<RecordIndex>,
     /// The next page, already checked to be on the configured host.
     pub next_link: Option<Url>,
 }
@@ -30,26 +30,26 @@ impl Page {
     pub fn new(wire: WirePage, next_link: Option<Url>) -> Self {
         Page {
             body: wire.body,
-            spans: wire.spans,
+            records: wire.records,
             next_link,
         }
     }
 
     /// Number of records on the page.
     pub fn len(&self) -> usize {
-        self.spans.len()
+        self.records.len()
     }
 
     /// Whether the page holds no record.
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
+        self.records.is_empty()
     }
 
-    /// Each record's JSON text, in the order sent.
-    pub fn records(&self) -> impl Iterator<Item = &str> {
-        // `parse` checked the body is UTF-8 and cut the spans at value boundaries.
+    /// The records, in the order sent, borrowed from the body.
+    pub fn records(&self) -> impl Iterator<Item = Record<'_>> {
+        // `parse` checked the body is UTF-8 and indexed it.
         let text = std::str::from_utf8(&self.body).unwrap_or("");
-        self.spans.iter().map(move |s| text.get(s.clone()).unwrap_or("null"))
+        self.records.iter().map(move |r| r.record(text))
     }
 
     /// The page's body size in bytes.
@@ -62,7 +62,7 @@ impl Page {
 #[derive(Debug)]
 pub struct WirePage {
     body: Bytes,
-    spans: Vec<Range<usize>>,
+    records: Vec<RecordIndex>,
     /// `nextLink`, when non-empty.
     pub next_link: Option<String>,
 }
@@ -70,41 +70,21 @@ pub struct WirePage {
 impl WirePage {
     /// Number of records.
     pub fn len(&self) -> usize {
-        self.spans.len()
+        self.records.len()
     }
 
     /// Whether the page holds no record.
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
+        self.records.is_empty()
     }
 }
 
-#[derive(Deserialize)]
-struct Wire<'a> {
-    #[serde(rename = "nextLink", default, borrow)]
-    next_link: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    data: Option<&'a RawValue>,
-}
-
-/// Parses and validates a 2xx body, without building the records.
+/// Parses and validates a 2xx body in one pass, indexing its records.
 pub fn parse(body: Bytes) -> Result<WirePage, String> {
     let text = std::str::from_utf8(&body).map_err(|e| format!("not UTF-8: {e}"))?;
-    let w: Wire = serde_json::from_str(text).map_err(|e| format!("not a JSON object: {e}"))?;
-    let data = w.data.ok_or("no \"data\" array (absent or null)")?;
-    if !data.get().starts_with('[') {
-        return Err(format!("\"data\" is {}, not an array", kind(data)));
-    }
-    let records: Vec<&RawValue> = serde_json::from_str(data.get()).map_err(|e| format!("\"data\": {e}"))?;
-    let base = text.as_ptr() as usize;
-    let spans = records
-        .iter()
-        .map(|r| {
-            let start = r.get().as_ptr() as usize - base;
-            start..start + r.get().len()
-        })
-        .collect();
-    let next_link = match w.next_link {
+    let page = index_page(text).map_err(|e| format!("not a page: {e}"))?;
+    let records = page.records.ok_or("no \"data\" array (absent or null)")?;
+    let next_link = match page.next_link {
         None => None,
         Some(l) if l.get().starts_with('"') => {
             let s: String = serde_json::from_str(l.get()).map_err(|e| format!("\"nextLink\": {e}"))?;
@@ -112,8 +92,7 @@ pub fn parse(body: Bytes) -> Result<WirePage, String> {
         }
         Some(other) => return Err(format!("\"nextLink\" is {}, not a string or null", kind(other))),
     };
-    drop(records);
-    Ok(WirePage { body, spans, next_link })
+    Ok(WirePage { body, records, next_link })
 }
 
 fn kind(v: &RawValue) -> &'static str {
@@ -141,7 +120,7 @@ mod tests {
         assert_eq!(p.len(), 2);
         assert!(p.next_link.is_none());
         let p = Page::new(p, None);
-        assert_eq!(p.records().collect::<Vec<_>>(), vec![r#"{"a": 1}"#, r#"{"b": "x"}"#]);
+        assert_eq!(p.records().map(|r| r.raw).collect::<Vec<_>>(), vec![r#"{"a": 1}"#, r#"{"b": "x"}"#]);
         let p = page(br#"{"data": [], "nextLink": "https://h/aos/audit?skipToken=2"}"#).unwrap();
         assert_eq!(p.next_link.as_deref(), Some("https://h/aos/audit?skipToken=2"));
         assert!(page(br#"{"data": []}"#).unwrap().next_link.is_none());

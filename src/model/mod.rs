@@ -7,6 +7,7 @@
 //! `{prefix}-pNNN.{ext}` (or that name behind the `.tmp-` staging mark): a bare prefix match
 //! would let `…-g1` claim `…-g10-…`.
 
+pub mod page_index;
 pub mod record;
 
 use chrono::{DateTime, Utc};
