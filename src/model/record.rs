@@ -3,7 +3,7 @@
 //! copied or unescaped to read a record; the few values that need it (escaped strings, objects)
 //! are decoded on demand. `actionTime` is parsed once, here.
 //!
-//! The page was validated as JSON when it was received ([`crate::api`] refuses anything
+//! The page was validated as JSON when it was received (the API client refuses anything
 //! else and asks again), so a record is read with a plain scanner over its object's entries
 //! rather than a second validating parse; it still refuses what it cannot read, never guesses.
 //!
