@@ -164,22 +164,42 @@ fn key_of(bytes: &[u8]) -> Key {
     Key(k)
 }
 
-/// Counts occurrences of each content key within one read.
+/// Counts occurrences of each content key within one read: a set of the keys seen (17 bytes
+/// a slot), and counts only for the few keys seen more than once (identical twins).
 #[derive(Default)]
-struct Occurrences(KeyMap);
+struct Occurrences {
+    seen: KeySet,
+    repeats: KeyMap,
+}
+
+type KeySet = std::collections::HashSet<Key, std::hash::BuildHasherDefault<KeyHasher>>;
 
 impl Occurrences {
     /// How many records with this content were numbered so far.
     fn count(&self, content: [u8; 32]) -> u32 {
-        self.0.get(&key_of(&content)).copied().unwrap_or(0)
+        let key = key_of(&content);
+        match self.repeats.get(&key) {
+            Some(n) => *n,
+            None => u32::from(self.seen.contains(&key)),
+        }
     }
 
     /// The id of the next record with this content: hash(content, occurrence number).
     fn next_id(&mut self, content: [u8; 32]) -> RecordId {
-        let n = self.0.entry(key_of(&content)).or_insert(0);
-        let occurrence = *n;
-        *n += 1;
+        let key = key_of(&content);
+        let occurrence = if self.seen.insert(key) {
+            0
+        } else {
+            let n = self.repeats.entry(key).or_insert(1);
+            *n += 1;
+            *n - 1
+        };
         id_of(content, occurrence)
+    }
+
+    /// Map slots held.
+    fn capacity(&self) -> usize {
+        self.seen.capacity() + self.repeats.capacity()
     }
 }
 
@@ -225,6 +245,13 @@ impl Deduper {
             legacy: legacy.then(Occurrences::default),
             buf: Vec::with_capacity(2048),
         }
+    }
+
+    /// About how many bytes this read's ids take (what `export.dedup_memory` counts).
+    pub fn memory_bytes(&self) -> usize {
+        // A map slot is a 16-byte key, a 4-byte count and a control byte, at 7/8 load.
+        let slot = 24;
+        (self.known.capacity() + self.occurrences.capacity() + self.legacy.as_ref().map_or(0, Occurrences::capacity)) * slot
     }
 
     /// The record's id, and whether it is new (not already committed). `placed`: whether the

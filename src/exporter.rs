@@ -69,6 +69,10 @@ pub struct Exporter {
     metrics: Arc<Metrics>,
     /// Id of the run in progress (recorded on each window it commits).
     current_run: std::sync::atomic::AtomicI64,
+    /// `export.dedup_memory` across the windows in flight.
+    gate: window::MemoryGate,
+    /// The next window's place in commit order.
+    window_seq: std::sync::atomic::AtomicU64,
 }
 
 impl Exporter {
@@ -82,7 +86,10 @@ impl Exporter {
         let store = Store::open(&settings.export.output, &settings.spool_path())?;
         let checkpoint = Checkpoint::open(&settings.state_path)?;
         store.check()?;
+        let gate = window::MemoryGate::new(settings.export.dedup_memory);
         let ex = Exporter {
+            gate,
+            window_seq: Default::default(),
             settings,
             api,
             store,
@@ -124,6 +131,7 @@ impl Exporter {
             store: &self.store,
             checkpoint: &self.checkpoint,
             sink: &self.settings.export.sink,
+            gate: &self.gate,
         }
     }
 
@@ -307,10 +315,15 @@ impl Exporter {
         let deps = &deps;
         let (total_windows, started) = (windows.len(), Instant::now());
         let mut done = 0usize;
+        // Commit order, across passes and streams: the gate lets the oldest read on.
+        let base = self
+            .window_seq
+            .fetch_add(windows.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let mut results = futures::stream::iter(
             windows
                 .into_iter()
-                .map(|w| async move { window::export_window(deps, stream, w, cancel).await }),
+                .enumerate()
+                .map(|(i, w)| async move { window::export_window(deps, stream, w, base + i as u64, cancel).await }),
         )
         .buffered(e.concurrency);
         while let Some(res) = results.next().await {

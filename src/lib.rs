@@ -38,3 +38,29 @@ pub mod retry;
 pub mod sink;
 pub mod store;
 pub mod window;
+
+/// Tunes glibc's allocator for this workload; call first thing, before any thread exists.
+///
+/// Pages are decoded on a pool of blocking threads and their buffers freed on others: with
+/// glibc's defaults (an arena per thread, an mmap threshold that rises to 32 MiB after the
+/// first large free) freed memory stays with each arena, and a 5 M-record backfill measured
+/// 495 MiB peak RSS against 296 MiB with two arenas and a fixed 128 KiB threshold, at the
+/// same speed. `MALLOC_ARENA_MAX` / `MALLOC_MMAP_THRESHOLD_` in the environment still win.
+#[allow(unsafe_code)]
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+            // SAFETY: mallopt only sets allocator parameters; called before other threads.
+            unsafe {
+                libc::mallopt(libc::M_ARENA_MAX, 2);
+            }
+        }
+        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+            // SAFETY: as above.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+            }
+        }
+    }
+}

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     restore_sigpipe();
+    aos_audit_export::tune_allocator();
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

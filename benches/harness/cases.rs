@@ -117,6 +117,8 @@ fn dir_bytes(p: &Path) -> u64 {
 
 /// The child side of every `--case`.
 pub async fn child(args: &[String]) {
+    // As the binary does (the runtime's threads exist already; the allocator takes it).
+    aos_audit_export::tune_allocator();
     match args[0].as_str() {
         "pipeline" => pipeline(Path::new(&args[1])),
         "export" => {
@@ -198,7 +200,7 @@ fn pipeline(spool: &Path) {
         } else {
             Format::Parquet
         },
-        compression: Compression::Zstd(3),
+        compression: Compression::Zstd(std::env::var("BENCH_ZSTD_LEVEL").ok().and_then(|v| v.parse().ok()).unwrap_or(3)),
         row_group_rows: 50_000,
         file_max_rows: 1_000_000,
         file_max_bytes: 512 << 20,

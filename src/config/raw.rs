@@ -172,6 +172,9 @@ pub struct ExportSection {
     /// Memory for Parquet row groups being built, shared by every open file; when it is
     /// used up, row groups are ended early (smaller, same data).
     pub buffer_memory: String,
+    /// Memory for the record ids of the windows being read; past it, windows other than
+    /// the oldest wait before their next page.
+    pub dedup_memory: String,
     /// Windows fetched at once (backfill and catch-up runs); requests in flight are further
     /// bounded by `api.max_concurrency` or the adaptive limit.
     pub concurrency: usize,
@@ -194,6 +197,7 @@ impl Default for ExportSection {
             file_max_rows: 1_000_000,
             file_max_bytes: "512MiB".into(),
             buffer_memory: "64MiB".into(),
+            dedup_memory: "32MiB".into(),
             concurrency: 8,
             run_deadline: None,
         }

@@ -131,6 +131,8 @@ pub struct ExportSettings {
     pub sink: SinkOptions,
     /// Output location (local path or object-store URL).
     pub output: String,
+    /// Dedup memory the windows in flight may hold before younger ones wait (bytes).
+    pub dedup_memory: usize,
     /// Windows fetched at once.
     pub concurrency: usize,
     /// Give up a run after this long.
@@ -429,6 +431,7 @@ fn export_settings(e: &ExportSection, now: DateTime<Utc>) -> Result<ExportSettin
             buffer: BufferBudget::new(usize::try_from(parse_size("export.buffer_memory", &e.buffer_memory)?).unwrap_or(usize::MAX)),
         },
         output,
+        dedup_memory: usize::try_from(parse_size("export.dedup_memory", &e.dedup_memory)?).unwrap_or(usize::MAX),
         concurrency: e.concurrency,
         run_deadline: match &e.run_deadline {
             Some(d) if !d.trim().is_empty() => Some(parse_duration("export.run_deadline", d)?),

@@ -124,7 +124,8 @@ fn create(path: &PathBuf) -> Result<FileOut, SinkError> {
         path: path.clone(),
         source,
     })?;
-    Ok(HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, f)))
+    // Every open file has one: a window can hold 8, several windows are in flight.
+    Ok(HashingWriter::new(std::io::BufWriter::with_capacity(256 << 10, f)))
 }
 
 /// Flushes and fsyncs a finished file; returns (bytes, sha256).

@@ -119,6 +119,12 @@ impl ParquetFile {
             .set_column_dictionary_enabled(ColumnPath::from("_record_id"), false)
             .set_column_dictionary_enabled(ColumnPath::from("actionParameters"), false)
             .set_column_dictionary_enabled(ColumnPath::from("_extra"), false)
+            // A column's dictionary lives in memory until its row group ends, per open file:
+            // past 256 KiB of distinct values it falls back to plain encoding.
+            .set_dictionary_page_size_limit(256 << 10)
+            // Each column of each open file keeps a zstd context sized for its largest page:
+            // 128 KiB pages keep those small (a few hundred files can be open at once).
+            .set_data_page_size_limit(128 << 10)
             .set_created_by(format!("aos-audit-export {}", env!("CARGO_PKG_VERSION")))
             .build();
         let schema = schema();

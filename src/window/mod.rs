@@ -5,7 +5,11 @@
 //! file left under its name by an earlier crashed attempt is deleted; so a window re-run after a
 //! crash overwrites, never duplicates. Cancellation is checked at page boundaries only.
 
+mod gate;
+
 use std::collections::HashSet;
+
+pub use gate::{MemoryGate, Ticket};
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
@@ -92,6 +96,8 @@ pub struct Deps<'a> {
     pub checkpoint: &'a Checkpoint,
     /// Format, compression and file size limits of the output.
     pub sink: &'a SinkOptions,
+    /// Back-pressure on the dedup memory of the windows in flight.
+    pub gate: &'a MemoryGate,
 }
 
 /// A window whose files are published and which awaits its commit.
@@ -189,8 +195,10 @@ pub async fn export_window(
     deps: &Deps<'_>,
     stream: &StreamSpec,
     w: Window,
+    seq: u64,
     cancel: &CancellationToken,
 ) -> Result<WindowOutcome, ExportError> {
+    let ticket = deps.gate.enter(seq);
     let cp = deps.checkpoint;
     let generation = cp.next_generation(&stream.id, &w)?;
     let prefix = attempt_prefix(&stream.id, &w, generation);
@@ -242,6 +250,10 @@ pub async fn export_window(
         {
             return Err(ExportError::RepeatedNextLink(next.to_string()));
         }
+        // Over `export.dedup_memory`, younger windows wait here for the oldest.
+        if next_url.is_some() && !ticket.room(cancel).await {
+            return Err(ExportError::Cancelled);
+        }
         // Encode this page on a blocking thread while the next one is fetched: CPU and
         // network overlap, and concurrent windows encode on every core. The running state
         // moves to the thread and back; if this future is dropped, the thread finishes the
@@ -266,6 +278,7 @@ pub async fn export_window(
         };
         let (done, next) = futures::future::try_join(work, next).await?;
         state = done;
+        ticket.hold(state.dedup.memory_bytes());
         match next {
             Some(p) => page = p,
             None => break,
