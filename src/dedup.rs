@@ -274,9 +274,11 @@ impl Deduper {
                 .sum();
             seen >= held
         };
-        if let Some(legacy) = &mut self.legacy {
+        if let Some(legacy) = &mut self.legacy
+            && let Some(value) = record.to_value()
+        {
             self.buf.clear();
-            canonical_json(&record.to_value(), &mut self.buf);
+            canonical_json(&value, &mut self.buf);
             let old = legacy.next_id(Sha256::digest(&self.buf).into());
             new = new && !self.known.contains_key(&Key(old));
         }
@@ -287,18 +289,17 @@ impl Deduper {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::page_index::with_record;
     use crate::model::parse_action_time;
     use serde_json::json;
 
     /// Admits a JSON value through the borrowed path, as a page would deliver it.
     fn admit(d: &mut Deduper, v: &Value, placed: bool) -> (RecordId, bool) {
-        let text = v.to_string();
-        d.admit(&Record::parse(&text).unwrap(), placed)
+        with_record(&v.to_string(), |r| d.admit(r, placed)).unwrap()
     }
 
     fn place_v(v: &Value, w: &Window) -> Placement {
-        let text = v.to_string();
-        place(&Record::parse(&text).unwrap(), w)
+        with_record(&v.to_string(), |r| place(r, w)).unwrap()
     }
 
     #[test]
@@ -450,7 +451,7 @@ mod tests {
             let value: Value = serde_json::from_str(text).unwrap();
             let (mut old, mut new) = (Vec::new(), Vec::new());
             identity_of_value(&value, &mut old);
-            identity(&Record::parse(text).unwrap(), &mut new);
+            with_record(text, |r| identity(r, &mut new)).unwrap();
             assert_eq!(String::from_utf8_lossy(&new), String::from_utf8_lossy(&old), "{text}");
         }
     }
@@ -469,7 +470,7 @@ mod tests {
             let text = r.json.to_string();
             let (mut old, mut new) = (Vec::new(), Vec::new());
             identity_of_value(&r.json, &mut old);
-            identity(&Record::parse(&text).unwrap(), &mut new);
+            with_record(&text, |r| identity(r, &mut new)).unwrap();
             assert_eq!(new, old, "{text}");
         }
     }

@@ -12,7 +12,6 @@ use aos_audit_export::config::RawConfig;
 use aos_audit_export::dedup::{Deduper, Placement, place};
 use aos_audit_export::exporter::Exporter;
 use aos_audit_export::model::Window;
-use aos_audit_export::model::record::Record;
 use aos_audit_export::sink::{BufferBudget, Compression, Format, OutRecord, SinkOptions, WindowWriter};
 use aos_emulator::EmulatorHandle;
 use chrono::{DateTime, Utc};
@@ -138,7 +137,6 @@ pub async fn child(args: &[String]) {
                 .sum();
             report(s.written, secs, state, dir_bytes(&dir.join("out")));
         }
-        "probe" => probe(),
         other => panic!("unknown case {other}"),
     }
 }
@@ -249,72 +247,4 @@ fn pipeline(spool: &Path) {
     });
     let secs = t.elapsed().as_secs_f64();
     report(written.load(Ordering::Relaxed) as u64, secs, 0, dir_bytes(out.path()));
-}
-
-fn rss_kib() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Where one Parquet file's memory goes (a diagnostic, not part of the table).
-fn probe() {
-    let spec = aos_emulator::DataSpec {
-        seed: 1,
-        start: DateTime::from_timestamp(1_704_067_200, 0).unwrap(),
-        days: 1,
-        records_per_day: 20_000,
-        max_delay: chrono::Duration::zero(),
-    };
-    let texts: Vec<String> = aos_emulator::data::generate_day(&spec, 0)
-        .into_iter()
-        .map(|r| r.json.to_string())
-        .collect();
-    let out = tempfile::tempdir().unwrap();
-    let budget = BufferBudget::new(64 << 20);
-    let files: usize = std::env::var("PROBE_FILES").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
-    let mut writers: Vec<WindowWriter> = (0..files)
-        .map(|i| {
-            let root = out.path().to_path_buf();
-            WindowWriter::new(
-                SinkOptions {
-                    format: Format::Parquet,
-                    compression: Compression::Zstd(3),
-                    row_group_rows: 50_000,
-                    file_max_rows: 1_000_000,
-                    file_max_bytes: 512 << 20,
-                    buffer: budget.clone(),
-                },
-                format!("p{i}"),
-                Utc::now(),
-                Box::new(move |rel: &str| root.join(rel)),
-            )
-        })
-        .collect();
-    let base = rss_kib();
-    eprintln!("texts held; rss {} MiB", base / 1024);
-    for (n, text) in texts.iter().enumerate() {
-        let rec = Record::parse(text).unwrap();
-        let id = [n as u8; 16];
-        for w in writers.iter_mut() {
-            w.write(OutRecord {
-                rec: &rec,
-                id: &id,
-                time: rec.time,
-            })
-            .unwrap();
-        }
-        if n % 5000 == 4999 {
-            eprintln!(
-                "{} records x {files} files: budget {} KiB, rss +{} MiB",
-                n + 1,
-                budget.used() / 1024,
-                (rss_kib() - base) / 1024
-            );
-        }
-    }
-    report(0, 0.0, 0, 0);
 }

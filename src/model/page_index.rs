@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use super::DOCUMENTED_FIELDS;
 use super::record::{ACTION_TIME, Record, string_of};
 
-/// A byte range of the body; `len == 0` means absent (no JSON value is empty).
+/// A byte range of the body (a key's may be empty).
 #[derive(Debug, Clone, Copy, Default)]
 struct Span {
     start: u32,
@@ -29,13 +29,11 @@ impl Span {
         }
     }
     fn get<'a>(&self, body: &'a str) -> Option<&'a str> {
-        if self.len == 0 {
-            return None;
-        }
-        body.get(self.start as usize..(self.start + self.len) as usize)
+        let start = self.start as usize;
+        body.get(start..start + self.len as usize)
     }
     fn end(&self) -> usize {
-        (self.start + self.len) as usize
+        self.start as usize + self.len as usize
     }
 }
 
@@ -80,7 +78,7 @@ pub struct RecordIndex {
     /// an empty object, a first key with escapes): equivalent JSON, rebuilt.
     owned_raw: Option<String>,
     is_object: bool,
-    fields: [Span; 20],
+    fields: [Option<Span>; 20],
     extra: Vec<(Key, Span)>,
 }
 
@@ -89,7 +87,7 @@ impl RecordIndex {
     pub fn record<'a>(&'a self, body: &'a str) -> Record<'a> {
         let mut fields = [None; 20];
         for (f, s) in fields.iter_mut().zip(&self.fields) {
-            *f = s.get(body);
+            *f = s.and_then(|s| s.get(body));
         }
         let extra = self
             .extra
@@ -224,7 +222,7 @@ fn not_object(raw: String) -> RecordIndex {
         raw: Span::default(),
         owned_raw: Some(raw),
         is_object: false,
-        fields: [Span::default(); 20],
+        fields: [None; 20],
         extra: Vec::new(),
     }
 }
@@ -240,14 +238,17 @@ impl<'de> Visitor<'de> for OneRecord<'de> {
             raw: Span::default(),
             owned_raw: None,
             is_object: true,
-            fields: [Span::default(); 20],
+            fields: [None; 20],
             extra: Vec::new(),
         };
+        // Past a few unknown keys, repeated ones are found by hash, not by scanning.
+        let mut extra_at: Option<std::collections::HashMap<String, usize>> = None;
         let mut first_key: Option<Span> = None;
         let mut entries = 0usize;
         let mut end = 0usize;
         while let Some(BorrowedKey(k)) = map.next_key::<BorrowedKey<'de>>()? {
             let v: &'de RawValue = map.next_value()?;
+            check_value(v.get()).map_err(de::Error::custom)?;
             let vs = Span::of(v.get(), self.base);
             end = end.max(vs.end());
             let key = match &k {
@@ -262,15 +263,39 @@ impl<'de> Visitor<'de> for OneRecord<'de> {
             }
             entries += 1;
             match DOCUMENTED_FIELDS.iter().position(|f| *f == k) {
-                Some(i) => idx.fields[i] = vs,
+                Some(i) => idx.fields[i] = Some(vs),
                 None => {
                     let same = |kk: &Key| match kk {
                         Key::At(s) => s.get(self.body) == Some(k.as_ref()),
                         Key::Owned(s) => s == k.as_ref(),
                     };
-                    match idx.extra.iter_mut().find(|(kk, _)| same(kk)) {
-                        Some(slot) => slot.1 = vs,
-                        None => idx.extra.push((key, vs)),
+                    let found = match &extra_at {
+                        Some(at) => at.get(k.as_ref()).copied(),
+                        None => idx.extra.iter().position(|(kk, _)| same(kk)),
+                    };
+                    match found {
+                        Some(i) => idx.extra[i].1 = vs,
+                        None => {
+                            if let Some(at) = &mut extra_at {
+                                at.insert(k.to_string(), idx.extra.len());
+                            }
+                            idx.extra.push((key, vs));
+                            if extra_at.is_none() && idx.extra.len() > 32 {
+                                let at = idx
+                                    .extra
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(i, (kk, _))| {
+                                        let name = match kk {
+                                            Key::At(s) => s.get(self.body).unwrap_or_default().to_string(),
+                                            Key::Owned(s) => s.clone(),
+                                        };
+                                        (name, i)
+                                    })
+                                    .collect();
+                                extra_at = Some(at);
+                            }
+                        }
                     }
                 }
             }
@@ -331,6 +356,44 @@ impl<'de> Visitor<'de> for OneRecord<'de> {
     }
 }
 
+/// Refuses what serde_json's `Value` (and so the previous versions, and strict readers of the
+/// output) refuses but its raw-value scan lets through: escapes of lone surrogates, numbers out
+/// of range. Strings without `\\u` and the literals need no second look.
+fn check_value(text: &str) -> Result<(), &'static str> {
+    match text.as_bytes().first() {
+        Some(b'"') => {
+            let b = text.as_bytes();
+            let mut i = 0;
+            while let Some(p) = memchr::memchr(b'\\', &b[i..]) {
+                if b.get(i + p + 1) == Some(&b'u') {
+                    return super::record::string_of(text)
+                        .map(|_| ())
+                        .ok_or("a string with a lone surrogate escape");
+                }
+                i += p + 2;
+            }
+            Ok(())
+        }
+        Some(b't' | b'f' | b'n') => Ok(()),
+        _ => serde_json::from_str::<serde_json::Value>(text)
+            .map(|_| ())
+            .map_err(|_| "a value serde_json refuses (a number out of range or a lone surrogate)"),
+    }
+}
+
+/// Reads `text` (one record's JSON) the way a page's records are read, and calls `f` with it:
+/// for tests and tools that start from one record.
+pub fn with_record<R>(text: &str, f: impl FnOnce(&Record<'_>) -> R) -> Result<R, serde_json::Error> {
+    let body = format!("{{\"data\":[{text}]}}");
+    let page = index_page(&body)?;
+    let records = page.records.unwrap_or_default();
+    let rec = records
+        .first()
+        .map(|r| r.record(&body))
+        .ok_or_else(|| <serde_json::Error as de::Error>::custom("no record"))?;
+    Ok(f(&rec))
+}
+
 /// An object's text from its entries (documented fields first, then the others).
 fn rebuild(idx: &RecordIndex, body: &str) -> String {
     let mut out = String::from("{");
@@ -343,7 +406,7 @@ fn rebuild(idx: &RecordIndex, body: &str) -> String {
         out.push_str(v);
     };
     for (name, s) in DOCUMENTED_FIELDS.iter().zip(&idx.fields) {
-        if let Some(v) = s.get(body) {
+        if let Some(v) = s.and_then(|s| s.get(body)) {
             push(name, v);
         }
     }
@@ -366,7 +429,7 @@ mod tests {
 
     fn records(body: &str) -> Vec<serde_json::Value> {
         let idx = index_page(body).unwrap();
-        idx.records.unwrap().iter().map(|r| r.record(body).to_value()).collect()
+        idx.records.unwrap().iter().map(|r| r.record(body).to_value().unwrap()).collect()
     }
 
     #[test]
@@ -391,6 +454,33 @@ mod tests {
     }
 
     #[test]
+    fn empty_keys_are_keys() {
+        for text in [r#"{"":"x"}"#, r#"{"actionName":"a","":2}"#] {
+            let want: serde_json::Value = serde_json::from_str(text).unwrap();
+            with_record(text, |r| {
+                assert!(!r.is_empty_object(), "{text}");
+                assert_eq!(r.to_value(), Some(want.clone()));
+                assert_eq!(r.extra.len(), 1);
+            })
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn many_unknown_keys_stay_linear_and_last_wins() {
+        let mut text = String::from("{");
+        for i in 0..200 {
+            text.push_str(&format!("\"k{i}\":{i},"));
+        }
+        text.push_str("\"k7\":\"last\"}");
+        with_record(&text, |r| {
+            assert_eq!(r.extra.len(), 200);
+            assert_eq!(r.extra[7].1, "\"last\"");
+        })
+        .unwrap();
+    }
+
+    #[test]
     fn invalid_json_is_refused() {
         for body in [
             r#"{"data": [{"a": tru}]}"#,
@@ -399,6 +489,10 @@ mod tests {
             r#"{"data": [{"a": "\x"}]}"#,
             r#"{"data": [{"a": 1}]} trailing"#,
             "{\"data\": [{\"a\": \"line\nbreak\"}]}",
+            r#"{"data": [{"a": "\ud800"}]}"#,
+            r#"{"data": [{"actionName": "\ud83d\u0041"}]}"#,
+            r#"{"data": [{"a": 1e400}]}"#,
+            r#"{"data": [{"a": {"b": "\udc00"}}]}"#,
         ] {
             assert!(index_page(body).is_err(), "{body}");
         }

@@ -3,9 +3,7 @@
 //! copied or unescaped to read a record; the few values that need it (escaped strings, objects)
 //! are decoded on demand. `actionTime` is parsed once, here.
 //!
-//! The page was validated as JSON when it was received (the API client refuses anything
-//! else and asks again), so a record is read with a plain scanner over its object's entries
-//! rather than a second validating parse; it still refuses what it cannot read, never guesses.
+//! Records are built by [`super::page_index`] from the one validating parse of their page.
 //!
 //! Invariant: for a JSON object, `fields[i]` is the value of `DOCUMENTED_FIELDS[i]` and `extra`
 //! holds every other key in the order the API sent them; a repeated key keeps its last value
@@ -15,9 +13,7 @@ use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
 
-use super::{DOCUMENTED_FIELDS, parse_action_time};
-
-/// Index of `actionTime` in [`DOCUMENTED_FIELDS`].
+/// Index of `actionTime` in [`DOCUMENTED_FIELDS`](super::DOCUMENTED_FIELDS).
 pub const ACTION_TIME: usize = 3;
 
 /// One record, borrowed from the page body.
@@ -27,7 +23,7 @@ pub struct Record<'a> {
     pub raw: &'a str,
     /// Whether the record is a JSON object (the API only sends objects).
     pub is_object: bool,
-    /// The raw JSON text of each documented field's value, by [`DOCUMENTED_FIELDS`] index.
+    /// The raw JSON text of each documented field's value, by [`DOCUMENTED_FIELDS`](super::DOCUMENTED_FIELDS) index.
     pub fields: [Option<&'a str>; 20],
     /// Every other key with its value's raw JSON text, in the order sent.
     pub extra: Vec<(Cow<'a, str>, &'a str)>,
@@ -133,201 +129,43 @@ fn unescape(inner: &str) -> Option<String> {
     Some(out)
 }
 
-/// Why a record could not be read.
-#[derive(Debug, thiserror::Error)]
-#[error("record at byte {at}: {what}")]
-pub struct RecordError {
-    /// Offset in the record's text.
-    pub at: usize,
-    /// What was expected there.
-    pub what: &'static str,
-}
-
-impl<'a> Record<'a> {
-    /// Reads one record's JSON text (one element of a page's `data`, already validated as a
-    /// JSON value).
-    pub fn parse(text: &'a str) -> Result<Self, RecordError> {
-        let text = text.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'));
-        let mut rec = Record {
-            raw: text,
-            is_object: text.starts_with('{'),
-            fields: [None; 20],
-            extra: Vec::new(),
-            time: None,
-        };
-        if rec.is_object {
-            Scan { s: text, i: 1 }.entries(&mut rec)?;
-            rec.time = rec.fields[ACTION_TIME].and_then(string_of).and_then(|s| parse_action_time(&s));
-        }
-        Ok(rec)
-    }
-
+impl Record<'_> {
     /// Whether the object has no key at all.
     pub fn is_empty_object(&self) -> bool {
         self.is_object && self.fields.iter().all(Option::is_none) && self.extra.is_empty()
     }
 
-    /// The record as a `serde_json::Value` (for the rare paths that need a tree).
-    pub fn to_value(&self) -> serde_json::Value {
-        serde_json::from_str(self.raw).unwrap_or(serde_json::Value::Null)
-    }
-}
-
-/// A cursor over valid JSON text.
-struct Scan<'a> {
-    s: &'a str,
-    i: usize,
-}
-
-impl<'a> Scan<'a> {
-    fn err(&self, what: &'static str) -> RecordError {
-        RecordError { at: self.i, what }
-    }
-
-    fn ws(&mut self) {
-        let b = self.s.as_bytes();
-        while self.i < b.len() && matches!(b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
-            self.i += 1;
-        }
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.s.as_bytes().get(self.i).copied()
-    }
-
-    /// With the cursor on an opening quote, moves past the closing one.
-    fn string(&mut self) -> Result<(), RecordError> {
-        let b = self.s.as_bytes();
-        let mut i = self.i + 1;
-        loop {
-            match memchr::memchr2(b'"', b'\\', &b[i.min(b.len())..]) {
-                Some(p) if b[i + p] == b'"' => {
-                    self.i = i + p + 1;
-                    return Ok(());
-                }
-                Some(p) => i += p + 2,
-                None => return Err(self.err("an unterminated string")),
-            }
-        }
-    }
-
-    /// Moves past one value; returns its text.
-    fn value(&mut self) -> Result<&'a str, RecordError> {
-        let start = self.i;
-        let b = self.s.as_bytes();
-        match self.peek() {
-            Some(b'"') => self.string()?,
-            Some(b'{' | b'[') => {
-                let mut depth = 0usize;
-                loop {
-                    match b.get(self.i) {
-                        Some(b'"') => {
-                            self.string()?;
-                            continue;
-                        }
-                        Some(b'{' | b'[') => depth += 1,
-                        Some(b'}' | b']') => {
-                            depth -= 1;
-                            if depth == 0 {
-                                self.i += 1;
-                                break;
-                            }
-                        }
-                        Some(_) => {}
-                        None => return Err(self.err("an unterminated object or array")),
-                    }
-                    self.i += 1;
-                }
-            }
-            Some(_) => {
-                while self.i < b.len() && !matches!(b[self.i], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
-                    self.i += 1;
-                }
-                if self.i == start {
-                    return Err(self.err("a value"));
-                }
-            }
-            None => return Err(self.err("a value")),
-        }
-        Ok(&self.s[start..self.i])
-    }
-
-    /// Reads an object's entries (the cursor just past its `{`) into `rec`.
-    fn entries(&mut self, rec: &mut Record<'a>) -> Result<(), RecordError> {
-        self.ws();
-        if self.peek() == Some(b'}') {
-            return Ok(());
-        }
-        loop {
-            self.ws();
-            if self.peek() != Some(b'"') {
-                return Err(self.err("a key"));
-            }
-            let k0 = self.i;
-            self.string()?;
-            let inner = &self.s[k0 + 1..self.i - 1];
-            let key = if memchr::memchr(b'\\', inner.as_bytes()).is_some() {
-                Cow::Owned(unescape(inner).ok_or_else(|| self.err("a key that is valid text"))?)
-            } else {
-                Cow::Borrowed(inner)
-            };
-            self.ws();
-            if self.peek() != Some(b':') {
-                return Err(self.err("':'"));
-            }
-            self.i += 1;
-            self.ws();
-            let v = self.value()?;
-            match DOCUMENTED_FIELDS.iter().position(|f| *f == key) {
-                Some(i) => rec.fields[i] = Some(v),
-                None => match rec.extra.iter_mut().find(|(name, _)| *name == key) {
-                    Some(slot) => slot.1 = v,
-                    None => rec.extra.push((key, v)),
-                },
-            }
-            self.ws();
-            match self.peek() {
-                Some(b',') => self.i += 1,
-                Some(b'}') => return Ok(()),
-                _ => return Err(self.err("',' or '}'")),
-            }
-        }
+    /// The record as a `serde_json::Value` (for the rare paths that need a tree); `None` if
+    /// serde_json refuses it (the page reader refuses those already).
+    pub fn to_value(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(self.raw).ok()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn raw(s: &str) -> &str {
-        s
-    }
+    use crate::model::parse_action_time;
 
     #[test]
-    fn fields_extras_and_time_are_found_without_copies() {
-        let r = raw(r#"{"actionName":"Login","x":{"a":[1]},"actionTime":"2024-01-01T00:00:00.5Z","comment":"a\"b","x":2}"#);
-        let rec = Record::parse(r).unwrap();
-        assert!(rec.is_object && !rec.is_empty_object());
-        assert_eq!(rec.fields[0].unwrap(), r#""Login""#);
-        assert!(matches!(string_of(rec.fields[0].unwrap()), Some(Cow::Borrowed("Login"))));
-        assert_eq!(string_of(rec.fields[11].unwrap()).unwrap(), "a\"b");
-        assert_eq!(rec.extra.len(), 1, "a repeated key keeps one entry");
-        assert_eq!(rec.extra[0].1, "2", "and its last value");
-        assert_eq!(rec.time, parse_action_time("2024-01-01T00:00:00.5Z"));
-    }
-
-    #[test]
-    fn odd_records_parse() {
-        let r = raw("[1, 2]");
-        let rec = Record::parse(r).unwrap();
-        assert!(!rec.is_object && rec.time.is_none() && rec.extra.is_empty());
-        let r = raw("{ }");
-        assert!(Record::parse(r).unwrap().is_empty_object());
-        let r = raw(r#"{"actionTime": 5, "status": null}"#);
-        let rec = Record::parse(r).unwrap();
-        assert_eq!(rec.time, None);
-        assert_eq!(kind(rec.fields[ACTION_TIME].unwrap()), Kind::Other);
-        assert_eq!(kind(rec.fields[10].unwrap()), Kind::Null);
+    fn fields_extras_and_time_are_found() {
+        let text = r#"{"actionName":"Login","x":{"a":[1]},"actionTime":"2024-01-01T00:00:00.5Z","comment":"a\"b","x":2}"#;
+        super::super::page_index::with_record(text, |rec| {
+            assert!(rec.is_object && !rec.is_empty_object());
+            assert_eq!(rec.fields[0].unwrap(), r#""Login""#);
+            assert!(matches!(string_of(rec.fields[0].unwrap()), Some(Cow::Borrowed("Login"))));
+            assert_eq!(string_of(rec.fields[11].unwrap()).unwrap(), "a\"b");
+            assert_eq!(rec.extra.len(), 1, "a repeated key keeps one entry");
+            assert_eq!(rec.extra[0].1, "2", "and its last value");
+            assert_eq!(rec.time, parse_action_time("2024-01-01T00:00:00.5Z"));
+        })
+        .unwrap();
+        super::super::page_index::with_record(r#"{"actionTime": 5, "status": null}"#, |rec| {
+            assert_eq!(rec.time, None);
+            assert_eq!(kind(rec.fields[ACTION_TIME].unwrap()), Kind::Other);
+            assert_eq!(kind(rec.fields[10].unwrap()), Kind::Null);
+        })
+        .unwrap();
     }
 
     #[test]

@@ -54,14 +54,18 @@ impl NdjsonFile {
     /// value is wrapped as `_value`).
     pub fn write(&mut self, rec: &OutRecord<'_>, path: &Path) -> Result<(), SinkError> {
         // Copy the record's text as sent, then splice the metadata fields in before its closing
-        // brace: the API's own key order and spelling are kept. A line break between tokens
-        // (a pretty-printed body) would split the line, so such a record is re-serialized.
+        // brace: the API's own key order and spelling are kept. A JSON string cannot hold a
+        // raw line break, so any CR/LF in the text lies between tokens (a pretty-printed
+        // body) and becomes a space: the line stays one line and the same JSON.
         self.line.clear();
         let r = rec.rec;
-        if r.raw.contains(['\n', '\r']) {
-            serde_json::to_writer(&mut self.line, &r.to_value()).map_err(|e| io(path)(e.into()))?;
-        } else {
-            self.line.extend_from_slice(r.raw.as_bytes());
+        self.line.extend_from_slice(r.raw.as_bytes());
+        if memchr::memchr2(b'\n', b'\r', &self.line).is_some() {
+            for c in self.line.iter_mut() {
+                if *c == b'\n' || *c == b'\r' {
+                    *c = b' ';
+                }
+            }
         }
         if r.is_object {
             self.line.pop(); // the closing brace

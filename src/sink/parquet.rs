@@ -251,14 +251,15 @@ impl ParquetFile {
         writer.write(&batch).map_err(pq_err(path))?;
         self.rows = 0;
         let now = writer.memory_size();
-        if self.budget.update(self.reported, now) && writer.in_progress_rows() > 0 {
+        let over = self.budget.update(self.reported, now);
+        // Recorded before anything can fail, so a drop gives back exactly what is counted.
+        self.reported = now;
+        if over && writer.in_progress_rows() > 0 {
             // Over the shared budget: end this row group now.
             writer.flush().map_err(pq_err(path))?;
             let after = writer.memory_size();
             self.budget.update(now, after);
             self.reported = after;
-        } else {
-            self.reported = now;
         }
         Ok(())
     }

@@ -209,6 +209,11 @@ pub async fn export_window(
         tracing::info!(prefix, removed, "removed files of an earlier uncommitted attempt");
     }
     let dedup = known_ids(deps, &w).await?;
+    // The ids read back from the lake count too: a re-read waits its turn before fetching.
+    ticket.hold(dedup.memory_bytes());
+    if !ticket.room(cancel).await {
+        return Err(ExportError::Cancelled);
+    }
     let staging = deps.store.stager();
     let writer = WindowWriter::new(deps.sink.clone(), prefix.clone(), Utc::now(), staging);
     let mut out = WindowOutcome {

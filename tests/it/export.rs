@@ -159,7 +159,7 @@ async fn state_holds_no_per_record_keys_and_rereads_find_every_record() {
 fn odd_values_round_trip_through_both_sinks() {
     use aos_audit_export::sink::{BufferBudget, OutRecord, SinkOptions, WindowWriter};
     use aos_audit_export::sink::{Compression, Format};
-    use aos_audit_export::{dedup::Deduper, model::record::Record};
+    use aos_audit_export::{dedup::Deduper, model::page_index::with_record};
     use serde_json::json;
     let records = [
         json!({"actionName": 42, "actionTime": "2024-03-01T10:00:00Z", "status": true}),
@@ -178,6 +178,8 @@ fn odd_values_round_trip_through_both_sinks() {
             "{\n  \"actionName\" : \"caf\\u00e9 \\/ x\",\r\n \"actionTime\": \"2024-03-01T12:00:00Z\" , \"extra\" : [ 1 , 2 ] }"
                 .to_string(),
             r#"{"actionName":"first","actionName":"second","actionTime":"2024-03-01T13:00:00.5Z"}"#.to_string(),
+            r#"{"":"empty key","actionTime":"2024-03-01T14:00:00Z"}"#.to_string(),
+            "{\r\n\"actionTime\":\"2024-03-01T15:00:00Z\",\r\n\"riskScore\":1e2,\"k\":\"\\u00e9\"\r\n}".to_string(),
         ])
         .collect();
     let records: Vec<serde_json::Value> = texts.iter().map(|t| serde_json::from_str(t).unwrap()).collect();
@@ -195,11 +197,13 @@ fn odd_values_round_trip_through_both_sinks() {
         let mut w = WindowWriter::new(opts, "t".into(), chrono::Utc::now(), Box::new(move |rel: &str| root.join(rel)));
         let mut dedup = Deduper::new([], false);
         for text in &texts {
-            let rec = Record::parse(text).unwrap();
-            let time = rec.time;
-            let (id, new) = dedup.admit(&rec, time.is_some());
-            assert!(new);
-            w.write(OutRecord { rec: &rec, id: &id, time }).unwrap();
+            with_record(text, |rec| {
+                let time = rec.time;
+                let (id, new) = dedup.admit(rec, time.is_some());
+                assert!(new);
+                w.write(OutRecord { rec, id: &id, time }).unwrap();
+            })
+            .unwrap();
         }
         let files = w.finish().unwrap();
         assert!(
@@ -217,7 +221,7 @@ fn odd_values_round_trip_through_both_sinks() {
 #[test]
 fn row_group_memory_is_shared_and_bounded() {
     use aos_audit_export::dedup::Deduper;
-    use aos_audit_export::model::record::Record;
+    use aos_audit_export::model::page_index::with_record;
     use aos_audit_export::sink::{BufferBudget, Compression, Format, OutRecord, SinkOptions, WindowWriter};
     let mut spec = aos_emulator::DataSpec {
         seed: 5,
@@ -249,17 +253,19 @@ fn row_group_memory_is_shared_and_bounded() {
         let mut w = WindowWriter::new(opts, "t".into(), chrono::Utc::now(), Box::new(move |rel: &str| root.join(rel)));
         let mut dedup = Deduper::new([], false);
         for i in &order {
-            let rec = Record::parse(&texts[*i]).unwrap();
-            let (id, new) = dedup.admit(&rec, true);
-            assert!(new || rec.time.is_some());
-            if new {
-                w.write(OutRecord {
-                    rec: &rec,
-                    id: &id,
-                    time: rec.time,
-                })
-                .unwrap();
-            }
+            with_record(&texts[*i], |rec| {
+                let (id, new) = dedup.admit(rec, true);
+                assert!(new || rec.time.is_some());
+                if new {
+                    w.write(OutRecord {
+                        rec,
+                        id: &id,
+                        time: rec.time,
+                    })
+                    .unwrap();
+                }
+            })
+            .unwrap();
         }
         let files = w.finish().unwrap();
         let peak = budget.high_water();
