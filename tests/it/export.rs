@@ -317,3 +317,57 @@ async fn memory_limits_throttle_without_losing_or_stalling() {
     let (from, to) = range(4);
     assert_same_multiset(&read_all(&s.out()), &emu.ground_truth(from, to));
 }
+
+/// A partition's file that gets no record for 50,000 of the window's records is finished
+/// early (freeing its encoder), and a later record of that day starts the next part: pages
+/// in time order keep few files open; every record is still written once.
+#[test]
+fn idle_partition_files_are_finished_early() {
+    use aos_audit_export::dedup::Deduper;
+    use aos_audit_export::model::page_index::with_record;
+    use aos_audit_export::sink::{BufferBudget, Compression, Format, OutRecord, SinkOptions, WindowWriter};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let opts = SinkOptions {
+        format: Format::Ndjson,
+        compression: Compression::None,
+        row_group_rows: 1000,
+        file_max_rows: 1_000_000,
+        file_max_bytes: 1 << 40,
+        buffer: BufferBudget::new(1 << 20),
+    };
+    let mut w = WindowWriter::new(opts, "t".into(), chrono::Utc::now(), Box::new(move |rel: &str| root.join(rel)));
+    let mut dedup = Deduper::new([], false);
+    let mut truth = Vec::new();
+    // Day 1, then 60,000 records of day 2, then day 1 again.
+    let days = std::iter::repeat_n(1, 10)
+        .chain(std::iter::repeat_n(2, 60_000))
+        .chain(std::iter::repeat_n(1, 10));
+    for (i, d) in days.enumerate() {
+        let text = format!(r#"{{"actionName":"n{i}","actionTime":"2024-03-0{d}T00:00:{:02}Z"}}"#, i % 60);
+        with_record(&text, |rec| {
+            let (id, new) = dedup.admit(rec, true);
+            assert!(new);
+            w.write(OutRecord {
+                rec,
+                id: &id,
+                time: rec.time,
+            })
+            .unwrap();
+        })
+        .unwrap();
+        truth.push(serde_json::from_str::<serde_json::Value>(&text).unwrap());
+    }
+    let files = w.finish().unwrap();
+    let day1: Vec<_> = files.iter().filter(|f| f.partition == "dt=2024-03-01").collect();
+    let day2: Vec<_> = files.iter().filter(|f| f.partition == "dt=2024-03-02").collect();
+    assert_eq!(day1.len(), 2, "day 1's first file was finished while idle: {day1:?}");
+    assert_eq!(day2.len(), 1);
+    assert!(day1.iter().all(|f| f.rows == 10));
+    for f in &files {
+        let dest = dir.path().join(&f.rel_path);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::rename(&f.temp_path, dest).unwrap();
+    }
+    assert_same_multiset(&read_all(dir.path()), &truth);
+}
