@@ -146,6 +146,7 @@ pub async fn child(args: &[String]) {
 /// (records, seconds).
 pub async fn export_here(emu: &EmulatorHandle, dir: &Path, window: &str, windows: usize, max: usize) -> (u64, f64) {
     let (from, to) = emu.data_range();
+    let _ = std::fs::remove_dir_all(dir);
     let mut raw = config(&emu.token_url(), &emu.base_url(), from, dir);
     raw.export.window = window.into();
     raw.export.concurrency = windows;
