@@ -199,7 +199,8 @@ fn pipeline(spool: &Path) {
         } else {
             Format::Parquet
         },
-        compression: Compression::Zstd(std::env::var("BENCH_ZSTD_LEVEL").ok().and_then(|v| v.parse().ok()).unwrap_or(3)),
+        // The default `export.zstd_level`.
+        compression: Compression::Zstd(std::env::var("BENCH_ZSTD_LEVEL").ok().and_then(|v| v.parse().ok()).unwrap_or(1)),
         row_group_rows: 50_000,
         file_max_rows: 1_000_000,
         file_max_bytes: 512 << 20,

@@ -192,7 +192,7 @@ impl Default for ExportSection {
             format: "parquet".into(),
             output: "./out".into(),
             compression: None,
-            zstd_level: 3,
+            zstd_level: 1,
             row_group_rows: 50_000,
             file_max_rows: 1_000_000,
             file_max_bytes: "512MiB".into(),
