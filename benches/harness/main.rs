@@ -108,9 +108,11 @@ async fn main() {
                 d.secs,
                 Some(d.rss_mib),
                 &format!(
-                    "pipeline / DuckDB: {:.2}x records/s, {:.2}x peak memory",
+                    "pipeline / DuckDB: {:.2}x records/s, {:.2}x peak memory; files {:.1} MB (ours) vs {:.1} MB",
                     d.secs / pipe.secs,
-                    pipe.rss_mib / d.rss_mib
+                    pipe.rss_mib / d.rss_mib,
+                    pipe.output_bytes as f64 / 1e6,
+                    std::fs::metadata(w.join("duck.parquet")).map_or(0, |m| m.len()) as f64 / 1e6
                 ),
             ),
             None => println!("| DuckDB | - | - | - | - | not installed: `pip install duckdb` |"),
