@@ -24,6 +24,8 @@ pub struct MemoryGate {
 pub struct Ticket<'a> {
     gate: &'a MemoryGate,
     seq: u64,
+    /// Whether this window has said once that it waits (operators see why a run slowed).
+    told: std::sync::atomic::AtomicBool,
 }
 
 impl MemoryGate {
@@ -39,7 +41,11 @@ impl MemoryGate {
     /// Registers the window `seq` (lower = earlier in commit order).
     pub fn enter(&self, seq: u64) -> Ticket<'_> {
         self.held.lock().unwrap_or_else(|p| p.into_inner()).insert(seq, 0);
-        Ticket { gate: self, seq }
+        Ticket {
+            gate: self,
+            seq,
+            told: Default::default(),
+        }
     }
 
     /// Bytes held by every window in flight.
@@ -73,6 +79,13 @@ impl Ticket<'_> {
             changed.as_mut().enable();
             if self.gate.may_proceed(self.seq) {
                 return true;
+            }
+            if !self.told.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::info!(
+                    held_bytes = self.gate.held(),
+                    limit_bytes = self.gate.limit,
+                    "export.dedup_memory reached: this window waits for the oldest before its next page"
+                );
             }
             tokio::select! {
                 _ = &mut changed => {}

@@ -157,9 +157,9 @@ async fn state_holds_no_per_record_keys_and_rereads_find_every_record() {
 /// columns + `_extra`, or the NDJSON line) equals what the API sent.
 #[test]
 fn odd_values_round_trip_through_both_sinks() {
-    use aos_audit_export::sink::{BufferBudget, OutRecord, SinkOptions, WindowWriter};
+    use aos_audit_export::dedup::Deduper;
+    use aos_audit_export::sink::{BufferBudget, SinkOptions, WindowWriter};
     use aos_audit_export::sink::{Compression, Format};
-    use aos_audit_export::{dedup::Deduper, model::page_index::with_record};
     use serde_json::json;
     let records = [
         json!({"actionName": 42, "actionTime": "2024-03-01T10:00:00Z", "status": true}),
@@ -197,13 +197,7 @@ fn odd_values_round_trip_through_both_sinks() {
         let mut w = WindowWriter::new(opts, "t".into(), chrono::Utc::now(), Box::new(move |rel: &str| root.join(rel)));
         let mut dedup = Deduper::new([], false);
         for text in &texts {
-            with_record(text, |rec| {
-                let time = rec.time;
-                let (id, new) = dedup.admit(rec, time.is_some());
-                assert!(new);
-                w.write(OutRecord { rec, id: &id, time }).unwrap();
-            })
-            .unwrap();
+            assert!(admit_and_write(&mut w, &mut dedup, text, true));
         }
         let files = w.finish().unwrap();
         assert!(
@@ -215,14 +209,36 @@ fn odd_values_round_trip_through_both_sinks() {
     }
 }
 
+/// Reads `text` as a page would deliver it, admits it and writes it if new; whether it was new.
+fn admit_and_write(
+    w: &mut aos_audit_export::sink::WindowWriter,
+    dedup: &mut aos_audit_export::dedup::Deduper,
+    text: &str,
+    placed: bool,
+) -> bool {
+    use aos_audit_export::sink::OutRecord;
+    aos_audit_export::model::page_index::with_record(text, |rec| {
+        let (id, new) = dedup.admit(rec, placed && rec.time.is_some());
+        if new {
+            w.write(OutRecord {
+                rec,
+                id: &id,
+                time: rec.time,
+            })
+            .unwrap();
+        }
+        new
+    })
+    .unwrap()
+}
+
 /// `export.buffer_memory` bounds the row groups in progress across every open file: with a
 /// small budget, seven partitions written at once stay near it (row groups end early), and
 /// every record is still there; with a large one the same writes buffer far more.
 #[test]
 fn row_group_memory_is_shared_and_bounded() {
     use aos_audit_export::dedup::Deduper;
-    use aos_audit_export::model::page_index::with_record;
-    use aos_audit_export::sink::{BufferBudget, Compression, Format, OutRecord, SinkOptions, WindowWriter};
+    use aos_audit_export::sink::{BufferBudget, Compression, Format, SinkOptions, WindowWriter};
     let mut spec = aos_emulator::DataSpec {
         seed: 5,
         start: day0(),
@@ -253,19 +269,10 @@ fn row_group_memory_is_shared_and_bounded() {
         let mut w = WindowWriter::new(opts, "t".into(), chrono::Utc::now(), Box::new(move |rel: &str| root.join(rel)));
         let mut dedup = Deduper::new([], false);
         for i in &order {
-            with_record(&texts[*i], |rec| {
-                let (id, new) = dedup.admit(rec, true);
-                assert!(new || rec.time.is_some());
-                if new {
-                    w.write(OutRecord {
-                        rec,
-                        id: &id,
-                        time: rec.time,
-                    })
-                    .unwrap();
-                }
-            })
-            .unwrap();
+            assert!(
+                admit_and_write(&mut w, &mut dedup, &texts[*i], true),
+                "every record is new, twins too"
+            );
         }
         let files = w.finish().unwrap();
         let peak = budget.high_water();
@@ -314,6 +321,8 @@ async fn memory_limits_throttle_without_losing_or_stalling() {
     .await
     .expect("the backfill did not stall");
     assert_ok(&o);
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(log.contains("export.dedup_memory reached"), "the gate made windows wait: {log}");
     let (from, to) = range(4);
     assert_same_multiset(&read_all(&s.out()), &emu.ground_truth(from, to));
 }
@@ -324,8 +333,7 @@ async fn memory_limits_throttle_without_losing_or_stalling() {
 #[test]
 fn idle_partition_files_are_finished_early() {
     use aos_audit_export::dedup::Deduper;
-    use aos_audit_export::model::page_index::with_record;
-    use aos_audit_export::sink::{BufferBudget, Compression, Format, OutRecord, SinkOptions, WindowWriter};
+    use aos_audit_export::sink::{BufferBudget, Compression, Format, SinkOptions, WindowWriter};
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     let opts = SinkOptions {
@@ -345,17 +353,7 @@ fn idle_partition_files_are_finished_early() {
         .chain(std::iter::repeat_n(1, 10));
     for (i, d) in days.enumerate() {
         let text = format!(r#"{{"actionName":"n{i}","actionTime":"2024-03-0{d}T00:00:{:02}Z"}}"#, i % 60);
-        with_record(&text, |rec| {
-            let (id, new) = dedup.admit(rec, true);
-            assert!(new);
-            w.write(OutRecord {
-                rec,
-                id: &id,
-                time: rec.time,
-            })
-            .unwrap();
-        })
-        .unwrap();
+        assert!(admit_and_write(&mut w, &mut dedup, &text, true));
         truth.push(serde_json::from_str::<serde_json::Value>(&text).unwrap());
     }
     let files = w.finish().unwrap();
