@@ -108,15 +108,18 @@ fn canonical_raw(v: &str, out: &mut Vec<u8>) {
 /// The identity bytes of a record under scheme 2: each documented field present, in a fixed
 /// order, as `name=value;` with `actionTime` as nanoseconds since the epoch when it parses.
 fn identity(record: &Record<'_>, out: &mut Vec<u8>) {
+    let time_ns = record.time.and_then(|t| t.timestamp_nanos_opt());
     for (i, f) in DOCUMENTED_FIELDS.iter().enumerate() {
         let Some(v) = record.fields[i] else { continue };
         out.extend_from_slice(f.as_bytes());
         out.push(b'=');
-        match record.time.and_then(|t| t.timestamp_nanos_opt()) {
+        match time_ns {
             // Written straight into the buffer: no string per record.
             Some(ns) if i == ACTION_TIME => {
                 let _ = write!(out, "@{ns}");
             }
+            // A string without escapes is its own canonical JSON.
+            _ if record.is_plain(i) => out.extend_from_slice(v.as_bytes()),
             _ => canonical_raw(v, out),
         }
         out.push(b';');

@@ -8,7 +8,6 @@
 //! built for them.
 
 use bytes::Bytes;
-use serde_json::value::RawValue;
 use url::Url;
 
 use crate::model::page_index::{RecordIndex, index_page};
@@ -48,7 +47,7 @@ impl Page {
     /// The records, in the order sent, borrowed from the body.
     pub fn records(&self) -> impl Iterator<Item = Record<'_>> {
         // `parse` checked the body is UTF-8 and indexed it.
-        let text = std::str::from_utf8(&self.body).unwrap_or("");
+        let text = simdutf8::basic::from_utf8(&self.body).unwrap_or("");
         self.records.iter().map(move |r| r.record(text))
     }
 
@@ -85,13 +84,13 @@ pub fn parse(body: Bytes) -> Result<WirePage, String> {
         // Record positions are 32-bit: refuse rather than misread.
         return Err(format!("a page of {} bytes is larger than 4 GiB", body.len()));
     }
-    let text = std::str::from_utf8(&body).map_err(|e| format!("not UTF-8: {e}"))?;
+    let text = simdutf8::compat::from_utf8(&body).map_err(|e| format!("not UTF-8: {e}"))?;
     let page = index_page(text).map_err(|e| format!("not a page: {e}"))?;
     let records = page.records.ok_or("no \"data\" array (absent or null)")?;
     let next_link = match page.next_link {
         None => None,
-        Some(l) if l.get().starts_with('"') => {
-            let s: String = serde_json::from_str(l.get()).map_err(|e| format!("\"nextLink\": {e}"))?;
+        Some(l) if l.starts_with('"') => {
+            let s: String = serde_json::from_str(l).map_err(|e| format!("\"nextLink\": {e}"))?;
             (!s.is_empty()).then_some(s)
         }
         Some(other) => return Err(format!("\"nextLink\" is {}, not a string or null", kind(other))),
@@ -99,8 +98,8 @@ pub fn parse(body: Bytes) -> Result<WirePage, String> {
     Ok(WirePage { body, records, next_link })
 }
 
-fn kind(v: &RawValue) -> &'static str {
-    match v.get().as_bytes().first() {
+fn kind(v: &str) -> &'static str {
+    match v.as_bytes().first() {
         Some(b'n') => "null",
         Some(b't' | b'f') => "a boolean",
         Some(b'"') => "a string",

@@ -7,6 +7,7 @@
 //! `{prefix}-pNNN.{ext}` (or that name behind the `.tmp-` staging mark): a bare prefix match
 //! would let `…-g1` claim `…-g10-…`.
 
+mod json_scan;
 pub mod page_index;
 pub mod record;
 

@@ -25,6 +25,9 @@ pub struct Record<'a> {
     pub is_object: bool,
     /// The raw JSON text of each documented field's value, by [`DOCUMENTED_FIELDS`](super::DOCUMENTED_FIELDS) index.
     pub fields: [Option<&'a str>; 20],
+    /// Bit `i` set: `fields[i]` is a string without escapes, so the text between its quotes
+    /// is its value (and already its canonical JSON): nothing to scan or decode.
+    pub plain: u32,
     /// Every other key with its value's raw JSON text, in the order sent.
     pub extra: Vec<(Cow<'a, str>, &'a str)>,
     /// `actionTime`, when it is a string that parses as an instant.
@@ -129,7 +132,22 @@ fn unescape(inner: &str) -> Option<String> {
     Some(out)
 }
 
-impl Record<'_> {
+impl<'a> Record<'a> {
+    /// The value of documented field `i` as text: `None` when absent or not a string (or
+    /// not valid text: a lone surrogate escape).
+    pub fn field_str(&self, i: usize) -> Option<Cow<'a, str>> {
+        let v = self.fields[i]?;
+        if self.plain & (1 << i) != 0 {
+            return v.get(1..v.len() - 1).map(Cow::Borrowed);
+        }
+        string_of(v)
+    }
+
+    /// Whether documented field `i` is a string without escapes.
+    pub fn is_plain(&self, i: usize) -> bool {
+        self.plain & (1 << i) != 0
+    }
+
     /// Whether the object has no key at all.
     pub fn is_empty_object(&self) -> bool {
         self.is_object && self.fields.iter().all(Option::is_none) && self.extra.is_empty()

@@ -16,7 +16,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as PqCompression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use super::Compression;
@@ -46,6 +46,17 @@ fn add_extra(out: &mut Vec<u8>, key: &str, value: &str) {
     out.push(b':');
     out.extend_from_slice(value.as_bytes());
 }
+
+/// Columns written without min/max statistics: ids, free text and JSON.
+pub const NO_STATISTICS: [&str; 7] = [
+    "actionParameters",
+    "previousValue",
+    "currentValue",
+    "comment",
+    "additionalDetails",
+    "_record_id",
+    "_extra",
+];
 
 /// Estimated encoded size at which a row group is flushed whatever its row count.
 pub const ROW_GROUP_MAX_BYTES: usize = 16 << 20;
@@ -108,7 +119,7 @@ impl ParquetFile {
             Compression::Snappy => PqCompression::SNAPPY,
             _ => PqCompression::UNCOMPRESSED,
         };
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(compression)
             .set_max_row_group_row_count(Some(opts.row_group_rows))
             // A window spans up to 8 partitions, each with a row group in memory: cap each
@@ -125,8 +136,13 @@ impl ParquetFile {
             // Each column of each open file keeps a zstd context sized for its largest page:
             // 128 KiB pages keep those small (a few hundred files can be open at once).
             .set_data_page_size_limit(128 << 10)
-            .set_created_by(format!("aos-audit-export {}", env!("CARGO_PKG_VERSION")))
-            .build();
+            .set_created_by(format!("aos-audit-export {}", env!("CARGO_PKG_VERSION")));
+        // Min/max of free text and JSON cannot prune a scan, and computing them compares every
+        // value twice: only the other columns get statistics.
+        for column in NO_STATISTICS {
+            props = props.set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::None);
+        }
+        let props = props.build();
         let schema = schema();
         let writer = ArrowWriter::try_new(out, schema.clone(), Some(props)).map_err(pq_err(path))?;
         let batch_rows = opts.row_group_rows.clamp(1, BATCH_ROWS);
@@ -190,7 +206,7 @@ impl ParquetFile {
                         b.append_value(text);
                     }
                 }
-                (Some(v), Some(Kind::String)) => match record::string_of(v) {
+                (Some(v), Some(Kind::String)) => match r.field_str(i) {
                     Some(s) => b.append_value(s),
                     // Not valid text (a lone surrogate escape): kept as sent, in `_extra`.
                     None => {

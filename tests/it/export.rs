@@ -100,6 +100,22 @@ async fn parquet_types_and_unknown_fields_round_trip() {
     for name in ["actionName", "additionalDetails", "_record_id", "_extra"] {
         assert!(matches!(col(name).logical_type_ref(), Some(LogicalType::String)), "{name} is UTF8");
     }
+    // Statistics where they can prune a scan; none for ids, free text and JSON.
+    let rg = reader.metadata().row_group(0);
+    let stats = |name: &str| {
+        rg.columns()
+            .iter()
+            .find(|c| c.column_descr().name() == name)
+            .unwrap()
+            .statistics()
+            .is_some_and(|s| s.min_bytes_opt().is_some())
+    };
+    for name in ["actionTime", "actionName", "actionUser", "status"] {
+        assert!(stats(name), "{name} has min/max statistics");
+    }
+    for name in aos_audit_export::sink::parquet::NO_STATISTICS {
+        assert!(!stats(name), "{name} has no statistics");
+    }
     // Records with fields the schema does not know keep them (through `_extra`).
     let (from, to) = range(10);
     let truth = emu.ground_truth(from, to);

@@ -1,0 +1,368 @@
+//! A validating scan of JSON text: accepts exactly what `serde_json::Value` accepts (RFC 8259,
+//! no lone surrogate escapes, no number out of `f64` range, at most 127 levels of nesting) and
+//! reports where each string lies and whether it holds an escape, without building values.
+//! [`super::page_index`] drives it over a page to index the records.
+
+use std::fmt;
+
+use super::record::string_of;
+
+/// Why a body is not valid JSON (or not a page's shape), and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    pub(super) what: &'static str,
+    pub(super) line: usize,
+    pub(super) column: usize,
+}
+
+impl fmt::Display for SyntaxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at line {} column {}", self.what, self.line, self.column)
+    }
+}
+
+impl std::error::Error for SyntaxError {}
+
+/// serde_json's nesting limit: a value may open at most 127 arrays or objects inside each other.
+const MAX_DEPTH: u32 = 128;
+
+/// The position of a validating scan of a UTF-8 body.
+pub(super) struct Scan<'a> {
+    pub(super) b: &'a [u8],
+    pub(super) i: usize,
+    /// Levels of nesting still allowed.
+    pub(super) depth: u32,
+}
+
+/// The key of a member: borrowed when it holds no escape.
+pub(super) enum KeyText<'a> {
+    /// The key's text and its (start, end) in the body.
+    Plain(&'a [u8], usize, usize),
+    Decoded(String),
+}
+
+impl std::ops::Deref for KeyText<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            KeyText::Plain(b, ..) => b,
+            KeyText::Decoded(s) => s.as_bytes(),
+        }
+    }
+}
+
+impl<'a> Scan<'a> {
+    /// A scan from the start of `b` (valid UTF-8).
+    pub(super) fn new(b: &'a [u8]) -> Self {
+        Scan { b, i: 0, depth: MAX_DEPTH }
+    }
+
+    pub(super) fn err<T>(&self, what: &'static str) -> Result<T, SyntaxError> {
+        let before = &self.b[..self.i.min(self.b.len())];
+        let line = 1 + memchr::memchr_iter(b'\n', before).count();
+        let column = 1 + before.len() - memchr::memrchr(b'\n', before).map_or(0, |p| p + 1);
+        Err(SyntaxError { what, line, column })
+    }
+
+    #[inline]
+    pub(super) fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    #[inline]
+    pub(super) fn ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    pub(super) fn enter(&mut self) -> Result<(), SyntaxError> {
+        self.depth -= 1;
+        if self.depth == 0 {
+            return self.err("recursion limit exceeded");
+        }
+        Ok(())
+    }
+
+    /// After a member or element: `,` (more follow, whitespace skipped) or `close` (the end,
+    /// consumed; returns true).
+    #[inline]
+    pub(super) fn end_of_member(&mut self, close: u8) -> Result<bool, SyntaxError> {
+        self.ws();
+        match self.peek() {
+            Some(b',') => {
+                self.i += 1;
+                self.ws();
+                Ok(false)
+            }
+            Some(c) if c == close => {
+                self.i += 1;
+                Ok(true)
+            }
+            None => self.err("EOF while parsing a value"),
+            Some(_) if close == b'}' => self.err("expected `,` or `}`"),
+            Some(_) => self.err("expected `,` or `]`"),
+        }
+    }
+
+    /// At a key's opening quote: the key, then past the `:` and whitespace.
+    pub(super) fn key(&mut self) -> Result<KeyText<'a>, SyntaxError> {
+        if self.peek() != Some(b'"') {
+            return match self.peek() {
+                None => self.err("EOF while parsing an object"),
+                Some(b'}') => self.err("trailing comma"),
+                Some(_) => self.err("key must be a string"),
+            };
+        }
+        let (start, end, escaped) = self.string()?;
+        let key = if escaped {
+            let text = std::str::from_utf8(&self.b[start - 1..end + 1]).unwrap_or_default();
+            KeyText::Decoded(string_of(text).unwrap_or_default().into_owned())
+        } else {
+            KeyText::Plain(&self.b[start..end], start, end)
+        };
+        self.ws();
+        if self.peek() != Some(b':') {
+            return self.err("expected `:`");
+        }
+        self.i += 1;
+        self.ws();
+        Ok(key)
+    }
+
+    /// At an opening quote: scans the string; returns its content's (start, end) and whether
+    /// it holds an escape. Escapes are checked, surrogate pairs included.
+    #[inline]
+    pub(super) fn string(&mut self) -> Result<(usize, usize, bool), SyntaxError> {
+        let start = self.i + 1;
+        let mut i = start;
+        let mut escaped = false;
+        loop {
+            i += plain_run(&self.b[i..]);
+            match self.b.get(i) {
+                Some(b'"') => {
+                    self.i = i + 1;
+                    return Ok((start, i, escaped));
+                }
+                Some(b'\\') => {
+                    escaped = true;
+                    self.i = i;
+                    i = self.escape()?;
+                }
+                Some(_) => {
+                    self.i = i;
+                    return self.err("control character (\\u0000-\\u001F) found while parsing a string");
+                }
+                None => {
+                    self.i = i;
+                    return self.err("EOF while parsing a string");
+                }
+            }
+        }
+    }
+
+    /// At a backslash: checks the escape and returns the position after it.
+    fn escape(&mut self) -> Result<usize, SyntaxError> {
+        let i = self.i;
+        match self.b.get(i + 1) {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(i + 2),
+            Some(b'u') => {
+                let first = self.hex4(i + 2)?;
+                match first {
+                    0xD800..=0xDBFF => {
+                        if self.b.get(i + 6..i + 8) != Some(b"\\u") {
+                            self.i = i + 6;
+                            return self.err("lone leading surrogate in hex escape");
+                        }
+                        if !(0xDC00..=0xDFFF).contains(&self.hex4(i + 8)?) {
+                            self.i = i + 8;
+                            return self.err("lone leading surrogate in hex escape");
+                        }
+                        Ok(i + 12)
+                    }
+                    0xDC00..=0xDFFF => self.err("lone trailing surrogate in hex escape"),
+                    _ => Ok(i + 6),
+                }
+            }
+            None => {
+                self.i = i + 1;
+                self.err("EOF while parsing a string")
+            }
+            Some(_) => {
+                self.i = i + 1;
+                self.err("invalid escape")
+            }
+        }
+    }
+
+    fn hex4(&mut self, at: usize) -> Result<u32, SyntaxError> {
+        let mut n = 0u32;
+        for k in 0..4 {
+            let d = match self.b.get(at + k) {
+                Some(c @ b'0'..=b'9') => c - b'0',
+                Some(c @ b'a'..=b'f') => c - b'a' + 10,
+                Some(c @ b'A'..=b'F') => c - b'A' + 10,
+                None => {
+                    self.i = self.b.len();
+                    return self.err("EOF while parsing a string");
+                }
+                Some(_) => {
+                    self.i = at + k;
+                    return self.err("invalid escape");
+                }
+            };
+            n = n * 16 + u32::from(d);
+        }
+        Ok(n)
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.i;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.i += 1;
+        }
+        self.i - start
+    }
+
+    /// At `-` or a digit: a number, refused (as serde_json does) when out of `f64` range.
+    fn number(&mut self) -> Result<(), SyntaxError> {
+        let start = self.i;
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.i += 1,
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            _ => return self.err("invalid number"),
+        }
+        let mut integer = true;
+        if self.peek() == Some(b'.') {
+            integer = false;
+            self.i += 1;
+            if self.digits() == 0 {
+                return self.err("invalid number");
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            integer = false;
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.i += 1;
+            }
+            if self.digits() == 0 {
+                return self.err("invalid number");
+            }
+        }
+        let text = &self.b[start..self.i];
+        // An integer of up to 300 digits is finite as an f64; only longer ones and those with
+        // a fraction or exponent can overflow.
+        if !integer || text.len() > 300 {
+            let finite = std::str::from_utf8(text)
+                .ok()
+                .and_then(|t| t.parse::<f64>().ok())
+                .is_some_and(f64::is_finite);
+            if !finite {
+                return self.err("number out of range");
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn literal(&mut self, word: &'static [u8]) -> Result<(), SyntaxError> {
+        if self.b.get(self.i..self.i + word.len()) == Some(word) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            self.err("expected value")
+        }
+    }
+
+    /// At a value's first byte: checks the whole value and moves past it.
+    pub(super) fn value(&mut self) -> Result<(), SyntaxError> {
+        match self.peek() {
+            Some(b'"') => self.string().map(|_| ()),
+            Some(b'{') => {
+                self.enter()?;
+                self.i += 1;
+                self.ws();
+                if self.peek() == Some(b'}') {
+                    self.i += 1;
+                } else {
+                    loop {
+                        if self.peek() != Some(b'"') {
+                            return self.key().map(|_| ());
+                        }
+                        self.string()?;
+                        self.ws();
+                        if self.peek() != Some(b':') {
+                            return self.err("expected `:`");
+                        }
+                        self.i += 1;
+                        self.ws();
+                        self.value()?;
+                        if self.end_of_member(b'}')? {
+                            break;
+                        }
+                    }
+                }
+                self.depth += 1;
+                Ok(())
+            }
+            Some(b'[') => {
+                self.enter()?;
+                self.i += 1;
+                self.ws();
+                if self.peek() == Some(b']') {
+                    self.i += 1;
+                } else {
+                    loop {
+                        self.value()?;
+                        if self.end_of_member(b']')? {
+                            break;
+                        }
+                    }
+                }
+                self.depth += 1;
+                Ok(())
+            }
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b']' | b'}') => self.err("trailing comma"),
+            None => self.err("EOF while parsing a value"),
+            Some(_) => self.err("expected value"),
+        }
+    }
+}
+
+/// How many bytes from the start of `b` are plain string content: up to the first `"`, `\`
+/// or control character (or the end). Eight bytes at a time.
+#[inline]
+fn plain_run(b: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let v = u64::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7]]);
+        let quote = v ^ (ONES * u64::from(b'"'));
+        let backslash = v ^ (ONES * u64::from(b'\\'));
+        // A byte is flagged when it is zero (the quote or backslash) or below 0x20; only the
+        // lowest flag is exact, which is the one used.
+        let hit = (quote.wrapping_sub(ONES) & !quote) | (backslash.wrapping_sub(ONES) & !backslash) | (v.wrapping_sub(ONES * 0x20) & !v);
+        let hit = hit & HIGH;
+        if hit != 0 {
+            return i + (hit.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&c) = b.get(i) {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
