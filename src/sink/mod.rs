@@ -278,13 +278,21 @@ impl WindowWriter {
         Ok(())
     }
 
-    /// Closes every file (footer, flush, fsync) and hands them over; the caller now owns the
-    /// staging files.
-    pub fn finish(mut self) -> Result<Vec<WrittenFile>, SinkError> {
+    /// Finishes every open file now (they join the finished ones); a later record of the same
+    /// day starts the next part. Returns how many were open.
+    pub fn finish_open(&mut self) -> Result<usize, SinkError> {
         let open = std::mem::take(&mut self.open);
+        let n = open.len();
         for f in open.into_values() {
             self.close(f)?;
         }
+        Ok(n)
+    }
+
+    /// Closes every file (footer, flush, fsync) and hands them over; the caller now owns the
+    /// staging files.
+    pub fn finish(mut self) -> Result<Vec<WrittenFile>, SinkError> {
+        self.finish_open()?;
         self.finished = true;
         Ok(std::mem::take(&mut self.done))
     }

@@ -47,6 +47,22 @@ fn add_extra(out: &mut Vec<u8>, key: &str, value: &str) {
     out.extend_from_slice(value.as_bytes());
 }
 
+/// Columns written uncompressed whatever `export.compression`: enumerations (a handful of
+/// distinct values, so dictionary-encoded) and `_ingested_at` (one value per file).
+pub const UNCOMPRESSED: [&str; 11] = [
+    "actionName",
+    "controllerName",
+    "product",
+    "geoLocation",
+    "status",
+    "objectType",
+    "operationType",
+    "module",
+    "functionality",
+    "action",
+    "_ingested_at",
+];
+
 /// Columns written without min/max statistics: ids, free text and JSON.
 pub const NO_STATISTICS: [&str; 7] = [
     "actionParameters",
@@ -131,14 +147,20 @@ impl ParquetFile {
             .set_column_dictionary_enabled(ColumnPath::from("actionParameters"), false)
             .set_column_dictionary_enabled(ColumnPath::from("_extra"), false)
             // A column's dictionary lives in memory until its row group ends, per open file:
-            // past 256 KiB of distinct values it falls back to plain encoding.
-            .set_dictionary_page_size_limit(256 << 10)
+            // past 64 KiB of distinct values it falls back to plain encoding (which zstd then
+            // compresses as well: the files measured 3 % smaller than with 256 KiB).
+            .set_dictionary_page_size_limit(64 << 10)
             // Each column of each open file keeps a zstd context sized for its largest page:
             // 128 KiB pages keep those small (a few hundred files can be open at once).
             .set_data_page_size_limit(128 << 10)
             .set_created_by(format!("aos-audit-export {}", env!("CARGO_PKG_VERSION")));
         // Min/max of free text and JSON cannot prune a scan, and computing them compares every
         // value twice: only the other columns get statistics.
+        // Enumerations are all dictionary indices, which compression hardly shrinks: leaving
+        // them uncompressed saves a compressor and decompressor per column of every open file.
+        for column in UNCOMPRESSED {
+            props = props.set_column_compression(ColumnPath::from(column), PqCompression::UNCOMPRESSED);
+        }
         for column in NO_STATISTICS {
             props = props.set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::None);
         }

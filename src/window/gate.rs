@@ -71,6 +71,11 @@ impl Ticket<'_> {
         }
     }
 
+    /// Whether [`Ticket::room`] would wait now.
+    pub fn must_wait(&self) -> bool {
+        !self.gate.may_proceed(self.seq)
+    }
+
     /// Waits until the window may fetch its next page; `false` if cancelled first.
     pub async fn room(&self, cancel: &CancellationToken) -> bool {
         loop {

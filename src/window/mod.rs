@@ -255,9 +255,21 @@ pub async fn export_window(
         {
             return Err(ExportError::RepeatedNextLink(next.to_string()));
         }
-        // Over `export.dedup_memory`, younger windows wait here for the oldest.
-        if next_url.is_some() && !ticket.room(cancel).await {
-            return Err(ExportError::Cancelled);
+        // Over `export.dedup_memory`, younger windows wait here for the oldest. A window
+        // that must wait finishes its open files first: their encoders (a compressor per
+        // column) are the larger part of what it holds, and it may wait for long.
+        if next_url.is_some() && ticket.must_wait() {
+            let closed = tokio::task::spawn_blocking(move || state.writer.finish_open().map(|n| (n, state)));
+            let (n, s) = match closed.await {
+                Ok(r) => r?,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => return Err(ExportError::Cancelled),
+            };
+            state = s;
+            tracing::debug!(files = n, "finished the open files before waiting at export.dedup_memory");
+            if !ticket.room(cancel).await {
+                return Err(ExportError::Cancelled);
+            }
         }
         // Encode this page on a blocking thread while the next one is fetched: CPU and
         // network overlap, and concurrent windows encode on every core. The running state

@@ -116,6 +116,14 @@ async fn parquet_types_and_unknown_fields_round_trip() {
     for name in aos_audit_export::sink::parquet::NO_STATISTICS {
         assert!(!stats(name), "{name} has no statistics");
     }
+    // Enumerations are left uncompressed (dictionary indices); text is zstd.
+    let codec = |name: &str| rg.columns().iter().find(|c| c.column_descr().name() == name).unwrap().compression();
+    for name in aos_audit_export::sink::parquet::UNCOMPRESSED {
+        assert_eq!(codec(name), parquet::basic::Compression::UNCOMPRESSED, "{name}");
+    }
+    for name in ["actionUser", "actionParameters", "_record_id", "actionTime"] {
+        assert!(matches!(codec(name), parquet::basic::Compression::ZSTD(_)), "{name}");
+    }
     // Records with fields the schema does not know keep them (through `_extra`).
     let (from, to) = range(10);
     let truth = emu.ground_truth(from, to);
@@ -339,6 +347,12 @@ async fn memory_limits_throttle_without_losing_or_stalling() {
     assert_ok(&o);
     let log = String::from_utf8_lossy(&o.stderr);
     assert!(log.contains("export.dedup_memory reached"), "the gate made windows wait: {log}");
+    // A window that waits finishes its open file first; its later records start a next part.
+    let parts = data_files(&s.out())
+        .iter()
+        .filter(|f| !f.file_name().unwrap().to_string_lossy().contains("-p000."))
+        .count();
+    assert!(parts > 0, "no window finished its files before waiting");
     let (from, to) = range(4);
     assert_same_multiset(&read_all(&s.out()), &emu.ground_truth(from, to));
 }
