@@ -71,7 +71,11 @@ impl RecordIndex {
                 Some((key.into(), v.get(body)?))
             })
             .collect();
-        let time = fields[ACTION_TIME].and_then(string_of).and_then(|s| super::parse_action_time(&s));
+        let time = match fields[ACTION_TIME] {
+            Some(v) if self.plain & (1 << ACTION_TIME) != 0 => super::parse_action_time(&v[1..v.len() - 1]),
+            Some(v) => string_of(v).and_then(|s| super::parse_action_time(&s)),
+            None => None,
+        };
         Record {
             raw: self.raw.get(body).unwrap_or("null"),
             is_object: self.is_object,

@@ -88,13 +88,27 @@ pub fn is_canonical_string(raw: &str) -> bool {
 
 /// Decodes the escapes of a JSON string's inner text (already known to be valid JSON).
 fn unescape(inner: &str) -> Option<String> {
-    let b = inner.as_bytes();
     let mut out = String::with_capacity(inner.len());
+    unescape_into(inner, &mut out).then_some(out)
+}
+
+/// Appends the text of the raw JSON string `v` (quotes included) to `out`; false (with `out`
+/// holding a partial value) for a lone surrogate escape. Reuses `out`'s memory.
+pub fn string_into(v: &str, out: &mut String) -> bool {
+    match v.get(1..v.len().saturating_sub(1)) {
+        Some(inner) if kind(v) == Kind::String && v.len() >= 2 => unescape_into(inner, out),
+        _ => false,
+    }
+}
+
+/// [`unescape`] into `out`.
+fn unescape_into(inner: &str, out: &mut String) -> bool {
+    let b = inner.as_bytes();
     let mut i = 0;
     while let Some(p) = memchr::memchr(b'\\', &b[i..]) {
         out.push_str(&inner[i..i + p]);
         let at = i + p;
-        let esc = *b.get(at + 1)?;
+        let Some(&esc) = b.get(at + 1) else { return false };
         i = at + 2;
         match esc {
             b'"' => out.push('"'),
@@ -107,29 +121,30 @@ fn unescape(inner: &str) -> Option<String> {
             b't' => out.push('\t'),
             b'u' => {
                 let hex = |at: usize| inner.get(at..at + 4).and_then(|h| u32::from_str_radix(h, 16).ok());
-                let first = hex(i)?;
+                let Some(first) = hex(i) else { return false };
                 i += 4;
                 let c = if (0xD800..0xDC00).contains(&first) {
                     // A high surrogate must be followed by an escaped low one.
                     if inner.get(i..i + 2) != Some("\\u") {
-                        return None;
+                        return false;
                     }
-                    let second = hex(i + 2)?;
+                    let Some(second) = hex(i + 2) else { return false };
                     if !(0xDC00..0xE000).contains(&second) {
-                        return None;
+                        return false;
                     }
                     i += 6;
                     0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00)
                 } else {
                     first
                 };
-                out.push(char::from_u32(c)?);
+                let Some(c) = char::from_u32(c) else { return false };
+                out.push(c);
             }
-            _ => return None,
+            _ => return false,
         }
     }
     out.push_str(&inner[i..]);
-    Some(out)
+    true
 }
 
 impl<'a> Record<'a> {

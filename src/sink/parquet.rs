@@ -114,6 +114,8 @@ pub struct ParquetFile {
     extra: StringBuilder,
     /// The `_extra` JSON object of the row being written.
     extra_buf: Vec<u8>,
+    /// An escaped string value, decoded.
+    text: String,
     ingested_at_us: i64,
     rows: usize,
     batch_rows: usize,
@@ -178,6 +180,7 @@ impl ParquetFile {
             record_id: StringBuilder::new(),
             extra: StringBuilder::new(),
             extra_buf: Vec::with_capacity(256),
+            text: String::with_capacity(256),
             ingested_at_us: ingested_at.timestamp_micros(),
             rows: 0,
             batch_rows,
@@ -228,14 +231,18 @@ impl ParquetFile {
                         b.append_value(text);
                     }
                 }
-                (Some(v), Some(Kind::String)) => match r.field_str(i) {
-                    Some(s) => b.append_value(s),
-                    // Not valid text (a lone surrogate escape): kept as sent, in `_extra`.
-                    None => {
+                // No escape: the text between the quotes is the value.
+                (Some(v), Some(Kind::String)) if r.is_plain(i) => b.append_value(&v[1..v.len() - 1]),
+                (Some(v), Some(Kind::String)) => {
+                    self.text.clear();
+                    if record::string_into(v, &mut self.text) {
+                        b.append_value(&self.text);
+                    } else {
+                        // Not valid text (a lone surrogate escape): kept as sent, in `_extra`.
                         b.append_null();
                         add_extra(extra, name, v);
                     }
-                },
+                }
                 (Some(v), _) => {
                     b.append_null();
                     add_extra(extra, name, v);
