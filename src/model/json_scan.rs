@@ -257,15 +257,10 @@ impl<'a> Scan<'a> {
         }
         let text = &self.b[start..self.i];
         // An integer of up to 300 digits is finite as an f64; only longer ones and those with
-        // a fraction or exponent can overflow.
-        if !integer || text.len() > 300 {
-            let finite = std::str::from_utf8(text)
-                .ok()
-                .and_then(|t| t.parse::<f64>().ok())
-                .is_some_and(f64::is_finite);
-            if !finite {
-                return self.err("number out of range");
-            }
+        // a fraction or exponent can overflow. Those are read by serde_json itself: its
+        // (approximate) float parse decides the edge of the range, as it does for `Value`.
+        if (!integer || text.len() > 300) && serde_json::from_slice::<f64>(text).is_err() {
+            return self.err("number out of range");
         }
         Ok(())
     }

@@ -261,12 +261,20 @@ impl WindowWriter {
         Ok(())
     }
 
+    /// Finishes `f`; if that fails, its staging file is deleted (it is in neither list).
     fn close(&mut self, f: OpenFile) -> Result<(), SinkError> {
-        let out = match f.writer {
-            FileWriter::Parquet(p) => p.close(&f.temp)?,
-            FileWriter::Ndjson(n) => n.close(&f.temp)?,
+        let sealed = match f.writer {
+            FileWriter::Parquet(p) => p.close(&f.temp),
+            FileWriter::Ndjson(n) => n.close(&f.temp),
+        }
+        .and_then(|out| seal(out, &f.temp));
+        let (bytes, sha256) = match sealed {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_file(&f.temp);
+                return Err(e);
+            }
         };
-        let (bytes, sha256) = seal(out, &f.temp)?;
         self.done.push(WrittenFile {
             rel_path: f.rel,
             partition: f.partition,
@@ -281,9 +289,10 @@ impl WindowWriter {
     /// Finishes every open file now (they join the finished ones); a later record of the same
     /// day starts the next part. Returns how many were open.
     pub fn finish_open(&mut self) -> Result<usize, SinkError> {
-        let open = std::mem::take(&mut self.open);
-        let n = open.len();
-        for f in open.into_values() {
+        let n = self.open.len();
+        // One at a time: if a close fails, the files not yet closed are still open (and
+        // deleted with the writer).
+        while let Some((_, f)) = self.open.pop_first() {
             self.close(f)?;
         }
         Ok(n)

@@ -118,6 +118,10 @@ pub struct ParquetFile {
     text: String,
     ingested_at_us: i64,
     rows: usize,
+    /// The encoder's size estimate at the last batch written.
+    encoded_bytes: u64,
+    /// JSON bytes of the rows buffered since.
+    pending_bytes: u64,
     batch_rows: usize,
 }
 
@@ -183,6 +187,8 @@ impl ParquetFile {
             text: String::with_capacity(256),
             ingested_at_us: ingested_at.timestamp_micros(),
             rows: 0,
+            encoded_bytes: 0,
+            pending_bytes: 0,
             batch_rows,
         })
     }
@@ -262,6 +268,7 @@ impl ParquetFile {
             self.extra.append_value(std::str::from_utf8(extra).unwrap_or("{}"));
         }
         self.rows += 1;
+        self.pending_bytes += r.raw.len() as u64;
         if self.rows >= self.batch_rows {
             self.flush_batch(path)?;
         }
@@ -306,14 +313,16 @@ impl ParquetFile {
             self.budget.update(now, after);
             self.reported = after;
         }
+        self.encoded_bytes = (writer.bytes_written() + writer.in_progress_size()) as u64;
+        self.pending_bytes = 0;
         Ok(())
     }
 
-    /// Bytes written plus the encoded size of the row group being built.
+    /// Bytes written plus the encoded size of the row group being built, plus the JSON size
+    /// of the rows not yet encoded (an overestimate: a file rolls over early rather than
+    /// late). Cheap: asking the encoder walks every column, so that is done once a batch.
     pub fn approx_bytes(&self) -> u64 {
-        self.writer
-            .as_ref()
-            .map_or(0, |w| (w.bytes_written() + w.in_progress_size()) as u64)
+        self.encoded_bytes + self.pending_bytes
     }
 
     /// Writes the footer (without it the file is not valid Parquet) and returns the file.

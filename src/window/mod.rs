@@ -190,6 +190,9 @@ impl Progress {
     }
 }
 
+/// How long a window waits at `export.dedup_memory` before it finishes its open files.
+const GATE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Fetches, writes and publishes one window; returns what its commit must record.
 pub async fn export_window(
     deps: &Deps<'_>,
@@ -256,19 +259,26 @@ pub async fn export_window(
             return Err(ExportError::RepeatedNextLink(next.to_string()));
         }
         // Over `export.dedup_memory`, younger windows wait here for the oldest. A window
-        // that must wait finishes its open files first: their encoders (a compressor per
-        // column) are the larger part of what it holds, and it may wait for long.
+        // whose wait lasts finishes its open files first: their encoders (a compressor per
+        // column) are the larger part of what it holds, and it may wait for long. A short
+        // wait closes nothing, so a window near the limit does not cut a part per page.
         if next_url.is_some() && ticket.must_wait() {
-            let closed = tokio::task::spawn_blocking(move || state.writer.finish_open().map(|n| (n, state)));
-            let (n, s) = match closed.await {
-                Ok(r) => r?,
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(_) => return Err(ExportError::Cancelled),
-            };
-            state = s;
-            tracing::debug!(files = n, "finished the open files before waiting at export.dedup_memory");
-            if !ticket.room(cancel).await {
-                return Err(ExportError::Cancelled);
+            match tokio::time::timeout(GATE_PATIENCE, ticket.room(cancel)).await {
+                Ok(true) => {}
+                Ok(false) => return Err(ExportError::Cancelled),
+                Err(_) => {
+                    let closed = tokio::task::spawn_blocking(move || state.writer.finish_open().map(|n| (n, state)));
+                    let (n, s) = match closed.await {
+                        Ok(r) => r?,
+                        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                        Err(_) => return Err(ExportError::Cancelled),
+                    };
+                    state = s;
+                    tracing::debug!(files = n, "finished the open files before waiting at export.dedup_memory");
+                    if !ticket.room(cancel).await {
+                        return Err(ExportError::Cancelled);
+                    }
+                }
             }
         }
         // Encode this page on a blocking thread while the next one is fetched: CPU and

@@ -333,6 +333,8 @@ fn row_group_memory_is_shared_and_bounded() {
 async fn memory_limits_throttle_without_losing_or_stalling() {
     let mut cfg = emu_config(4, 1500);
     cfg.page_size = 100;
+    // Slow enough pages that the younger windows wait longer than the gate's patience.
+    cfg.latency = std::time::Duration::from_millis(60);
     let emu = start(cfg).await;
     let s = setup(
         &emu,
