@@ -319,8 +319,9 @@ impl ParquetFile {
     }
 
     /// Bytes written plus the encoded size of the row group being built, plus the JSON size
-    /// of the rows not yet encoded (an overestimate: a file rolls over early rather than
-    /// late). Cheap: asking the encoder walks every column, so that is done once a batch.
+    /// of the rows not yet encoded (usually more than they encode to). Cheap: asking the
+    /// encoder walks every column, so that is done once a batch (a file can pass
+    /// `export.file_max_bytes` by at most one batch's encoded size).
     pub fn approx_bytes(&self) -> u64 {
         self.encoded_bytes + self.pending_bytes
     }
