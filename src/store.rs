@@ -28,7 +28,7 @@ pub enum StoreError {
         message: String,
     },
     /// A local file system operation (write check, rename, fsync, listing, delete, read) failed.
-    #[error("cannot publish {path}: {source}")]
+    #[error("output file {path}: {source}")]
     Io {
         /// The file or folder at fault.
         path: PathBuf,

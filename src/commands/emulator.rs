@@ -52,6 +52,11 @@ pub(super) async fn demo(out: &Path, format: Option<&str>, now: DateTime<Utc>, c
         started.elapsed().as_secs_f64()
     );
     println!("  status: aos-audit-export status --state {}", ex.settings().state_path.display());
+    println!(
+        "  verify: aos-audit-export verify --state {} --output {}",
+        ex.settings().state_path.display(),
+        ex.settings().export.output
+    );
     if exported != truth {
         return Err(Mismatch(format!("demo exported {exported} records but the emulator holds {truth}")).into());
     }

@@ -415,3 +415,50 @@ fn idle_partition_files_are_finished_early() {
     }
     assert_same_multiset(&read_all(dir.path()), &truth);
 }
+
+/// The README's first command as a new user runs it: `demo` exports the emulator's data (and
+/// fails if the count differs from the ground truth), a second `demo` writes nothing, and the
+/// `verify` command it prints checks every file.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_exports_everything_once_and_its_verify_hint_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = || async {
+        let o = tokio::process::Command::new(BIN)
+            .args(["demo"])
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG")
+            .output()
+            .await
+            .unwrap();
+        assert_ok(&o);
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let first = demo().await;
+    let summary = first.lines().find(|l| l.starts_with("demo: ")).expect("a summary line");
+    let n = |after: &str| -> u64 {
+        let rest = &summary[summary.find(after).unwrap_or_else(|| panic!("{after} in {summary}")) + after.len()..];
+        rest.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    };
+    assert!(n("this run wrote ") > 50_000, "{summary}");
+    assert_eq!(n("this run wrote "), n("ground truth "), "{summary}");
+    let second = demo().await;
+    assert!(second.contains("this run wrote 0 new"), "{second}");
+    let hint = first
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("verify: "))
+        .expect("a verify hint");
+    let words: Vec<&str> = hint.split_whitespace().collect();
+    assert_eq!(words[0], "aos-audit-export");
+    let o = tokio::process::Command::new(BIN)
+        .args(&words[1..])
+        .current_dir(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert_ok(&o);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("0 problems") && out.contains(&format!("{} rows", n("this run wrote "))),
+        "{out}"
+    );
+}
