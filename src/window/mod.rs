@@ -190,6 +190,16 @@ impl Progress {
     }
 }
 
+/// Runs `f` on a blocking thread: a panic there is resumed here, and a runtime shutting down
+/// reads as cancellation.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ExportError> + Send + 'static) -> Result<T, ExportError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(ExportError::Cancelled),
+    }
+}
+
 /// How long a window waits at `export.dedup_memory` before it finishes its open files.
 const GATE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -267,12 +277,7 @@ pub async fn export_window(
                 Ok(true) => {}
                 Ok(false) => return Err(ExportError::Cancelled),
                 Err(_) => {
-                    let closed = tokio::task::spawn_blocking(move || state.writer.finish_open().map(|n| (n, state)));
-                    let (n, s) = match closed.await {
-                        Ok(r) => r?,
-                        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                        Err(_) => return Err(ExportError::Cancelled),
-                    };
+                    let (n, s) = blocking(move || Ok(state.writer.finish_open().map(|n| (n, state))?)).await?;
                     state = s;
                     tracing::debug!(files = n, "finished the open files before waiting at export.dedup_memory");
                     if !ticket.room(cancel).await {
@@ -285,18 +290,11 @@ pub async fn export_window(
         // network overlap, and concurrent windows encode on every core. The running state
         // moves to the thread and back; if this future is dropped, the thread finishes the
         // page and drops the writer, which deletes its staging files.
-        let work = tokio::task::spawn_blocking(move || {
+        let work = blocking(move || {
             let result = state.process(&page, &w);
             crashpoint::hit("encode");
             result.map(|()| state)
         });
-        let work = async {
-            match work.await {
-                Ok(r) => r,
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(_) => Err(ExportError::Cancelled),
-            }
-        };
         let next = async {
             match next_url {
                 Some(url) => fetch(url).await.map(Some),
