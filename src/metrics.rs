@@ -102,7 +102,7 @@ impl Metrics {
         registry.register("windows_committed", "Windows committed", m.windows_committed.clone());
         registry.register(
             "records_out_of_range",
-            "Records the API returned at a window's exclusive end instant (exported by the next window)",
+            "Records a padded query returned from a neighbouring window (exported by the window holding their instant)",
             m.out_of_range.clone(),
         );
         registry.register(
@@ -161,7 +161,7 @@ impl Metrics {
         self.retries.get_or_create(&CauseLabel { cause: cause.into() }).inc();
     }
 
-    /// Records returned at a window's end instant (the next window owns them).
+    /// Records a padded query returned from a neighbouring window.
     pub fn out_of_range(&self, n: u64) {
         self.out_of_range.inc_by(n);
     }

@@ -6,11 +6,13 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::model::{Range, Window};
+use crate::model::{MAX_QUERY_WINDOW, Range, Window};
 
-/// Splits `[from, to)` into consecutive windows of at most `size`.
+/// Splits `[from, to)` into consecutive windows of at most `size` (and never longer than
+/// [`MAX_QUERY_WINDOW`], so a padded query stays within the API's 7 days).
 pub fn split(from: DateTime<Utc>, to: DateTime<Utc>, size: Duration) -> Vec<Window> {
     assert!(size > Duration::zero(), "window size must be positive");
+    let size = size.min(MAX_QUERY_WINDOW);
     let mut out = Vec::new();
     let mut s = from;
     while s < to {
@@ -96,10 +98,20 @@ mod tests {
     }
 
     #[test]
+    fn seven_day_windows_leave_room_for_the_padded_query() {
+        let w = split(t("2024-01-01T00:00:00Z"), t("2024-01-15T00:00:00Z"), Duration::days(7));
+        assert_eq!(w.len(), 3);
+        for x in &w {
+            let q = x.query();
+            assert!(q.end - q.start <= Duration::days(7), "{q:?}");
+        }
+    }
+
+    #[test]
     fn empty_and_exact_ranges() {
         assert!(split(t("2024-01-01T00:00:00Z"), t("2024-01-01T00:00:00Z"), Duration::days(1)).is_empty());
         assert_eq!(
-            split(t("2024-01-01T00:00:00Z"), t("2024-01-08T00:00:00Z"), Duration::days(7)).len(),
+            split(t("2024-01-01T00:00:00Z"), t("2024-01-07T00:00:00Z"), Duration::days(7)).len(),
             1
         );
     }

@@ -224,7 +224,7 @@ fn pipeline(spool: &Path) {
                     let root = out.path().to_path_buf();
                     let mut writer =
                         WindowWriter::new(sink.clone(), format!("w{i}"), Utc::now(), Box::new(move |rel: &str| root.join(rel)));
-                    let mut dedup = Deduper::new([], false);
+                    let mut dedup = Deduper::new([], &[]);
                     for (_, off, len) in index.iter().filter(|p| p.0 == *day) {
                         let mut body = vec![0u8; *len];
                         file.read_exact_at(&mut body, *off).unwrap();

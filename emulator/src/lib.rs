@@ -16,6 +16,7 @@
 
 pub mod assertion;
 pub mod data;
+mod dialect;
 mod page;
 mod server;
 #[cfg(test)]
@@ -30,6 +31,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
 pub use data::{DataSpec, StoredRecord};
+pub use dialect::{Bounds, Precision, Serialization};
 
 /// Default of [`EmulatorConfig::meta_cache_days`]: 64 days, 87 MB at 85,000 records a day.
 pub const DEFAULT_META_CACHE_DAYS: usize = 64;
@@ -92,8 +94,10 @@ pub struct EmulatorConfig {
     /// Lifetime of issued access tokens.
     pub token_ttl: Duration,
     pub clients: Vec<ClientRegistration>,
-    /// Whether `endTime` is inclusive (the API does not say; inclusive is the harder case).
-    pub inclusive_end: bool,
+    /// How the server compares `actionTime` with `startTime`/`endTime` (the API does not say).
+    pub bounds: Bounds,
+    /// How the server spells the same record (the API does not promise one spelling).
+    pub serialization: Serialization,
     pub faults: Faults,
     /// Added to every audit page response.
     pub latency: std::time::Duration,
@@ -148,7 +152,8 @@ impl Default for EmulatorConfig {
                 certificate_der: None,
                 scopes: vec!["audit.read.all".into()],
             }],
-            inclusive_end: true,
+            bounds: Bounds::default(),
+            serialization: Serialization::default(),
             faults: Faults::default(),
             latency: std::time::Duration::ZERO,
             next_link_base: None,
@@ -201,9 +206,15 @@ pub(crate) struct State {
     pub audit_outage: AtomicBool,
     /// Added to every audit page response, in microseconds (`cfg.latency` at start).
     pub latency_us: AtomicU64,
+    /// Bound semantics and serialization in force (`cfg`'s at start, switchable at run time).
+    pub dialect: Mutex<(Bounds, Serialization)>,
 }
 
 impl State {
+    pub fn dialect(&self) -> (Bounds, Serialization) {
+        *self.dialect.lock().expect("dialect lock")
+    }
+
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.lock().expect("clock lock").unwrap_or_else(Utc::now)
     }
@@ -307,6 +318,7 @@ impl EmulatorHandle {
         let base_url = format!("http://{addr}");
         use rand::SeedableRng;
         let cfg_capacity = cfg.capacity.clone();
+        let cfg_dialect = (cfg.bounds, cfg.serialization);
         let token_outage = Mutex::new(cfg.token_unavailable_until);
         let latency_us = AtomicU64::new(u64::try_from(cfg.latency.as_micros()).unwrap_or(u64::MAX));
         let state = Arc::new(State {
@@ -328,6 +340,7 @@ impl EmulatorHandle {
             token_outage,
             audit_outage: AtomicBool::new(false),
             latency_us,
+            dialect: Mutex::new((cfg_dialect.0, cfg_dialect.1)),
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = server::router(state.clone());
@@ -365,6 +378,16 @@ impl EmulatorHandle {
 
     pub fn audit_requests(&self) -> u64 {
         self.state.counters.audit_requests.load(Ordering::Relaxed)
+    }
+
+    /// Switches how the server compares record times with query bounds.
+    pub fn set_bounds(&self, bounds: Bounds) {
+        self.state.dialect.lock().expect("dialect lock").0 = bounds;
+    }
+
+    /// Switches how records are spelled from the next page on.
+    pub fn set_serialization(&self, serialization: Serialization) {
+        self.state.dialect.lock().expect("dialect lock").1 = serialization;
     }
 
     /// Pins the emulator's clock (record visibility, token expiry); `None` returns to real time.

@@ -60,10 +60,12 @@ pub(crate) fn find_page(st: &State, q: &Query, resume: Option<u64>, offset: usiz
         let meta = st.day_meta(day);
         let day_start = crate::data::day_start(spec, day);
         let (lo, hi, snap) = (rel_ns(q.start, day_start), rel_ns(q.end, day_start), rel_ns(q.snapshot, day_start));
-        let inclusive = st.cfg.inclusive_end;
+        let bounds = st.dialect().0;
         for (p, m) in meta.iter().enumerate().skip(from) {
             let t = m.time_ns();
-            if t < lo || t > hi || (t == hi && !inclusive) || m.visible_ns() > snap {
+            // Day-relative ns keep the comparison exact; truncation to ms or s is the same on
+            // this axis as on the epoch's, since every day starts at a whole second.
+            if !bounds.matches(t, lo, hi) || m.visible_ns() > snap {
                 continue;
             }
             if (q.products != 0 && q.products & 1 << m.product() == 0) || (q.geos != 0 && q.geos & 1 << m.geo() == 0) {
@@ -80,7 +82,8 @@ pub(crate) fn find_page(st: &State, q: &Query, resume: Option<u64>, offset: usiz
         at = (u64::from(day) + 1) * per_day;
     }
     for (k, (served_at, _)) in extras.iter().enumerate().skip(at.saturating_sub(generated) as usize) {
-        if *served_at < q.start || *served_at >= q.end {
+        let ns = |t: DateTime<Utc>| t.timestamp_nanos_opt().unwrap_or(i64::MAX);
+        if !st.dialect().0.matches(ns(*served_at), ns(q.start), ns(q.end)) {
             continue;
         }
         if skip > 0 {
@@ -104,19 +107,26 @@ pub(crate) fn page_body(st: &State, next_link: Option<&str>, items: &[Item]) -> 
     }
     body.extend_from_slice(b",\"data\":[");
     let mut writer: Option<(u32, crate::data::DayWriter)> = None;
+    let spelling = st.dialect().1;
+    let mut plain = Vec::new();
     for (i, item) in items.iter().enumerate() {
         if i > 0 {
             body.push(b',');
         }
+        let out = if spelling.is_plain() { &mut body } else { &mut plain };
         match *item {
             Item::Generated { day, base } => {
                 let w = match &writer {
                     Some((d, w)) if *d == day => w,
                     _ => &writer.insert((day, crate::data::DayWriter::new(&st.cfg.data, day))).1,
                 };
-                w.write_base(base, &mut body);
+                w.write_base(base, out);
             }
-            Item::Extra(k) => serde_json::to_writer(&mut body, &st.cfg.extra_records[k].1).expect("writing to a Vec does not fail"),
+            Item::Extra(k) => serde_json::to_writer(&mut *out, &st.cfg.extra_records[k].1).expect("writing to a Vec does not fail"),
+        }
+        if !spelling.is_plain() {
+            spelling.rewrite(&plain, &mut body);
+            plain.clear();
         }
     }
     body.extend_from_slice(b"]}");

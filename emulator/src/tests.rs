@@ -85,7 +85,7 @@ async fn pages_are_the_ground_truth_with_filters_inclusive_end_late_records_and_
     cfg.data.records_per_day = 6000;
     cfg.data.max_delay = Duration::hours(3);
     cfg.page_size = 97;
-    cfg.inclusive_end = true;
+    cfg.bounds = crate::Bounds::default();
     let extra = |i: i64| (day0() + Duration::hours(30 + i), json!({"odd": i, "note": "no \"actionTime\""}));
     cfg.extra_records = vec![extra(0), extra(1), extra(100)];
     let emu = EmulatorHandle::start(cfg, "127.0.0.1:0".parse().unwrap()).await.unwrap();

@@ -24,7 +24,7 @@ pub struct WindowCommit<'a> {
     pub files: Vec<FileRow>,
     /// Id scheme of the files' `_record_id`s.
     pub id_scheme: i64,
-    /// Records the API returned outside the window (kept at the window's end instant only).
+    /// Records the padded query returned from a neighbouring window (skipped here).
     pub out_of_range: u64,
     /// Records the API returned for the window, written or not.
     pub records_fetched: u64,
@@ -113,15 +113,23 @@ impl Checkpoint {
         Ok(())
     }
 
-    /// Committed files whose window overlaps `w` (path, id scheme): the files that can hold
-    /// records a read of `w` returns again. Every stream's files count: a record's id does not
-    /// depend on its stream, and a stream whose filters changed (a new stream id) must find
-    /// what the old one wrote into the same output.
+    /// Committed files that can hold records a read of `w` returns again (path, id scheme):
+    /// every file whose window overlaps `w`, and the `dt=unknown` files of windows that meet
+    /// `w`'s padded query ([`Window::query`]), since a record without a usable `actionTime`
+    /// near a bound comes back from both neighbours. Every stream's files count: a record's id
+    /// does not depend on its stream, and a stream whose filters changed must find what the
+    /// old one wrote into the same output.
     pub fn files_overlapping(&self, w: &Window) -> Result<Vec<(String, i64)>, CheckpointError> {
         let c = self.conn();
-        let mut st =
-            c.prepare_cached("SELECT path, id_scheme FROM files WHERE window_end_us > ?1 AND window_start_us < ?2 ORDER BY path")?;
-        let rows = st.query_map(params![us(w.start), us(w.end)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let q = w.query();
+        let mut st = c.prepare_cached(
+            "SELECT path, id_scheme FROM files WHERE (window_end_us > ?1 AND window_start_us < ?2)
+               OR (partition = ?5 AND window_end_us >= ?3 AND window_start_us <= ?4) ORDER BY path",
+        )?;
+        let rows = st.query_map(
+            params![us(w.start), us(w.end), us(q.start), us(q.end), crate::model::UNKNOWN_PARTITION],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -147,7 +147,7 @@ pub struct StreamStatus {
     pub windows_committed: u64,
     /// Records written to files across all committed windows.
     pub records_written: u64,
-    /// Records the API returned at a window's exclusive end instant (owned by the next window).
+    /// Records a padded query returned from a neighbouring window (that window exports them).
     pub out_of_range: u64,
     /// Committed time ranges, merged and sorted: the coverage model.
     pub coverage: Vec<(DateTime<Utc>, DateTime<Utc>)>,

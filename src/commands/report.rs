@@ -78,7 +78,7 @@ pub(super) fn status(raw: &RawConfig, json: bool, now: DateTime<Utc>) -> anyhow:
                 }
                 if s.out_of_range > 0 {
                     println!(
-                        "  records returned at a window's end instant: {} (exported by the next window)",
+                        "  records returned from a neighbouring window: {} (exported by the window holding their instant)",
                         s.out_of_range
                     );
                 }

@@ -17,6 +17,18 @@ use sha2::Digest;
 /// Largest window the API accepts.
 pub const MAX_WINDOW: chrono::Duration = chrono::Duration::days(7);
 
+/// How far past each end of a window the API is asked for: `[start − 1 s, end + 1 s]`.
+///
+/// The API does not say whether it compares `startTime`/`endTime` inclusively or exclusively,
+/// nor at the 100 ns tick, the millisecond or the whole second. Asked for a padded range,
+/// every one of those readings returns every record of `[start, end)`; a record of the
+/// padding belongs to a neighbour, which asks for it too, so each record is kept by the one
+/// window that holds its instant and handled exactly once, whatever the server does.
+pub const BOUND_PAD: chrono::Duration = chrono::Duration::seconds(1);
+
+/// The longest window: a padded query ([`BOUND_PAD`]) stays within the API's 7 days.
+pub const MAX_QUERY_WINDOW: chrono::Duration = chrono::Duration::seconds(7 * 86_400 - 2);
+
 /// A `[start, end)` pair of instants.
 pub type Range = (DateTime<Utc>, DateTime<Utc>);
 
@@ -33,6 +45,22 @@ impl Window {
     /// Whether `t` lies in `[start, end)`.
     pub fn contains(&self, t: DateTime<Utc>) -> bool {
         self.start <= t && t < self.end
+    }
+
+    /// The range the API is asked for: the window padded by [`BOUND_PAD`] at both ends.
+    pub fn query(&self) -> Window {
+        Window {
+            start: self.start - BOUND_PAD,
+            end: self.end + BOUND_PAD,
+        }
+    }
+
+    /// Whether a server that honours the query could return a record at `t`: inside the
+    /// query, or within one more [`BOUND_PAD`] of it (a comparison at the whole second). A
+    /// record further out means the server ignores the window.
+    pub fn near(&self, t: DateTime<Utc>) -> bool {
+        let q = self.query();
+        q.start - BOUND_PAD <= t && t <= q.end + BOUND_PAD
     }
 }
 

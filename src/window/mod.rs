@@ -50,10 +50,10 @@ pub enum ExportError {
     /// `export.run_deadline` passed before the work was done.
     #[error("export.run_deadline reached; committed windows are kept and the next run resumes after them")]
     Deadline,
-    /// The API returned a record whose `actionTime` lies outside the window (other than
-    /// exactly at its end).
+    /// The API returned a record whose `actionTime` lies far outside the range asked for:
+    /// the server ignores the window.
     #[error(
-        "the API returned a record with actionTime {time} for the window {start} .. {end}; refusing to commit a window whose records the API placed elsewhere (nothing of this window was committed)"
+        "the API returned a record with actionTime {time} for the query {start} .. {end}: the server does not honour startTime/endTime, so no window can be read exactly (nothing of this window was committed)"
     )]
     OutOfRange {
         /// Start of the window requested.
@@ -115,7 +115,8 @@ pub struct WindowOutcome {
     pub files: Vec<FileRow>,
     /// Records received from the API, including skipped ones.
     pub fetched: u64,
-    /// Records skipped because their `actionTime` is the window's end (the next window's).
+    /// Records skipped because their `actionTime` lies just outside the window (a
+    /// neighbour's, returned by the padded query or a server comparing at the second).
     pub out_of_range: u64,
     /// Pages fetched.
     pub pages: u64,
@@ -130,9 +131,11 @@ pub struct WindowOutcome {
 /// record twice. Ids of records outside `w` are harmless extras: an id hashes `actionTime`.
 async fn known_ids(deps: &Deps<'_>, w: &Window) -> Result<Deduper, ExportError> {
     let mut known = Vec::new();
-    let mut legacy = false;
+    let mut schemes = Vec::new();
     for (path, scheme) in deps.checkpoint.files_overlapping(w)? {
-        legacy |= scheme < ID_SCHEME;
+        if scheme != ID_SCHEME && !schemes.contains(&scheme) {
+            schemes.push(scheme);
+        }
         let rebuild = |e: StoreError| ExportError::Rebuild {
             path: path.clone(),
             message: e.to_string(),
@@ -147,7 +150,7 @@ async fn known_ids(deps: &Deps<'_>, w: &Window) -> Result<Deduper, ExportError> 
         })?;
         known.extend(ids);
     }
-    Ok(Deduper::new(known, legacy))
+    Ok(Deduper::new(known, &schemes))
 }
 
 /// A window's running state while its pages are encoded.
@@ -164,16 +167,17 @@ impl Progress {
         for rec in page.records() {
             let time = match place(&rec, w) {
                 Placement::In(t) => Some(t),
-                // A server with inclusive bounds also returns the next window's first instant;
-                // the next window owns that record (and reads it too).
-                Placement::Out(t) if t == w.end => {
+                // The padded query returns the neighbours' records near the bounds (and a
+                // server comparing at the second a little more): the window that holds their
+                // instant owns them, and its own padded query returns them too.
+                Placement::Out(t) if w.near(t) => {
                     self.out_of_range += 1;
                     continue;
                 }
                 Placement::Out(time) => {
                     return Err(ExportError::OutOfRange {
-                        start: w.start,
-                        end: w.end,
+                        start: w.query().start,
+                        end: w.query().end,
                         time,
                     });
                 }
@@ -257,7 +261,8 @@ pub async fn export_window(
         crashpoint::hit("fetch");
         Ok(page)
     };
-    let mut page = fetch(deps.api.first_url(stream, w.start, w.end)).await?;
+    let q = w.query();
+    let mut page = fetch(deps.api.first_url(stream, q.start, q.end)).await?;
     let mut followed = HashSet::new();
     loop {
         out.pages += 1;

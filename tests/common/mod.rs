@@ -319,10 +319,30 @@ pub fn read_all(out: &Path) -> Vec<Row> {
         .collect()
 }
 
-/// A comparable form of a record: nulls dropped (Parquet cannot tell absent from null) and
-/// `actionTime` as an exact instant.
+/// Numbers by value (`5` and `5.0` alike) and keys sorted, at any depth.
+fn numbers_by_value(v: Value) -> Value {
+    match v {
+        Value::Number(n) => n
+            .as_f64()
+            .and_then(serde_json::Number::from_f64)
+            .map_or(Value::Number(n), Value::Number),
+        Value::Array(xs) => Value::Array(xs.into_iter().map(numbers_by_value).collect()),
+        Value::Object(m) => {
+            let mut entries: Vec<(String, Value)> = m.into_iter().map(|(k, v)| (k, numbers_by_value(v))).collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().collect())
+        }
+        other => other,
+    }
+}
+
+/// A comparable form of a record: nulls dropped (Parquet cannot tell absent from null; the
+/// API may omit them), numbers by value and `actionTime` as an exact instant.
 pub fn normalize(v: &Value) -> String {
-    let mut m: Map<String, Value> = v.as_object().cloned().unwrap_or_default();
+    let mut m: Map<String, Value> = match numbers_by_value(v.clone()) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
     m.retain(|_, v| !v.is_null());
     if let Some(Value::String(t)) = m.get("actionTime")
         && let Ok(p) = DateTime::parse_from_rfc3339(t)
@@ -353,12 +373,20 @@ pub fn assert_same_multiset(out: &[Row], truth: &[Value]) {
     let want = multiset(truth.iter());
     let lost: usize = want.iter().map(|(k, n)| n.saturating_sub(*got.get(k).unwrap_or(&0))).sum();
     let dup: usize = got.iter().map(|(k, n)| n.saturating_sub(*want.get(k).unwrap_or(&0))).sum();
+    let example = |a: &HashMap<String, usize>, b: &HashMap<String, usize>| {
+        a.iter()
+            .find(|(k, n)| **n > *b.get(*k).unwrap_or(&0))
+            .map(|(k, _)| k.clone())
+            .unwrap_or_default()
+    };
     assert_eq!(
         (lost, dup),
         (0, 0),
-        "lost {lost}, duplicated/unknown {dup}; output {} rows, truth {}",
+        "lost {lost}, duplicated/unknown {dup}; output {} rows, truth {}\n  e.g. lost: {}\n  e.g. extra: {}",
         out.len(),
-        truth.len()
+        truth.len(),
+        example(&want, &got),
+        example(&got, &want)
     );
     assert_eq!(out.len(), truth.len());
 }

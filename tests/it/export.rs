@@ -233,7 +233,7 @@ fn odd_values_round_trip_through_both_sinks() {
             buffer: BufferBudget::new(64 << 20),
         };
         let mut w = WindowWriter::new(opts, "t".into(), chrono::Utc::now(), Box::new(move |rel: &str| root.join(rel)));
-        let mut dedup = Deduper::new([], false);
+        let mut dedup = Deduper::new([], &[]);
         for text in &texts {
             assert!(admit_and_write(&mut w, &mut dedup, text, true));
         }
@@ -305,7 +305,7 @@ fn row_group_memory_is_shared_and_bounded() {
             buffer: budget.clone(),
         };
         let mut w = WindowWriter::new(opts, "t".into(), chrono::Utc::now(), Box::new(move |rel: &str| root.join(rel)));
-        let mut dedup = Deduper::new([], false);
+        let mut dedup = Deduper::new([], &[]);
         for i in &order {
             assert!(
                 admit_and_write(&mut w, &mut dedup, &texts[*i], true),
@@ -391,7 +391,7 @@ fn idle_partition_files_are_finished_early() {
         buffer: BufferBudget::new(1 << 20),
     };
     let mut w = WindowWriter::new(opts, "t".into(), chrono::Utc::now(), Box::new(move |rel: &str| root.join(rel)));
-    let mut dedup = Deduper::new([], false);
+    let mut dedup = Deduper::new([], &[]);
     let mut truth = Vec::new();
     // Day 1, then 60,000 records of day 2, then day 1 again.
     let days = std::iter::repeat_n(1, 10)

@@ -87,7 +87,7 @@ async fn records_without_a_usable_action_time_are_kept_exactly_once() {
     assert_output_consistent(&s).await;
 }
 
-/// A record the API returns outside the window asked for (other than at its end instant) fails
+/// A record the API returns far outside the query (the server ignores the window) fails
 /// the run with the window and the time; nothing of that window is committed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_record_outside_the_window_fails_the_run_and_commits_nothing() {

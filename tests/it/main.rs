@@ -7,6 +7,7 @@ mod common;
 
 mod architecture;
 mod azure;
+mod boundaries;
 mod certs;
 mod config_errors;
 mod crash;

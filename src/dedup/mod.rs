@@ -1,18 +1,24 @@
 //! Pure record identity and deduplication: placing records in their window, fingerprints and
 //! multiset deduplication.
 //!
-//! A record's `_record_id` (id scheme 2, [`ID_SCHEME`]) is SHA-256 over its identity — the
-//! documented fields only ([`crate::model::DOCUMENTED_FIELDS`]), `actionTime` as an instant in
-//! nanoseconds rather than its text, other values as canonical JSON — and its occurrence
-//! number among records of the same identity in the same read, truncated to 128 bits. So a
-//! field AvePoint adds later, or a change in how fractions are written, does not make a known
-//! record new; unknown fields still ride along in the output. Identical twins always share
+//! A record's `_record_id` (id scheme 3, [`ID_SCHEME`]) is SHA-256 over its identity — the
+//! documented fields only ([`crate::model::DOCUMENTED_FIELDS`]), those whose value is `null`
+//! left out like absent ones, `actionTime` as an instant in nanoseconds rather than its text,
+//! other values in the canonical spelling of [`canonical`] (keys sorted, nulls dropped, numbers
+//! by value, escapes and whitespace normalized) — and its occurrence number among records of
+//! the same identity in the same read, truncated to 128 bits. So whatever spelling the API
+//! chooses for the same record (nulls omitted or sent, keys reordered, `1` or `1.0`, `Z` or
+//! `+00:00`, 3 or 7 fraction digits), and whatever field AvePoint adds later, a known record is
+//! never new; unknown fields still ride along in the output. Identical twins always share
 //! `actionTime`, so every window that holds one holds all of them: occurrence numbers are the
 //! same whichever window boundaries a re-read uses. Re-reads collapse, legitimate twins survive.
 //!
-//! Scheme 1 (before this version) hashed the whole record's canonical JSON. Files written under
-//! it carry scheme-1 ids; a re-read that meets them computes both ids, so an upgrade never
-//! duplicates the look-back.
+//! Older schemes: 1 hashed the whole record's canonical JSON; 2 the documented fields with
+//! `null` distinct from absent and numbers as serde_json re-printed them. Files written under
+//! them keep their ids; a re-read that meets such files computes those ids too, so an upgrade
+//! never duplicates the look-back.
+
+pub mod canonical;
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -25,7 +31,11 @@ use crate::model::record::{ACTION_TIME, Kind, Record, is_canonical_string, kind,
 use crate::model::{DOCUMENTED_FIELDS, RecordId, Window};
 
 /// The id scheme this version writes (recorded per file in the manifest).
-pub const ID_SCHEME: i64 = 2;
+pub const ID_SCHEME: i64 = 3;
+
+/// The manifest's id scheme of a file adopted from the lake whose scheme is not known: a
+/// re-read computes the ids of every scheme for it.
+pub const UNKNOWN_SCHEME: i64 = 0;
 
 /// Where a record belongs relative to the window that returned it.
 #[derive(Debug, PartialEq, Eq)]
@@ -105,9 +115,35 @@ fn canonical_raw(v: &str, out: &mut Vec<u8>) {
     }
 }
 
-/// The identity bytes of a record under scheme 2: each documented field present, in a fixed
-/// order, as `name=value;` with `actionTime` as nanoseconds since the epoch when it parses.
+/// The identity bytes of a record under scheme 3: each documented field present and not
+/// `null`, in a fixed order, as `name=value;` with `actionTime` as `@` and nanoseconds since the
+/// epoch when it parses, and every other value in its [`canonical`] spelling.
 fn identity(record: &Record<'_>, out: &mut Vec<u8>) {
+    let time_ns = record.time.and_then(|t| t.timestamp_nanos_opt());
+    for (i, f) in DOCUMENTED_FIELDS.iter().enumerate() {
+        let Some(v) = record.fields[i] else { continue };
+        if kind(v) == Kind::Null {
+            continue;
+        }
+        out.extend_from_slice(f.as_bytes());
+        out.push(b'=');
+        match time_ns {
+            // Written straight into the buffer: no string per record.
+            Some(ns) if i == ACTION_TIME => {
+                let _ = write!(out, "@{ns}");
+            }
+            // A string without escapes is its own canonical spelling.
+            _ if record.is_plain(i) => out.extend_from_slice(v.as_bytes()),
+            _ => canonical::canonical(v, out),
+        }
+        out.push(b';');
+    }
+}
+
+/// The identity bytes of a record under scheme 2 (kept to recognise files written by it):
+/// each documented field present, in a fixed order, as `name=value;` with `actionTime` as
+/// nanoseconds since the epoch when it parses.
+fn identity_v2(record: &Record<'_>, out: &mut Vec<u8>) {
     let time_ns = record.time.and_then(|t| t.timestamp_nanos_opt());
     for (i, f) in DOCUMENTED_FIELDS.iter().enumerate() {
         let Some(v) = record.fields[i] else { continue };
@@ -231,21 +267,25 @@ pub struct Deduper {
     occurrences: Occurrences,
     /// Present when some committed file of the range carries scheme-1 ids.
     legacy: Option<Occurrences>,
+    /// Present when some committed file of the range carries scheme-2 ids.
+    legacy2: Option<Occurrences>,
     buf: Vec<u8>,
 }
 
 impl Deduper {
-    /// `known`: ids already committed for the window's time range; `legacy`: whether any of
-    /// them were written under id scheme 1.
-    pub fn new(known: impl IntoIterator<Item = RecordId>, legacy: bool) -> Self {
+    /// `known`: ids already committed for the window's time range; `schemes`: the id schemes
+    /// they were written under ([`UNKNOWN_SCHEME`] for any).
+    pub fn new(known: impl IntoIterator<Item = RecordId>, schemes: &[i64]) -> Self {
         let mut counts = KeyMap::default();
         for id in known {
             *counts.entry(Key(id)).or_insert(0) += 1;
         }
+        let has = |n: i64| schemes.iter().any(|s| *s == n || *s == UNKNOWN_SCHEME);
         Deduper {
             known: counts,
             occurrences: Occurrences::default(),
-            legacy: legacy.then(Occurrences::default),
+            legacy: has(1).then(Occurrences::default),
+            legacy2: has(2).then(Occurrences::default),
             buf: Vec::with_capacity(2048),
         }
     }
@@ -254,7 +294,8 @@ impl Deduper {
     pub fn memory_bytes(&self) -> usize {
         // A map slot is a 16-byte key, a 4-byte count and a control byte, at 7/8 load.
         let slot = 24;
-        (self.known.capacity() + self.occurrences.capacity() + self.legacy.as_ref().map_or(0, Occurrences::capacity)) * slot
+        let legacy = self.legacy.as_ref().map_or(0, Occurrences::capacity) + self.legacy2.as_ref().map_or(0, Occurrences::capacity);
+        (self.known.capacity() + self.occurrences.capacity() + legacy) * slot
     }
 
     /// The record's id, and whether it is new (not already committed). `placed`: whether the
@@ -285,196 +326,15 @@ impl Deduper {
             let old = legacy.next_id(Sha256::digest(&self.buf).into());
             new = new && !self.known.contains_key(&Key(old));
         }
+        if let Some(legacy2) = &mut self.legacy2 {
+            self.buf.clear();
+            identity_v2(record, &mut self.buf);
+            let old = legacy2.next_id(Sha256::digest(&self.buf).into());
+            new = new && !self.known.contains_key(&Key(old));
+        }
         (id, new)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::page_index::with_record;
-    use crate::model::parse_action_time;
-    use serde_json::json;
-
-    /// Admits a JSON value through the borrowed path, as a page would deliver it.
-    fn admit(d: &mut Deduper, v: &Value, placed: bool) -> (RecordId, bool) {
-        with_record(&v.to_string(), |r| d.admit(r, placed)).unwrap()
-    }
-
-    fn place_v(v: &Value, w: &Window) -> Placement {
-        with_record(&v.to_string(), |r| place(r, w)).unwrap()
-    }
-
-    #[test]
-    fn canonical_json_sorts_keys_recursively() {
-        let mut s = Vec::new();
-        canonical_json(&json!({"b": 1, "a": {"d": [1, {"z": null, "y": "é\n\""}], "c": true}}), &mut s);
-        assert_eq!(
-            String::from_utf8(s).unwrap(),
-            r#"{"a":{"c":true,"d":[1,{"y":"é\n\"","z":null}]},"b":1}"#
-        );
-    }
-
-    #[test]
-    fn key_order_does_not_change_the_id() {
-        let mut d1 = Deduper::new([], false);
-        let mut d2 = Deduper::new([], false);
-        assert_eq!(
-            admit(&mut d1, &json!({"a": 1, "b": 2}), true).0,
-            admit(&mut d2, &json!({"b": 2, "a": 1}), true).0
-        );
-    }
-
-    #[test]
-    fn twins_survive_and_rereads_collapse() {
-        let r = json!({"actionName": "Login", "actionTime": "2024-01-01T00:00:00Z"});
-        let mut first = Deduper::new([], false);
-        let (a, new_a) = admit(&mut first, &r, true);
-        let (b, new_b) = admit(&mut first, &r, true);
-        assert!(new_a && new_b);
-        assert_ne!(a, b, "identical twins get distinct ids");
-        // A re-read that sees the same twins plus a late third one admits only the third.
-        let mut reread = Deduper::new([a, b], false);
-        assert!(!admit(&mut reread, &r, true).1);
-        assert!(!admit(&mut reread, &r, true).1);
-        assert!(admit(&mut reread, &r, true).1);
-    }
-
-    #[test]
-    fn placement_is_half_open() {
-        let w = Window {
-            start: parse_action_time("2024-01-01T00:00:00Z").unwrap(),
-            end: parse_action_time("2024-01-02T00:00:00Z").unwrap(),
-        };
-        assert!(matches!(
-            place_v(&json!({"actionTime": "2024-01-01T00:00:00Z"}), &w),
-            Placement::In(_)
-        ));
-        assert_eq!(place_v(&json!({"actionTime": "2024-01-02T00:00:00Z"}), &w), Placement::Out(w.end));
-        assert!(matches!(
-            place_v(&json!({"actionTime": "2024-01-01T23:59:59.9999999Z"}), &w),
-            Placement::In(_)
-        ));
-        assert_eq!(place_v(&json!({"actionTime": "yesterday"}), &w), Placement::Unplaced);
-        assert_eq!(place_v(&json!({}), &w), Placement::Unplaced);
-    }
-
-    #[test]
-    fn identity_ignores_new_fields_and_fraction_spelling() {
-        let mut d1 = Deduper::new([], false);
-        let mut d2 = Deduper::new([], false);
-        let a = admit(
-            &mut d1,
-            &json!({"actionName": "Login", "actionTime": "2024-01-01T00:00:00.5Z"}),
-            true,
-        )
-        .0;
-        let b = admit(
-            &mut d2,
-            &json!({"actionName": "Login", "actionTime": "2024-01-01T00:00:00.5000000Z", "riskScore": "7"}),
-            true,
-        )
-        .0;
-        assert_eq!(a, b);
-        let mut d3 = Deduper::new([], false);
-        assert_ne!(
-            a,
-            admit(
-                &mut d3,
-                &json!({"actionName": "Logout", "actionTime": "2024-01-01T00:00:00.5Z"}),
-                true
-            )
-            .0
-        );
-    }
-
-    #[test]
-    fn scheme_one_ids_are_recognised_after_an_upgrade() {
-        let r = json!({"actionName": "Login", "actionTime": "2024-01-01T00:00:00Z", "x": 1});
-        // What the previous version wrote: SHA-256(canonical JSON) + occurrence 0.
-        let mut buf = Vec::new();
-        canonical_json(&r, &mut buf);
-        let old = Occurrences::default().next_id(Sha256::digest(&buf).into());
-        assert!(!admit(&mut Deduper::new([old], true), &r, true).1);
-        assert!(
-            admit(&mut Deduper::new([old], false), &r, true).1,
-            "without the legacy flag it looks new"
-        );
-    }
-
-    #[test]
-    fn identical_unplaced_records_of_different_windows_count_as_a_multiset() {
-        let r = json!({"actionName": "Login"});
-        // Windows A and B each wrote one copy: both carry occurrence 0's id.
-        let a = admit(&mut Deduper::new([], false), &r, false).0;
-        let b = admit(&mut Deduper::new([], false), &r, false).0;
-        assert_eq!(a, b);
-        // A read spanning both returns the two copies (known), then a third (new).
-        let mut c = Deduper::new([a, b], false);
-        assert!(!admit(&mut c, &r, false).1);
-        assert!(!admit(&mut c, &r, false).1);
-        assert!(admit(&mut c, &r, false).1);
-    }
-
-    /// Scheme 2 as the previous version computed it, from a `Value` tree.
-    fn identity_of_value(record: &Value, out: &mut Vec<u8>) {
-        for f in DOCUMENTED_FIELDS {
-            let Some(v) = record.get(f) else { continue };
-            out.extend_from_slice(f.as_bytes());
-            out.push(b'=');
-            match (f, v) {
-                ("actionTime", Value::String(s)) => match parse_action_time(s).and_then(|t| t.timestamp_nanos_opt()) {
-                    Some(ns) => {
-                        let _ = write!(out, "@{ns}");
-                    }
-                    None => write_json(s.as_str(), out),
-                },
-                _ => canonical_json(v, out),
-            }
-            out.push(b';');
-        }
-    }
-
-    #[test]
-    fn borrowed_identity_equals_the_value_identity_of_earlier_versions() {
-        // Ids written by the previous version must be recognised: the identity bytes from
-        // the raw text must equal those from the parsed tree, whatever the spelling.
-        let texts = [
-            r#"{"actionName":"Login","actionTime":"2024-01-01T00:00:00.1234567Z","comment":"a \"q\" \n é"}"#,
-            r#"{"actionName":"caf\u00e9 \/ x","actionTime":"2024-01-01T00:00:00Z","status":null}"#,
-            "{ \"actionTime\" : \"yesterday\" ,\n \"additionalDetails\": {\"b\": [1, 2.50, 1e2, -0], \"a\": true} }",
-            r#"{"actionName":42,"actionUser":true,"actionParameters":false,"actionTime":7,"clientIP":[1,"x"]}"#,
-            r#"{"actionName":"first","actionName":"second","unknown":1}"#,
-            r#"{"actionTime":"\u0032024-01-01T00:00:00Z","objectName":"\ud83d\ude00"}"#,
-            r#"[1, 2]"#,
-            r#""just a string""#,
-            r#"{}"#,
-        ];
-        for text in texts {
-            let value: Value = serde_json::from_str(text).unwrap();
-            let (mut old, mut new) = (Vec::new(), Vec::new());
-            identity_of_value(&value, &mut old);
-            with_record(text, |r| identity(r, &mut new)).unwrap();
-            assert_eq!(String::from_utf8_lossy(&new), String::from_utf8_lossy(&old), "{text}");
-        }
-    }
-
-    #[cfg(feature = "emulator")]
-    #[test]
-    fn borrowed_identity_equals_the_value_identity_on_generated_records() {
-        let spec = aos_emulator::DataSpec {
-            seed: 11,
-            start: parse_action_time("2024-01-01T00:00:00Z").unwrap(),
-            days: 1,
-            records_per_day: 3000,
-            max_delay: chrono::Duration::zero(),
-        };
-        for r in aos_emulator::data::generate_day(&spec, 0) {
-            let text = r.json.to_string();
-            let (mut old, mut new) = (Vec::new(), Vec::new());
-            identity_of_value(&r.json, &mut old);
-            with_record(&text, |r| identity(r, &mut new)).unwrap();
-            assert_eq!(new, old, "{text}");
-        }
-    }
-}
+mod tests;
