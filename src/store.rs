@@ -146,6 +146,35 @@ fn env_options() -> Vec<(String, String)> {
         .collect()
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Folders fsynced by this thread (tests read it: a publish must sync its folders).
+    static SYNCED: std::cell::RefCell<Vec<PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Makes a folder's entries (a rename, a new file, a deletion) durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()?;
+    #[cfg(test)]
+    SYNCED.with(|s| s.borrow_mut().push(dir.to_path_buf()));
+    Ok(())
+}
+
+/// Moves `staged` to `dest` atomically, never over an existing file: a hard link (which fails
+/// if `dest` exists) and the removal of the staging name. Where the file system has no hard
+/// links, a rename after checking that `dest` does not exist.
+fn publish_local(staged: &Path, dest: &Path) -> std::io::Result<()> {
+    match std::fs::hard_link(staged, dest) {
+        Ok(()) => std::fs::remove_file(staged),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(std::io::Error::new(
+            e.kind(),
+            "a file of this name is already published; refusing to overwrite it",
+        )),
+        Err(_) if !dest.exists() => std::fs::rename(staged, dest),
+        Err(e) => Err(e),
+    }
+}
+
 /// `root/dt=…/.tmp-name`: same folder as the final file, so the publishing rename is atomic.
 fn local_staging(root: &Path, rel: &str) -> PathBuf {
     let p = root.join(rel);
@@ -226,24 +255,24 @@ impl Store {
         p
     }
 
-    /// Makes the staged file visible under `rel`, replacing any earlier file of that name.
+    /// Makes the staged file visible under `rel`. Locally a file already under that name is
+    /// never replaced (the publish fails): a committed file is never written again. Names are
+    /// unique per attempt, so in object storage (where a put replaces) that cannot happen.
     pub async fn publish(&self, staged: &Path, rel: &str) -> Result<(), StoreError> {
         match self {
             Store::Local { root } => {
                 let dest = root.join(rel);
-                std::fs::rename(staged, &dest).map_err(|source| StoreError::Io {
+                publish_local(staged, &dest).map_err(|source| StoreError::Io {
                     path: dest.clone(),
                     source,
                 })?;
                 // The rename is durable only once the folder entry is, and a new `dt=` folder
                 // only once its own entry in the root is: fsync both.
                 for dir in [dest.parent(), dest.parent().and_then(Path::parent)].into_iter().flatten() {
-                    std::fs::File::open(dir)
-                        .and_then(|d| d.sync_all())
-                        .map_err(|source| StoreError::Io {
-                            path: dir.to_path_buf(),
-                            source,
-                        })?;
+                    sync_dir(dir).map_err(|source| StoreError::Io {
+                        path: dir.to_path_buf(),
+                        source,
+                    })?;
                 }
                 Ok(())
             }
@@ -295,9 +324,7 @@ impl Store {
                     // The deletions must be durable before the caller forgets the attempt, or a
                     // power loss could bring back a file nobody will clean up.
                     if removed > before {
-                        std::fs::File::open(&dir)
-                            .and_then(|d| d.sync_all())
-                            .map_err(|source| StoreError::Io { path: dir.clone(), source })?;
+                        sync_dir(&dir).map_err(|source| StoreError::Io { path: dir.clone(), source })?;
                     }
                 }
             }
@@ -380,6 +407,38 @@ mod tests {
         store.publish(&staged, "dt=2024-01-01/big.parquet").await.unwrap();
         assert_eq!(store.read("dt=2024-01-01/big.parquet").await.unwrap(), data);
         assert!(!staged.exists(), "the spool file is removed once uploaded");
+    }
+
+    /// Publishing makes the file durable where it is: the partition folder and (for a new
+    /// partition) the root are fsynced after the rename; and a published name is never
+    /// published over. Cleaning up an attempt fsyncs the folder it deleted from.
+    #[tokio::test(flavor = "current_thread")]
+    async fn publish_syncs_its_folders_and_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("out");
+        let store = Store::open(root.to_str().unwrap(), &dir.path().join("spool")).unwrap();
+        store.check().unwrap();
+        std::fs::create_dir_all(root.join("dt=2024-01-01")).unwrap();
+        let rel = "dt=2024-01-01/all-20240101T000000Z-20240102T000000Z-g0-00000001-p000.ndjson";
+        let staged = (store.stager())(rel);
+        std::fs::write(&staged, b"first\n").unwrap();
+        SYNCED.with(|s| s.borrow_mut().clear());
+        store.publish(&staged, rel).await.unwrap();
+        let synced = SYNCED.with(|s| s.borrow().clone());
+        assert!(synced.contains(&root.join("dt=2024-01-01")), "{synced:?}");
+        assert!(synced.contains(&root), "{synced:?}");
+        assert!(!staged.exists());
+        std::fs::write(&staged, b"second\n").unwrap();
+        assert!(store.publish(&staged, rel).await.is_err(), "a published name is never replaced");
+        assert_eq!(std::fs::read(root.join(rel)).unwrap(), b"first\n");
+        SYNCED.with(|s| s.borrow_mut().clear());
+        let parts = ["dt=2024-01-01".to_string()];
+        let n = store
+            .remove_attempt(&parts, "all-20240101T000000Z-20240102T000000Z-g0-00000001")
+            .await
+            .unwrap();
+        assert_eq!(n, 2, "the published file and the staged one");
+        assert!(SYNCED.with(|s| s.borrow().contains(&root.join("dt=2024-01-01"))));
     }
 
     #[test]

@@ -260,6 +260,12 @@ mod tests {
             let cp = Checkpoint::open(&p).unwrap();
             assert_eq!(cp.schema_version().unwrap(), super::super::MIGRATIONS.len() as i64);
             assert!(matches!(Checkpoint::open(&p), Err(CheckpointError::Locked { .. })));
+            // The same file through a symlink and through another path is the same lock.
+            let link = dir.path().join("link.db");
+            std::os::unix::fs::symlink(&p, &link).unwrap();
+            assert!(matches!(Checkpoint::open(&link), Err(CheckpointError::Locked { .. })));
+            let alias = dir.path().join("s/../s/./state.db");
+            assert!(matches!(Checkpoint::open(&alias), Err(CheckpointError::Locked { .. })));
         }
         let cp = Checkpoint::open(&p).unwrap();
         assert_eq!(cp.schema_version().unwrap(), super::super::MIGRATIONS.len() as i64);

@@ -6,8 +6,9 @@
 //! Invariants: a window's manifest rows, dedup keys, watermark move and the removal of its
 //! pending row commit in one transaction ([`Checkpoint::commit_window`]), which the caller runs
 //! only after every file of the window is published. `synchronous=FULL` makes a commit durable
-//! before it returns. One process at a time holds the state (an advisory lock on
-//! `<state>.lock`).
+//! before it returns. One process at a time holds the state: an exclusive OS lock (`flock`) on
+//! the database file itself, so the same state reached through a symlink, another relative
+//! path or a hard link is the same lock, and there is no separate lock file to delete.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -39,7 +40,7 @@ pub enum CheckpointError {
         /// SQLite's error.
         source: rusqlite::Error,
     },
-    /// The database's parent folder or its `.lock` file cannot be created.
+    /// The database's parent folder or the database file cannot be created.
     #[error("state.path {path}: cannot create its folder: {source}")]
     Folder {
         /// The database file, or the lock file when that is what failed.
@@ -47,13 +48,11 @@ pub enum CheckpointError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// Another process holds the advisory lock on `<state>.lock`.
-    #[error("another aos-audit-export is using {path} (lock {lock} is held); wait for it to finish")]
+    /// Another process holds the lock on the database file.
+    #[error("another aos-audit-export is using the state {path} (its lock is held); wait for it to finish")]
     Locked {
         /// The database file.
         path: PathBuf,
-        /// The lock file that is held.
-        lock: PathBuf,
     },
     /// The database's schema version is newer than the migrations this build knows.
     #[error("state.path {path}: schema version {found} is newer than this program ({known}); upgrade aos-audit-export")]
@@ -86,30 +85,24 @@ pub struct Checkpoint {
     _lock: Option<File>,
 }
 
-fn lock_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".lock");
-    PathBuf::from(s)
-}
-
 impl Checkpoint {
-    /// Opens (creating) the database for writing: takes the advisory lock, applies migrations.
+    /// Opens (creating) the database for writing: takes the lock on the database file,
+    /// applies migrations.
     pub fn open(path: &Path) -> Result<Self, CheckpointError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Folder { path: path.into(), source })?;
         }
-        let lock = lock_path(path);
+        // The lock is on the file (its inode), not on a name: every path to it meets the same
+        // lock. SQLite's own locks are POSIX record locks, which `flock` does not touch.
         let f = File::options()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
-            .open(&lock)
-            .map_err(|source| CheckpointError::Folder {
-                path: lock.clone(),
-                source,
-            })?;
+            .open(path)
+            .map_err(|source| CheckpointError::Folder { path: path.into(), source })?;
         if f.try_lock().is_err() {
-            return Err(CheckpointError::Locked { path: path.into(), lock });
+            return Err(CheckpointError::Locked { path: path.into() });
         }
         let cp = Self::connect(path, Some(f))?;
         cp.migrate()?;

@@ -208,7 +208,8 @@ impl Default for ExportSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateSection {
-    /// Path of the SQLite database (its folder is created; a `.lock` file sits beside it).
+    /// Path of the SQLite database (its folder is created). One process at a time holds it (an
+    /// OS lock on the file itself).
     pub path: PathBuf,
 }
 

@@ -205,9 +205,12 @@ pub fn partitions_of(w: &Window) -> Vec<String> {
     out
 }
 
-/// Names every file of one attempt at one window: `{stream}-{start}-{end}-g{generation}`.
-pub fn attempt_prefix(stream_id: &str, w: &Window, generation: u32) -> String {
-    format!("{stream_id}-{}-{}-g{generation}", stamp(w.start), stamp(w.end))
+/// Names every file of one attempt at one window:
+/// `{stream}-{start}-{end}-g{generation}-{nonce}`. The nonce (8 hex digits, fresh per attempt)
+/// makes every attempt's names its own: a second writer, or a later attempt at the same read,
+/// can never overwrite a file another attempt published.
+pub fn attempt_prefix(stream_id: &str, w: &Window, generation: u32, nonce: u32) -> String {
+    format!("{stream_id}-{}-{}-g{generation}-{nonce:08x}", stamp(w.start), stamp(w.end))
 }
 
 /// The `part`-th file of an attempt in one partition.
@@ -249,10 +252,27 @@ mod tests {
 
     #[test]
     fn attempt_files_match_exactly() {
-        let p = "all-20240101T000000Z-20240102T000000Z-g1";
+        let w = Window {
+            start: t("2024-01-01T00:00:00Z"),
+            end: t("2024-01-02T00:00:00Z"),
+        };
+        let p = &attempt_prefix("all", &w, 1, 0xabc);
+        assert_eq!(p, "all-20240101T000000Z-20240102T000000Z-g1-00000abc");
+        assert_ne!(p, &attempt_prefix("all", &w, 1, 0xabd));
         assert!(is_attempt_file(&format!("{p}-p000.parquet"), p));
         assert!(is_attempt_file(&format!(".tmp-{p}-p012.ndjson.gz"), p));
-        assert!(!is_attempt_file("all-20240101T000000Z-20240102T000000Z-g10-p000.parquet", p));
+        assert!(!is_attempt_file(
+            "all-20240101T000000Z-20240102T000000Z-g10-00000abc-p000.parquet",
+            p
+        ));
+        assert!(!is_attempt_file(
+            "all-20240101T000000Z-20240102T000000Z-g1-p000.parquet",
+            "all-20240101T000000Z-20240102T000000Z-g1-00000abc"
+        ));
+        assert!(!is_attempt_file(
+            "all-20240101T000000Z-20240102T000000Z-g1-00000abc-p000.parquet",
+            "all-20240101T000000Z-20240102T000000Z-g1"
+        ));
         assert!(!is_attempt_file(&format!("{p}-pxyz.parquet"), p));
         assert_eq!(attempt_file_name(p, 3, "parquet"), format!("{p}-p003.parquet"));
     }

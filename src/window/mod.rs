@@ -1,9 +1,10 @@
 //! One window end to end: fetch every page → place and deduplicate → write → publish.
 //! The commit is the exporter's, so that windows fetched concurrently commit in order.
 //!
-//! Before writing, the attempt is recorded as pending (with the partitions it may touch) and any
-//! file left under its name by an earlier crashed attempt is deleted; so a window re-run after a
-//! crash overwrites, never duplicates. Cancellation is checked at page boundaries only.
+//! Before writing, the attempt is recorded as pending (with the partitions it may touch) under
+//! a name no other attempt uses (a fresh nonce), so start-up recovery can find and delete its
+//! files if it never commits, and no file another attempt published is ever written again.
+//! Cancellation is checked at page boundaries only.
 
 mod gate;
 
@@ -218,13 +219,11 @@ pub async fn export_window(
     let ticket = deps.gate.enter(seq);
     let cp = deps.checkpoint;
     let generation = cp.next_generation(&stream.id, &w)?;
-    let prefix = attempt_prefix(&stream.id, &w, generation);
+    let prefix = attempt_prefix(&stream.id, &w, generation, rand::random());
     let partitions = partitions_of(&w);
+    // The prefix is new (fresh nonce): no file carries it yet, so there is nothing to clear.
+    // An earlier crashed attempt's files are deleted by start-up recovery (its pending row).
     cp.begin_attempt(&stream.id, &prefix, &partitions)?;
-    let removed = deps.store.remove_attempt(&partitions, &prefix).await?;
-    if removed > 0 {
-        tracing::info!(prefix, removed, "removed files of an earlier uncommitted attempt");
-    }
     let dedup = known_ids(deps, &w).await?;
     // The ids read back from the lake count too: a re-read waits its turn before fetching.
     ticket.hold(dedup.memory_bytes());

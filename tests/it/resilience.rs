@@ -174,6 +174,16 @@ async fn second_instance_exits_at_once() {
     let second = cli(&s, &["run"], &[]).await;
     assert_eq!(second.status.code(), Some(6), "{}", stderr(&second));
     assert!(stderr(&second).contains("another aos-audit-export is using"), "{}", stderr(&second));
+    // The same state through a symlink to its folder, and through a relative path with `..`:
+    // the lock is on the file, not on the name (the previous `.lock` beside the name let both
+    // run, and they overwrote each other's files).
+    let linked = s.dir.path().join("linked-state");
+    std::os::unix::fs::symlink(s.state().parent().unwrap(), &linked).unwrap();
+    for path in [linked.join("state.db"), s.dir.path().join("state/../state/state.db")] {
+        let env = [("AOS_EXPORT_STATE__PATH", path.to_str().unwrap())];
+        let other = cli(&s, &["run"], &env).await;
+        assert_eq!(other.status.code(), Some(6), "{}: {}", path.display(), stderr(&other));
+    }
     assert!(first.wait().await.unwrap().success());
     let (from, to) = range(10);
     assert_same_multiset(&read_all(&s.out()), &emu.ground_truth(from, to));
