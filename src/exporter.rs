@@ -163,7 +163,7 @@ impl Exporter {
     /// Refreshes the per-stream lag gauges from the state.
     pub fn update_lag_metrics(&self, now: DateTime<Utc>) {
         for st in &self.settings.api.streams {
-            if let Ok(Some(w)) = self.checkpoint.watermark(&st.id) {
+            if let Ok(Some(w)) = self.checkpoint.exported_to(&st.id) {
                 self.metrics.stream_lag(&st.id, (now - w).num_seconds());
             }
         }

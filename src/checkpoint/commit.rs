@@ -46,12 +46,37 @@ pub struct Pending {
 }
 
 impl Checkpoint {
-    /// Registers a stream (idempotent).
+    /// Registers a stream (idempotent). A state written before stream ids carried the filters
+    /// of named streams keeps such a stream's coverage under its bare name: when that row's
+    /// filters are the stream's, it is renamed to the stream's id (its coverage is exactly
+    /// these filters'); with other filters it is left alone, and the stream starts with no
+    /// coverage (read again from `export.start`, deduplicated against the lake).
     pub fn ensure_stream(&self, s: &StreamSpec) -> Result<(), CheckpointError> {
-        self.conn().execute(
+        let (products, geos) = (s.product_types.join(","), s.geo_locations.join(","));
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        if let Some(name) = s.name.as_deref().filter(|n| *n != s.id) {
+            let legacy: Option<(String, String)> = tx
+                .query_row("SELECT product_types, geo_locations FROM streams WHERE id = ?1", [name], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            let taken: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM streams WHERE id = ?1)", [&s.id], |r| r.get(0))?;
+            if legacy == Some((products.clone(), geos.clone())) && !taken {
+                for table in ["windows", "files", "pending"] {
+                    tx.execute(
+                        &format!("UPDATE {table} SET stream_id = ?2 WHERE stream_id = ?1"),
+                        params![name, s.id],
+                    )?;
+                }
+                tx.execute("UPDATE streams SET id = ?2 WHERE id = ?1", params![name, s.id])?;
+            }
+        }
+        tx.execute(
             "INSERT OR IGNORE INTO streams (id, product_types, geo_locations) VALUES (?1, ?2, ?3)",
-            params![s.id, s.product_types.join(","), s.geo_locations.join(",")],
+            params![s.id, products, geos],
         )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -62,6 +87,18 @@ impl Checkpoint {
             .query_row("SELECT watermark_us FROM streams WHERE id = ?1", [stream_id], |r| r.get(0))
             .optional()?;
         Ok(v.flatten().map(from_us))
+    }
+
+    /// How far a stream is exported: its watermark, or before the prefix from `export.start`
+    /// is complete (a backfill alone), the end of its newest committed range.
+    pub fn exported_to(&self, stream_id: &str) -> Result<Option<DateTime<Utc>>, CheckpointError> {
+        if let Some(w) = self.watermark(stream_id)? {
+            return Ok(Some(w));
+        }
+        let v: Option<i64> = self
+            .conn()
+            .query_row("SELECT MAX(end_us) FROM windows WHERE stream_id = ?1", [stream_id], |r| r.get(0))?;
+        Ok(v.map(from_us))
     }
 
     /// How many times `[start, end)` was committed before: the next read's generation.
@@ -204,6 +241,7 @@ mod tests {
     fn spec() -> StreamSpec {
         StreamSpec {
             id: "all".into(),
+            name: None,
             product_types: vec![],
             geo_locations: vec![],
         }

@@ -42,11 +42,25 @@ pub(super) fn status(raw: &RawConfig, json: bool, now: DateTime<Utc>) -> anyhow:
         .with_context(|| format!("no state at state.path {} (has a run happened yet?)", state.display()))?;
     let r = cp.report()?;
     let until = now - export.lag;
+    // Streams in effect are the configured ones; others in the state are earlier filters.
+    let configured: Vec<String> = raw.validate_streams()?.into_iter().map(|s| s.id).collect();
+    let in_effect = |id: &str| configured.iter().any(|c| c == id);
+    // How far a stream is exported: its watermark, or (before the prefix from `export.start`
+    // is complete, e.g. after a backfill alone) the end of its newest committed range.
+    let exported_to = |s: &crate::checkpoint::StreamStatus| s.watermark.or_else(|| s.coverage.iter().map(|c| c.1).max());
     if json {
         let mut v = serde_json::to_value(&r)?;
         if let Some(streams) = v.get_mut("streams").and_then(|s| s.as_array_mut()) {
             for (sv, s) in streams.iter_mut().zip(&r.streams) {
-                sv["gaps"] = serde_json::to_value(gaps(&s.coverage, export.start, until))?;
+                let active = in_effect(&s.id);
+                let g = if active { gaps(&s.coverage, export.start, until) } else { vec![] };
+                sv["gaps"] = serde_json::to_value(g)?;
+                sv["in_effect"] = active.into();
+                sv["exported_to"] = serde_json::to_value(exported_to(s))?;
+                sv["lag_seconds"] = serde_json::to_value(exported_to(s).map(|t| (now - t).num_seconds()))?;
+            }
+            for id in configured.iter().filter(|c| !r.streams.iter().any(|s| &s.id == *c)) {
+                streams.push(serde_json::json!({"id": id, "in_effect": true, "coverage": [], "gaps": gaps(&[], export.start, until), "watermark": null, "exported_to": null, "lag_seconds": null}));
             }
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -58,10 +72,21 @@ pub(super) fn status(raw: &RawConfig, json: bool, now: DateTime<Utc>) -> anyhow:
             (true, true) => "all products, all locations".to_string(),
             _ => format!("productTypes=[{}] geoLocations=[{}]", s.product_types, s.geo_locations),
         };
-        match s.watermark {
+        let active = in_effect(&s.id);
+        let retired = if active {
+            ""
+        } else {
+            " [not in effect: no configured stream has these filters]"
+        };
+        match exported_to(s) {
             Some(w) => {
+                let what = if s.watermark.is_some() {
+                    "exported up to"
+                } else {
+                    "exported ranges end at"
+                };
                 println!(
-                    "stream {} ({filters}): exported up to {} ({} behind now), {} windows, {} records",
+                    "stream {} ({filters}){retired}: {what} {} ({} behind now), {} windows, {} records",
                     s.id,
                     w.to_rfc3339(),
                     human_lag(now - w),
@@ -69,12 +94,11 @@ pub(super) fn status(raw: &RawConfig, json: bool, now: DateTime<Utc>) -> anyhow:
                     s.records_written,
                 );
                 let g = gaps(&s.coverage, export.start, until);
-                if g.is_empty() {
+                if active && g.is_empty() {
                     println!("  coverage: complete from {} to now − lag", export.start.to_rfc3339());
-                } else {
-                    for (a, b) in &g {
-                        println!("  gap: {} .. {} (the next run exports it)", a.to_rfc3339(), b.to_rfc3339());
-                    }
+                }
+                for (a, b) in g.iter().filter(|_| active) {
+                    println!("  gap: {} .. {} (the next run exports it)", a.to_rfc3339(), b.to_rfc3339());
                 }
                 if s.out_of_range > 0 {
                     println!(
@@ -83,8 +107,11 @@ pub(super) fn status(raw: &RawConfig, json: bool, now: DateTime<Utc>) -> anyhow:
                     );
                 }
             }
-            None => println!("stream {} ({filters}): nothing exported yet", s.id),
+            None => println!("stream {} ({filters}){retired}: nothing exported yet", s.id),
         }
+    }
+    for id in configured.iter().filter(|c| !r.streams.iter().any(|s| &s.id == *c)) {
+        println!("stream {id}: nothing exported yet");
     }
     let (files, rows, bytes) = r
         .partitions

@@ -14,6 +14,7 @@ pub mod parse;
 pub mod raw;
 pub mod secret;
 pub mod settings;
+mod streams;
 
 use std::path::{Path, PathBuf};
 

@@ -203,6 +203,11 @@ impl RawConfig {
         export_settings(&self.export, now)
     }
 
+    /// The export streams of `[api]` alone (for `status`, which marks the streams in effect).
+    pub fn validate_streams(&self) -> Result<Vec<StreamSpec>, ConfigError> {
+        super::streams::stream_specs(&self.api)
+    }
+
     /// `state.path` alone.
     pub fn validate_state(&self) -> Result<PathBuf, ConfigError> {
         if self.state.path.as_os_str().is_empty() {
@@ -317,40 +322,7 @@ fn api_settings(p: &ApiSection, environment: &str, retry: RetryPolicy) -> Result
             Url::parse(&format!("https://{host}")).map_err(|e| invalid("api.region", e.to_string()))?
         }
     };
-    let mut streams: Vec<StreamSpec> = Vec::new();
-    if p.streams.is_empty() {
-        streams.push(StreamSpec::new(None, &p.product_types, &p.geo_locations));
-    } else {
-        if !p.product_types.is_empty() || !p.geo_locations.is_empty() {
-            return Err(invalid(
-                "api.streams",
-                "set filters either in api.streams or in api.product_types/geo_locations, not both",
-            ));
-        }
-        for s in &p.streams {
-            let spec = StreamSpec::new(s.name.as_deref(), &s.product_types, &s.geo_locations);
-            if spec.id.is_empty() || !spec.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(invalid(
-                    "api.streams.name",
-                    format!("{:?} may only hold letters, digits, '-' and '_'", spec.id),
-                ));
-            }
-            if let Some(o) = streams.iter().find(|o| o.id == spec.id) {
-                return Err(invalid("api.streams", format!("stream {} is configured twice", o.id)));
-            }
-            // Two streams that can both return a record would write it twice into one lake.
-            if let Some(o) = streams.iter().find(|o| o.overlaps(&spec)) {
-                return Err(invalid(
-                    "api.streams",
-                    format!(
-                        "streams {} and {} overlap (a record can match both filters, and would be exported twice); make their productTypes or geoLocations disjoint",
-                        o.id, spec.id
-                    ),
-                ));
-            }
-            streams.push(spec);
-        }
-    }
+    let streams = super::streams::stream_specs(p)?;
     if !(p.requests_per_second >= 0.0 && p.requests_per_second.is_finite()) {
         return Err(invalid("api.requests_per_second", "must be a number >= 0"));
     }

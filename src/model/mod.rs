@@ -65,10 +65,17 @@ impl Window {
 }
 
 /// One filter set exported with its own coverage.
+///
+/// A stream is its filters: the id (which keys its coverage in the state and names its files)
+/// changes whenever the filters do, named or not, so a change of filters never inherits the
+/// coverage of other filters (the newly covered records are read from `export.start`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamSpec {
-    /// Safe for file names: `[A-Za-z0-9_-]`.
+    /// Safe for file names: `[A-Za-z0-9_-]`. `all`, a name (a named stream without filters),
+    /// or a readable part plus a hash of the filters.
     pub id: String,
+    /// `api.streams.name`, if the stream is named.
+    pub name: Option<String>,
     /// `productTypes` filter, sorted and without repeats; empty = all products.
     pub product_types: Vec<String>,
     /// `geoLocations` filter, sorted and without repeats; empty = all locations.
@@ -87,11 +94,13 @@ impl StreamSpec {
         };
         let (product_types, geo_locations) = (norm(product_types), norm(geo_locations));
         let id = match name {
-            Some(n) => n.to_string(),
+            Some(n) if product_types.is_empty() && geo_locations.is_empty() => n.to_string(),
+            Some(n) => format!("{n}-{}", filter_hash(&product_types, &geo_locations)),
             None => derived_stream_id(&product_types, &geo_locations),
         };
         StreamSpec {
             id,
+            name: name.map(str::to_string),
             product_types,
             geo_locations,
         }
@@ -104,13 +113,18 @@ impl StreamSpec {
     }
 }
 
+/// 8 hex digits of a hash of the (normalized) filters.
+fn filter_hash(products: &[String], geos: &[String]) -> String {
+    let key = format!("p={};g={}", products.join(","), geos.join(","));
+    hex::encode(&sha2::Sha256::digest(key.as_bytes())[..4])
+}
+
 /// `all`, or a short readable name plus a hash of the (normalized) filters.
 fn derived_stream_id(products: &[String], geos: &[String]) -> String {
     if products.is_empty() && geos.is_empty() {
         return "all".into();
     }
-    let key = format!("p={};g={}", products.join(","), geos.join(","));
-    let h = hex::encode(&sha2::Sha256::digest(key.as_bytes())[..4]);
+    let h = filter_hash(products, geos);
     let mut readable: String = products
         .iter()
         .chain(geos.iter())
@@ -284,6 +298,13 @@ mod tests {
         assert_ne!(a.id, StreamSpec::new(None, &["SMP".into()], &[]).id);
         assert!(a.id.starts_with("portal-smp-"), "{}", a.id);
         assert_eq!(StreamSpec::new(None, &[], &[]).id, "all");
+        // A named stream is its filters too: new filters, new id (and so new coverage).
+        let main = StreamSpec::new(Some("main"), &["Portal".into()], &[]);
+        let wider = StreamSpec::new(Some("main"), &["Portal".into(), "SMP".into()], &[]);
+        assert_ne!(main.id, wider.id);
+        assert!(main.id.starts_with("main-") && wider.id.starts_with("main-"), "{}", main.id);
+        assert_eq!(main, StreamSpec::new(Some("main"), &["Portal".into(), "Portal".into()], &[]));
+        assert_eq!(StreamSpec::new(Some("main"), &[], &[]).id, "main");
     }
 
     #[test]
