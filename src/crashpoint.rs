@@ -4,7 +4,7 @@
 //! only with the `emulator` (testing) feature; the production image has none.
 
 /// Steps of the protocol a crash can interrupt, in the order a window passes them.
-pub const STEPS: &[&str] = &["fetch", "encode", "stage", "publish", "commit", "recover"];
+pub const STEPS: &[&str] = &["fetch", "encode", "stage", "publish", "marker", "commit", "recover"];
 
 /// Aborts the process if the crash point `step` is armed and reached for the armed time.
 #[cfg(feature = "emulator")]

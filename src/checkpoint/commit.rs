@@ -20,6 +20,8 @@ pub struct WindowCommit<'a> {
     pub generation: u32,
     /// The attempt prefix; its pending row is removed by the commit.
     pub prefix: &'a str,
+    /// The key of the window's commit marker in the lake.
+    pub marker: &'a str,
     /// The window's published files, added to the manifest.
     pub files: Vec<FileRow>,
     /// Id scheme of the files' `_record_id`s.
@@ -41,6 +43,8 @@ pub struct WindowCommit<'a> {
 pub struct Pending {
     /// The attempt prefix its files are named with.
     pub prefix: String,
+    /// The key of the commit marker it may have written.
+    pub marker: Option<String>,
     /// The partitions the attempt may have written files in.
     pub partitions: Vec<String>,
 }
@@ -121,23 +125,27 @@ impl Checkpoint {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Records that an attempt is about to write files named `prefix…` in `partitions`.
-    pub fn begin_attempt(&self, stream_id: &str, prefix: &str, partitions: &[String]) -> Result<(), CheckpointError> {
+    /// Records that an attempt is about to write files named `prefix…` in `partitions`;
+    /// returns the key its commit marker will have.
+    pub fn begin_attempt(&self, stream_id: &str, prefix: &str, partitions: &[String]) -> Result<String, CheckpointError> {
+        let now = Utc::now();
+        let marker = crate::model::marker_key(now, prefix);
         self.conn().execute(
-            "INSERT OR REPLACE INTO pending (prefix, stream_id, partitions, started_at_us) VALUES (?1, ?2, ?3, ?4)",
-            params![prefix, stream_id, partitions.join(","), us(Utc::now())],
+            "INSERT OR REPLACE INTO pending (prefix, stream_id, partitions, started_at_us, marker) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![prefix, stream_id, partitions.join(","), us(now), marker],
         )?;
-        Ok(())
+        Ok(marker)
     }
 
     /// Attempts that began but never committed.
     pub fn pending(&self) -> Result<Vec<Pending>, CheckpointError> {
         let c = self.conn();
-        let mut st = c.prepare("SELECT prefix, partitions FROM pending ORDER BY started_at_us")?;
+        let mut st = c.prepare("SELECT prefix, partitions, marker FROM pending ORDER BY started_at_us")?;
         let rows = st.query_map([], |r| {
             let parts: String = r.get(1)?;
             Ok(Pending {
                 prefix: r.get(0)?,
+                marker: r.get(2)?,
                 partitions: parts.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
             })
         })?;
@@ -198,9 +206,9 @@ impl Checkpoint {
         }
         let written: u64 = c.files.iter().map(|f| f.rows).sum();
         tx.execute(
-            "INSERT INTO windows (stream_id, start_us, end_us, generation, records_written, records_fetched, pages, run_id, committed_at_us, out_of_range)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![c.stream_id, us(c.window.start), us(c.window.end), c.generation, written as i64, c.records_fetched as i64, c.pages as i64, c.run_id, now, c.out_of_range as i64],
+            "INSERT INTO windows (stream_id, start_us, end_us, generation, records_written, records_fetched, pages, run_id, committed_at_us, out_of_range, marker)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![c.stream_id, us(c.window.start), us(c.window.end), c.generation, written as i64, c.records_fetched as i64, c.pages as i64, c.run_id, now, c.out_of_range as i64, c.marker],
         )?;
         if let Some(w) = c.advance_watermark_to {
             tx.execute(
@@ -323,6 +331,7 @@ mod tests {
             window: w,
             generation: cp.next_generation("all", &w).unwrap(),
             prefix,
+            marker: prefix,
             files: vec![],
             id_scheme: 2,
             out_of_range: 0,

@@ -17,9 +17,11 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 
+pub mod adopt;
 pub mod commit;
 pub mod read;
 
+pub use adopt::CommitMarker;
 pub use commit::{Pending, WindowCommit};
 pub use read::{FileRow, PartitionStatus, RunStatus, StatusReport, StreamStatus};
 
@@ -27,6 +29,7 @@ pub use read::{FileRow, PartitionStatus, RunStatus, StatusReport, StreamStatus};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_lake_keys.sql"),
+    include_str!("../../migrations/0003_lake_markers.sql"),
 ];
 
 /// Why the checkpoint database could not be opened, locked, migrated or queried.

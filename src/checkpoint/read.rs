@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{Checkpoint, CheckpointError, from_us};
 
 /// A file row as committed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct FileRow {
     /// Path relative to the output root: `dt=YYYY-MM-DD/{prefix}-pNNN.ext`.
     pub path: String,

@@ -242,6 +242,69 @@ pub fn is_attempt_file(name: &str, prefix: &str) -> bool {
     digits >= 3 && rest[digits..].starts_with('.')
 }
 
+/// What a data file's name says about the attempt that wrote it (see [`parse_attempt_file`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptFile {
+    /// The stream id.
+    pub stream_id: String,
+    /// The window read.
+    pub window: Window,
+    /// The read's generation.
+    pub generation: u32,
+    /// Whether the name carries an attempt nonce (written by a version with id scheme 3 or later).
+    pub has_nonce: bool,
+}
+
+/// Reads `{stream}-{start}-{end}-g{generation}[-{nonce}]-p{NNN}.{ext}` back; `None` for a name
+/// this program did not write.
+pub fn parse_attempt_file(name: &str) -> Option<AttemptFile> {
+    let (stem, _ext) = name.split_once('.')?;
+    let mut parts = stem.rsplit('-');
+    let part = parts.next()?.strip_prefix('p')?;
+    if part.len() < 3 || !part.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut next = parts.next()?;
+    let has_nonce = next.len() == 8 && next.bytes().all(|b| b.is_ascii_hexdigit());
+    if has_nonce {
+        next = parts.next()?;
+    }
+    let generation = next.strip_prefix('g')?.parse().ok()?;
+    let stamp_of = |s: &str| chrono::NaiveDateTime::parse_from_str(s, "%Y%m%dT%H%M%SZ").ok().map(|n| n.and_utc());
+    let end = stamp_of(parts.next()?)?;
+    let start = stamp_of(parts.next()?)?;
+    let rest: Vec<&str> = parts.collect();
+    if rest.is_empty() || start >= end {
+        return None;
+    }
+    let stream_id = rest.into_iter().rev().collect::<Vec<_>>().join("-");
+    if stream_id.is_empty() {
+        return None;
+    }
+    Some(AttemptFile {
+        stream_id,
+        window: Window { start, end },
+        generation,
+        has_nonce,
+    })
+}
+
+/// Folder (relative to the output root) of the commit markers: one small JSON object per
+/// committed window, written after its files are published and before its commit, so the
+/// lake itself says which windows are committed and with which files. Hive-style readers skip
+/// names starting with `_`.
+pub const MARKER_DIR: &str = "_aos-audit-export/commits";
+
+/// The marker key of an attempt begun at `at`: sortable by time, then the attempt prefix.
+pub fn marker_key(at: DateTime<Utc>, prefix: &str) -> String {
+    format!("{:020}-{prefix}", at.timestamp_micros().max(0))
+}
+
+/// Path of a marker relative to the output root.
+pub fn marker_path(key: &str) -> String {
+    format!("{MARKER_DIR}/{key}.json")
+}
+
 /// Leading mark of a staging file: Hive-style readers skip names starting with `.`.
 pub const STAGING_MARK: &str = ".tmp-";
 
@@ -289,6 +352,35 @@ mod tests {
         ));
         assert!(!is_attempt_file(&format!("{p}-pxyz.parquet"), p));
         assert_eq!(attempt_file_name(p, 3, "parquet"), format!("{p}-p003.parquet"));
+    }
+
+    #[test]
+    fn attempt_file_names_read_back() {
+        let w = Window {
+            start: t("2024-01-01T06:00:00Z"),
+            end: t("2024-01-02T00:00:00Z"),
+        };
+        let name = attempt_file_name(&attempt_prefix("main-1a2b3c4d", &w, 12, 0xdeadbeef), 7, "ndjson.gz");
+        assert_eq!(
+            parse_attempt_file(&name),
+            Some(AttemptFile {
+                stream_id: "main-1a2b3c4d".into(),
+                window: w,
+                generation: 12,
+                has_nonce: true
+            })
+        );
+        let old = parse_attempt_file("all-20240101T060000Z-20240102T000000Z-g0-p000.parquet").unwrap();
+        assert_eq!((old.stream_id.as_str(), old.window, old.has_nonce), ("all", w, false));
+        for bad in [
+            "x.parquet",
+            "all-20240101T060000Z-g0-p000.parquet",
+            "all-20240102T000000Z-20240101T060000Z-g0-p000.parquet",
+            "-20240101T060000Z-20240102T000000Z-g0-p000.parquet",
+        ] {
+            assert_eq!(parse_attempt_file(bad), None, "{bad}");
+        }
+        assert!(marker_key(w.start, "a") < marker_key(w.end, "a"));
     }
 
     #[test]

@@ -17,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::api::{ApiClient, ApiError, Page};
-use crate::checkpoint::{Checkpoint, CheckpointError, FileRow};
+use crate::checkpoint::{Checkpoint, CheckpointError, CommitMarker, FileRow};
 use crate::crashpoint;
 use crate::dedup::{Deduper, ID_SCHEME, Placement, place};
-use crate::model::{StreamSpec, Window, attempt_prefix, partitions_of};
+use crate::model::{StreamSpec, Window, attempt_prefix, marker_path, partitions_of};
 use crate::sink::{OutRecord, SinkError, SinkOptions, WindowWriter, readback};
 use crate::store::{Store, StoreError};
 
@@ -112,6 +112,8 @@ pub struct WindowOutcome {
     pub generation: u32,
     /// The attempt prefix naming every file of this read.
     pub prefix: String,
+    /// The key of the window's commit marker, written to the lake after its files.
+    pub marker: String,
     /// The published files, as the manifest records them.
     pub files: Vec<FileRow>,
     /// Records received from the API, including skipped ones.
@@ -223,7 +225,7 @@ pub async fn export_window(
     let partitions = partitions_of(&w);
     // The prefix is new (fresh nonce): no file carries it yet, so there is nothing to clear.
     // An earlier crashed attempt's files are deleted by start-up recovery (its pending row).
-    cp.begin_attempt(&stream.id, &prefix, &partitions)?;
+    let marker = cp.begin_attempt(&stream.id, &prefix, &partitions)?;
     let dedup = known_ids(deps, &w).await?;
     // The ids read back from the lake count too: a re-read waits its turn before fetching.
     ticket.hold(dedup.memory_bytes());
@@ -237,6 +239,7 @@ pub async fn export_window(
         window: w,
         generation,
         prefix: prefix.clone(),
+        marker,
         files: vec![],
         fetched: 0,
         out_of_range: 0,
@@ -350,5 +353,21 @@ pub async fn export_window(
             sha256: f.sha256,
         })
         .collect();
+    // The lake's own record that this window is complete: written after every file is
+    // published, so a state that is lost or older than the lake learns it from here.
+    let m = CommitMarker {
+        stream_id: stream.id.clone(),
+        product_types: stream.product_types.clone(),
+        geo_locations: stream.geo_locations.clone(),
+        start: w.start,
+        end: w.end,
+        generation,
+        prefix: prefix.clone(),
+        id_scheme: ID_SCHEME,
+        files: out.files.clone(),
+    };
+    let body = serde_json::to_vec(&m).map_err(|e| ExportError::Http(e.to_string()))?;
+    deps.store.put_small(&marker_path(&out.marker), body).await?;
+    crashpoint::hit("marker");
     Ok(out)
 }

@@ -98,7 +98,8 @@ for b in c.list_blobs(name_starts_with='aos/'):
 "#,
         &[&conn, mirror.to_str().unwrap()],
     );
-    let names: Vec<&str> = listed.lines().collect();
+    let (markers, names): (Vec<&str>, Vec<&str>) = listed.lines().partition(|n| n.starts_with("aos/_aos-audit-export/commits/"));
+    assert_eq!(markers.len(), 3, "a commit marker per window: {markers:?}");
     assert!(
         names.len() >= 3 && names.iter().all(|n| n.starts_with("aos/dt=2024-03-0") && n.ends_with(".parquet")),
         "{names:?}"

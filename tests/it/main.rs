@@ -15,6 +15,7 @@ mod daemon;
 mod export;
 mod gcs;
 mod identity;
+mod lake_truth;
 mod lifecycle;
 mod model;
 mod object_store;

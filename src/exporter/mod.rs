@@ -25,6 +25,9 @@ use crate::planner;
 use crate::store::Store;
 use crate::window::{self, Deps, ExportError};
 
+mod adopt;
+pub use adopt::Adopted;
+
 /// Totals of one run (printed, recorded in `runs`, exported as metrics).
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct RunSummary {
@@ -108,6 +111,13 @@ impl Exporter {
             });
         }
         ex.recover().await?;
+        ex.adopt_lake().await?;
+        if let Some(existing) = ex.checkpoint.formats()?.into_iter().find(|f| f != configured) {
+            return Err(ExportError::FormatSwitch {
+                existing,
+                configured: configured.into(),
+            });
+        }
         for s in &ex.settings.api.streams {
             ex.checkpoint.ensure_stream(s)?;
         }
@@ -117,6 +127,11 @@ impl Exporter {
     /// Deletes files of attempts that never committed (a crash between publish and commit).
     pub async fn recover(&self) -> Result<(), ExportError> {
         for p in self.checkpoint.pending()? {
+            // The marker first: a lake without it never claims the attempt committed, even if
+            // the files' deletion is interrupted and the state is lost afterwards.
+            if let Some(m) = &p.marker {
+                self.store.delete(&crate::model::marker_path(m)).await?;
+            }
             let n = self.store.remove_attempt(&p.partitions, &p.prefix).await?;
             crate::crashpoint::hit("recover");
             tracing::info!(prefix = %p.prefix, removed = n, "cleaned up an uncommitted attempt");
@@ -359,6 +374,7 @@ impl Exporter {
                 window: o.window,
                 generation: o.generation,
                 prefix: &o.prefix,
+                marker: &o.marker,
                 files: o.files.clone(),
                 id_scheme: ID_SCHEME,
                 out_of_range: o.out_of_range,

@@ -16,6 +16,8 @@ use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 
 use crate::model::{STAGING_MARK, is_attempt_file};
 
+mod lake;
+
 /// Why the output could not be opened, written, listed or read.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -1,0 +1,144 @@
+//! Adopting what the lake holds: a new, lost or stale state learns the committed windows from
+//! the lake's commit markers, and the data files no marker names, before anything is exported.
+//!
+//! Invariant: the state never claims coverage the lake does not prove. A marker is written only
+//! after every file of its window is published, so an adopted marker is a committed window
+//! (coverage and files). A data file that no marker names (written before markers existed, or
+//! by an attempt that never committed) is adopted into the manifest only: its ids take part in
+//! deduplication, but its window is read again.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, params};
+
+use super::{Checkpoint, CheckpointError, FileRow, from_us, us};
+use crate::model::{Range, Window};
+
+/// The content of a commit marker (`_aos-audit-export/commits/{key}.json`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CommitMarker {
+    /// The stream's id.
+    pub stream_id: String,
+    /// The stream's `productTypes` filter.
+    pub product_types: Vec<String>,
+    /// The stream's `geoLocations` filter.
+    pub geo_locations: Vec<String>,
+    /// Window start.
+    pub start: DateTime<Utc>,
+    /// Window end.
+    pub end: DateTime<Utc>,
+    /// The read's generation.
+    pub generation: u32,
+    /// The attempt prefix naming its files.
+    pub prefix: String,
+    /// Id scheme of the files' `_record_id`s.
+    pub id_scheme: i64,
+    /// The window's published files.
+    pub files: Vec<FileRow>,
+}
+
+impl Checkpoint {
+    /// The newest commit marker this state knows, if any.
+    pub fn newest_marker(&self) -> Result<Option<String>, CheckpointError> {
+        Ok(self.conn().query_row("SELECT MAX(marker) FROM windows", [], |r| r.get(0))?)
+    }
+
+    /// Whether any window is committed.
+    pub fn has_windows(&self) -> Result<bool, CheckpointError> {
+        Ok(self.conn().query_row("SELECT EXISTS (SELECT 1 FROM windows)", [], |r| r.get(0))?)
+    }
+
+    /// Adopts a committed window from its marker: stream, window row, manifest rows. Returns
+    /// false if the state already knows it.
+    pub fn adopt_window(&self, key: &str, m: &CommitMarker) -> Result<bool, CheckpointError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let known: Option<i64> = tx
+            .query_row("SELECT 1 FROM windows WHERE marker = ?1", [key], |r| r.get(0))
+            .optional()?;
+        if known.is_some() {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT OR IGNORE INTO streams (id, product_types, geo_locations) VALUES (?1, ?2, ?3)",
+            params![m.stream_id, m.product_types.join(","), m.geo_locations.join(",")],
+        )?;
+        let now = us(Utc::now());
+        let rows: u64 = m.files.iter().map(|f| f.rows).sum();
+        tx.execute(
+            "INSERT OR IGNORE INTO windows (stream_id, start_us, end_us, generation, records_written, records_fetched, pages, run_id, committed_at_us, out_of_range, marker)
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, NULL, ?6, 0, ?7)",
+            params![m.stream_id, us(m.start), us(m.end), m.generation, rows as i64, now, key],
+        )?;
+        for f in &m.files {
+            insert_file(
+                &tx,
+                f,
+                &Window {
+                    start: m.start,
+                    end: m.end,
+                },
+                m.generation,
+                m.id_scheme,
+                now,
+            )?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Adopts a data file no marker names into the manifest (ids for deduplication only).
+    pub fn adopt_file(&self, f: &FileRow, w: &Window, generation: u32, id_scheme: i64) -> Result<(), CheckpointError> {
+        let conn = self.conn();
+        insert_file(&conn, f, w, generation, id_scheme, us(Utc::now()))
+    }
+
+    /// Moves each stream's watermark to the end of its committed ranges that run contiguously
+    /// from `start` (never backwards): after adoption, coverage the lake proves counts.
+    pub fn recompute_watermarks(&self, start: DateTime<Utc>) -> Result<(), CheckpointError> {
+        let ids: Vec<String> = {
+            let c = self.conn();
+            let mut st = c.prepare("SELECT id FROM streams")?;
+            st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
+        };
+        for id in ids {
+            let mut ranges: Vec<Range> = {
+                let c = self.conn();
+                let mut st = c.prepare("SELECT DISTINCT start_us, end_us FROM windows WHERE stream_id = ?1")?;
+                st.query_map([&id], |r| Ok((from_us(r.get(0)?), from_us(r.get(1)?))))?
+                    .collect::<Result<_, _>>()?
+            };
+            ranges.sort();
+            let mut end: Option<DateTime<Utc>> = None;
+            for (a, b) in ranges {
+                match end {
+                    None if a <= start => end = Some(b),
+                    Some(e) if a <= e => end = Some(e.max(b)),
+                    _ => {}
+                }
+            }
+            if let Some(w) = end {
+                self.conn().execute(
+                    "UPDATE streams SET watermark_us = ?2 WHERE id = ?1 AND (watermark_us IS NULL OR watermark_us < ?2)",
+                    params![id, us(w)],
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn insert_file(
+    c: &rusqlite::Connection,
+    f: &FileRow,
+    w: &Window,
+    generation: u32,
+    id_scheme: i64,
+    now: i64,
+) -> Result<(), CheckpointError> {
+    c.execute(
+        "INSERT OR IGNORE INTO files (path, stream_id, partition, window_start_us, window_end_us, generation, rows, bytes, sha256, committed_at_us, id_scheme)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![f.path, f.stream_id, f.partition, us(w.start), us(w.end), generation, f.rows as i64, f.bytes as i64, f.sha256, now, id_scheme],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! What the output itself says it holds: small control objects (the commit markers) and
+//! listings of the data files and markers, so a new, lost or stale state can learn the lake.
+
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+
+use super::{Store, StoreError, sync_dir};
+use crate::model::MARKER_DIR;
+
+impl Store {
+    /// Writes a small object at `rel` whole (locally: a fsynced temp file renamed into place,
+    /// and the folders fsynced), replacing any earlier one.
+    pub async fn put_small(&self, rel: &str, data: Vec<u8>) -> Result<(), StoreError> {
+        match self {
+            Store::Local { root } => {
+                let dest = root.join(rel);
+                let io = |source| StoreError::Io {
+                    path: dest.clone(),
+                    source,
+                };
+                let dir = dest.parent().unwrap_or(root);
+                std::fs::create_dir_all(dir).map_err(io)?;
+                let tmp = dir.join(format!(
+                    ".tmp-{}",
+                    dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+                ));
+                {
+                    use std::io::Write as _;
+                    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+                    f.write_all(&data).map_err(io)?;
+                    f.sync_all().map_err(io)?;
+                }
+                std::fs::rename(&tmp, &dest).map_err(io)?;
+                for d in [Some(dir), dir.parent()].into_iter().flatten() {
+                    sync_dir(d).map_err(io)?;
+                }
+                Ok(())
+            }
+            Store::Object { store, prefix, .. } => {
+                let path = Self::obj_path(prefix, rel);
+                store.put(&path, data.into()).await.map_err(|e| StoreError::Object {
+                    path: path.to_string(),
+                    message: e.to_string(),
+                })?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes the object at `rel`; one that does not exist is already deleted.
+    pub async fn delete(&self, rel: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Local { root } => {
+                let p = root.join(rel);
+                match std::fs::remove_file(&p) {
+                    Ok(()) => sync_dir(p.parent().unwrap_or(root)).map_err(|source| StoreError::Io { path: p.clone(), source }),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(source) => Err(StoreError::Io { path: p, source }),
+                }
+            }
+            Store::Object { store, prefix, .. } => {
+                let path = Self::obj_path(prefix, rel);
+                match store.delete(&path).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(StoreError::Object {
+                        path: path.to_string(),
+                        message: e.to_string(),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Keys of the commit markers after `after` (all of them without), sorted.
+    pub async fn marker_keys_after(&self, after: Option<&str>) -> Result<Vec<String>, StoreError> {
+        let mut keys: Vec<String> = match self {
+            Store::Local { root } => {
+                let dir = root.join(MARKER_DIR);
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+                    Err(source) => return Err(StoreError::Io { path: dir, source }),
+                };
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".json")).map(str::to_string))
+                    .filter(|k| !k.starts_with('.'))
+                    .collect()
+            }
+            Store::Object { store, prefix, .. } => {
+                let dir = Self::obj_path(prefix, MARKER_DIR);
+                let mut list = match after {
+                    Some(a) => store.list_with_offset(Some(&dir), &Self::obj_path(&dir, &format!("{a}.json"))),
+                    None => store.list(Some(&dir)),
+                };
+                let mut keys = Vec::new();
+                while let Some(meta) = list.next().await {
+                    let meta = meta.map_err(|e| StoreError::Object {
+                        path: dir.to_string(),
+                        message: e.to_string(),
+                    })?;
+                    if let Some(k) = meta.location.filename().and_then(|n| n.strip_suffix(".json")) {
+                        keys.push(k.to_string());
+                    }
+                }
+                keys
+            }
+        };
+        keys.retain(|k| after.is_none_or(|a| k.as_str() > a));
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Every data file in the output (`dt=…/name`, hidden and `_` names excluded) with its
+    /// size, relative to the output root.
+    pub async fn data_files(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let visible = |n: &str| !n.starts_with('.') && !n.starts_with('_');
+        let mut out = Vec::new();
+        match self {
+            Store::Local { root } => {
+                let parts = match std::fs::read_dir(root) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+                    Err(source) => {
+                        return Err(StoreError::Io {
+                            path: root.clone(),
+                            source,
+                        });
+                    }
+                };
+                for part in parts.flatten() {
+                    let pname = part.file_name().to_string_lossy().into_owned();
+                    if !pname.starts_with("dt=") || !part.path().is_dir() {
+                        continue;
+                    }
+                    let files = std::fs::read_dir(part.path()).map_err(|source| StoreError::Io { path: part.path(), source })?;
+                    for f in files.flatten() {
+                        let name = f.file_name().to_string_lossy().into_owned();
+                        if visible(&name) && f.path().is_file() {
+                            let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+                            out.push((format!("{pname}/{name}"), size));
+                        }
+                    }
+                }
+            }
+            Store::Object { store, prefix, .. } => {
+                let mut list = store.list(Some(prefix));
+                while let Some(meta) = list.next().await {
+                    let meta = meta.map_err(|e| StoreError::Object {
+                        path: prefix.to_string(),
+                        message: e.to_string(),
+                    })?;
+                    let rel: Vec<String> = meta
+                        .location
+                        .prefix_match(prefix)
+                        .map(|it| it.map(|p| p.as_ref().to_string()).collect())
+                        .unwrap_or_default();
+                    if let [part, name] = rel.as_slice()
+                        && part.starts_with("dt=")
+                        && visible(name)
+                    {
+                        out.push((format!("{part}/{name}"), meta.size));
+                    }
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
