@@ -1,5 +1,9 @@
 //! NDJSON sink: each record verbatim (key order and unknown fields kept) plus `_record_id` and
 //! `_ingested_at`, one per line; optionally gzip or zstd compressed.
+//!
+//! Every line has unique exporter keys: a key the API sends named like a column the exporter
+//! adds ([`EXPORTER_COLUMNS`]) moves, with its value as sent, into an `_extra` object, as in
+//! Parquet (where every unknown key lives in `_extra`).
 
 use std::io::Write;
 use std::path::Path;
@@ -14,6 +18,60 @@ enum Enc {
     Plain(FileOut),
     Gzip(flate2::write::GzEncoder<FileOut>),
     Zstd(zstd::Encoder<'static, FileOut>),
+}
+
+/// Keys the exporter adds to a line (`_extra` only when the API sent one of these).
+pub const EXPORTER_COLUMNS: [&str; 3] = ["_record_id", "_ingested_at", "_extra"];
+
+/// The members of a JSON object as sent: keys decoded, values raw, order and repeats kept.
+struct Members<'a>(Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Members<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                    out.push((k, m.next_value()?));
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Rewrites an object's text with the members named like exporter columns moved into an
+/// `_extra` object at its end (left open: no closing brace, a trailing comma).
+fn move_reserved(raw: &str, out: &mut Vec<u8>) -> bool {
+    let Ok(Members(members)) = serde_json::from_str::<Members<'_>>(raw) else {
+        return false;
+    };
+    let key = |out: &mut Vec<u8>, k: &str| {
+        let _ = serde_json::to_writer(&mut *out, k);
+        out.push(b':');
+    };
+    out.push(b'{');
+    for (k, v) in members.iter().filter(|(k, _)| !EXPORTER_COLUMNS.contains(&k.as_ref())) {
+        key(out, k);
+        out.extend_from_slice(v.get().as_bytes());
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"_extra\":{");
+    for (i, (k, v)) in members.iter().filter(|(k, _)| EXPORTER_COLUMNS.contains(&k.as_ref())).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        key(out, k);
+        out.extend_from_slice(v.get().as_bytes());
+    }
+    out.extend_from_slice(b"},");
+    true
 }
 
 /// One NDJSON file being written, through its compressor if any.
@@ -59,14 +117,14 @@ impl NdjsonFile {
         // body) and becomes a space: the line stays one line and the same JSON.
         self.line.clear();
         let r = rec.rec;
-        self.line.extend_from_slice(r.raw.as_bytes());
-        if memchr::memchr2(b'\n', b'\r', &self.line).is_some() {
-            for c in self.line.iter_mut() {
-                if *c == b'\n' || *c == b'\r' {
-                    *c = b' ';
-                }
-            }
+        let reserved = r.is_object && r.extra.iter().any(|(k, _)| EXPORTER_COLUMNS.contains(&k.as_ref()));
+        if reserved && move_reserved(r.raw, &mut self.line) {
+            write!(self.line, "\"_record_id\":\"{}\",", id_hex(rec.id)).map_err(io(path))?;
+            self.line.extend_from_slice(self.suffix_tail.as_bytes());
+            return self.flush_line(path);
         }
+        self.line.clear();
+        self.line.extend_from_slice(r.raw.as_bytes());
         if r.is_object {
             self.line.pop(); // the closing brace
             while self.line.last().is_some_and(u8::is_ascii_whitespace) {
@@ -84,6 +142,19 @@ impl NdjsonFile {
         }
         write!(self.line, "\"_record_id\":\"{}\",", id_hex(rec.id)).map_err(io(path))?;
         self.line.extend_from_slice(self.suffix_tail.as_bytes());
+        self.flush_line(path)
+    }
+
+    fn flush_line(&mut self, path: &Path) -> Result<(), SinkError> {
+        // A line break between tokens (a pretty-printed body) becomes a space.
+        if memchr::memchr2(b'\n', b'\r', &self.line[..self.line.len() - 1]).is_some() {
+            let n = self.line.len() - 1;
+            for c in self.line[..n].iter_mut() {
+                if *c == b'\n' || *c == b'\r' {
+                    *c = b' ';
+                }
+            }
+        }
         let w: &mut dyn Write = match &mut self.enc {
             Enc::Plain(w) => w,
             Enc::Gzip(w) => w,

@@ -245,6 +245,10 @@ fn read_ndjson(path: &Path) -> Vec<Row> {
                 .and_then(|x| x.as_str().map(str::to_string))
                 .expect("_record_id");
             assert!(v.remove("_ingested_at").is_some(), "_ingested_at present");
+            // Keys the API sent named like exporter columns ride in `_extra`, as in Parquet.
+            if let Some(Value::Object(extra)) = v.remove("_extra") {
+                v.extend(extra);
+            }
             Row {
                 record: Value::Object(v),
                 record_id: id,

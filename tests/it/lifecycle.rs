@@ -87,6 +87,65 @@ async fn records_without_a_usable_action_time_are_kept_exactly_once() {
     assert_output_consistent(&s).await;
 }
 
+/// Keys the API sends named like the exporter's columns (`_record_id`, `_ingested_at`,
+/// `_extra`) never collide with them: in NDJSON they move into `_extra`, in Parquet they are in
+/// `_extra` like any unknown key. Every line has unique keys, the ids read back, and look-back
+/// re-reads and a reconcile write nothing twice. The previous version wrote a repeated
+/// `_record_id` key, and every later overlapping run failed with exit 5.
+#[tokio::test(flavor = "multi_thread")]
+async fn api_keys_named_like_exporter_columns_never_collide() {
+    for format in ["ndjson", "parquet"] {
+        let mut cfg = emu_config(2, 50);
+        let odd = serde_json::json!({"actionName": "Login", "actionTime": "2024-03-01T05:00:00Z",
+            "_record_id": "from-the-api", "_ingested_at": 7, "_extra": {"k": [1, 2]}, "clientIP": "10.0.0.1"});
+        cfg.extra_records = vec![(day0() + Duration::hours(5), odd.clone())];
+        let emu = start(cfg).await;
+        let s = setup(&emu, &format!("format = \"{format}\"\nlookback = \"2d\""));
+        assert_ok(&cli(&s, &["--now", "2024-03-03T00:00:00Z", "run"], &[]).await);
+        assert_ok(&cli(&s, &["--now", "2024-03-03T01:00:00Z", "run"], &[]).await);
+        assert_ok(&cli(&s, &["--now", "2024-03-03T02:00:00Z", "reconcile", "--from", "2024-03-01"], &[]).await);
+        let mut truth = emu.ground_truth(day0(), day0() + Duration::days(2));
+        truth.push(odd.clone());
+        assert_same_multiset(&read_all(&s.out()), &truth);
+        if format == "ndjson" {
+            for f in data_files(&s.out()) {
+                for line in std::fs::read_to_string(&f).unwrap().lines() {
+                    let keys = top_level_keys(line);
+                    let unique: std::collections::HashSet<_> = keys.iter().collect();
+                    assert_eq!(unique.len(), keys.len(), "repeated key in {line}");
+                }
+            }
+        }
+        assert_output_consistent(&s).await;
+    }
+}
+
+/// The top-level keys of a JSON object, repeats kept.
+fn top_level_keys(line: &str) -> Vec<String> {
+    struct Keys(Vec<String>);
+    impl<'de> serde::Deserialize<'de> for Keys {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Keys;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Keys, A::Error> {
+                    let mut out = Vec::new();
+                    while let Some(k) = m.next_key::<String>()? {
+                        m.next_value::<serde::de::IgnoredAny>()?;
+                        out.push(k);
+                    }
+                    Ok(Keys(out))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+    serde_json::from_str::<Keys>(line).unwrap().0
+}
+
 /// A record the API returns far outside the query (the server ignores the window) fails
 /// the run with the window and the time; nothing of that window is committed.
 #[tokio::test(flavor = "multi_thread")]
