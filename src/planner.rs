@@ -169,6 +169,9 @@ mod tests {
         // Overlapping and out-of-order coverage.
         assert_eq!(gaps(a, d, &[(c, d), (a, b), (t("2024-01-01T12:00:00Z"), c)]), vec![]);
         assert_eq!(gaps(b, c, &[(a, t("2024-01-02T06:00:00Z"))]), vec![(t("2024-01-02T06:00:00Z"), c)]);
+        // A range nested in another (a narrow reconcile inside a backfill) adds no gap.
+        assert_eq!(gaps(a, d, &[(a, d), (b, c)]), vec![]);
+        assert_eq!(gaps(a, d, &[(a, c), (t("2024-01-01T12:00:00Z"), b)]), vec![(c, d)]);
     }
 
     #[test]

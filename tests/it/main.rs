@@ -21,4 +21,5 @@ mod model;
 mod object_store;
 mod proxy;
 mod resilience;
+mod rules;
 mod s3;
