@@ -50,37 +50,12 @@ pub struct Pending {
 }
 
 impl Checkpoint {
-    /// Registers a stream (idempotent). A state written before stream ids carried the filters
-    /// of named streams keeps such a stream's coverage under its bare name: when that row's
-    /// filters are the stream's, it is renamed to the stream's id (its coverage is exactly
-    /// these filters'); with other filters it is left alone, and the stream starts with no
-    /// coverage (read again from `export.start`, deduplicated against the lake).
+    /// Registers a stream (idempotent).
     pub fn ensure_stream(&self, s: &StreamSpec) -> Result<(), CheckpointError> {
-        let (products, geos) = (s.product_types.join(","), s.geo_locations.join(","));
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        if let Some(name) = s.name.as_deref().filter(|n| *n != s.id) {
-            let legacy: Option<(String, String)> = tx
-                .query_row("SELECT product_types, geo_locations FROM streams WHERE id = ?1", [name], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()?;
-            let taken: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM streams WHERE id = ?1)", [&s.id], |r| r.get(0))?;
-            if legacy == Some((products.clone(), geos.clone())) && !taken {
-                for table in ["windows", "files", "pending"] {
-                    tx.execute(
-                        &format!("UPDATE {table} SET stream_id = ?2 WHERE stream_id = ?1"),
-                        params![name, s.id],
-                    )?;
-                }
-                tx.execute("UPDATE streams SET id = ?2 WHERE id = ?1", params![name, s.id])?;
-            }
-        }
-        tx.execute(
+        self.conn().execute(
             "INSERT OR IGNORE INTO streams (id, product_types, geo_locations) VALUES (?1, ?2, ?3)",
-            params![s.id, products, geos],
+            params![s.id, s.product_types.join(","), s.geo_locations.join(",")],
         )?;
-        tx.commit()?;
         Ok(())
     }
 
@@ -128,7 +103,16 @@ impl Checkpoint {
     /// Records that an attempt is about to write files named `prefix…` in `partitions`;
     /// returns the key its commit marker will have.
     pub fn begin_attempt(&self, stream_id: &str, prefix: &str, partitions: &[String]) -> Result<String, CheckpointError> {
-        let now = Utc::now();
+        // Marker keys only grow (a clock stepped back must not hide a marker from the
+        // "markers after the newest known" listing): at least 1 µs past every key this state
+        // knows.
+        let floor: Option<String> = self.conn().query_row(
+            "SELECT MAX(m) FROM (SELECT marker AS m FROM windows UNION ALL SELECT marker FROM pending)",
+            [],
+            |r| r.get(0),
+        )?;
+        let floor_us = floor.and_then(|k| k.get(..20).and_then(|d| d.parse::<i64>().ok())).unwrap_or(0);
+        let now = Utc::now().max(from_us(floor_us + 1));
         let marker = crate::model::marker_key(now, prefix);
         self.conn().execute(
             "INSERT OR REPLACE INTO pending (prefix, stream_id, partitions, started_at_us, marker) VALUES (?1, ?2, ?3, ?4, ?5)",

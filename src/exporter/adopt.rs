@@ -4,16 +4,16 @@
 //!
 //! Cheap when nothing is to learn: one listing of the commit markers newer than the newest the
 //! state knows (a single request on object storage). The data files are listed only when the
-//! state had no window at all or adopted some marker.
+//! state had no window at all or the lake holds markers it does not know.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use sha2::Digest;
 
 use super::Exporter;
-use crate::checkpoint::{CommitMarker, FileRow};
+use crate::checkpoint::FileRow;
 use crate::dedup::{ID_SCHEME, UNKNOWN_SCHEME};
-use crate::model::{marker_path, parse_attempt_file};
+use crate::model::parse_attempt_file;
 use crate::sink::readback;
 use crate::window::ExportError;
 
@@ -28,26 +28,105 @@ pub struct Adopted {
 }
 
 impl Exporter {
+    /// Start-up recovery of the attempts the state has pending (a crash, or a state restored
+    /// from a copy taken mid-run): one whose marker is in the lake with every file it names
+    /// published everything and is committed now (a restored state's pending attempt may have
+    /// committed in the lake since, and later reads deduplicated against it); the others are
+    /// deleted, marker first.
+    pub async fn recover(&self) -> Result<(), ExportError> {
+        self.clean_pending(true).await
+    }
+
+    pub(super) async fn clean_pending(&self, adopt_complete: bool) -> Result<(), ExportError> {
+        let mut adopted = false;
+        for p in self.checkpoint.pending()? {
+            if adopt_complete
+                && let Some(key) = &p.marker
+                && let Some(m) = self.complete_marker(key, None).await?
+            {
+                self.checkpoint.adopt_window(key, &m)?;
+                self.checkpoint.clear_pending(&p.prefix)?;
+                tracing::info!(prefix = %p.prefix, "an attempt that published every file and its marker before it stopped is committed now");
+                adopted = true;
+                continue;
+            }
+            // The marker first: a lake without it never claims the attempt committed, even if
+            // the files' deletion is interrupted and the state is lost afterwards.
+            if let Some(m) = &p.marker {
+                self.store.delete(&crate::model::marker_path(m)).await?;
+            }
+            let n = self.store.remove_attempt(&p.partitions, &p.prefix).await?;
+            crate::crashpoint::hit("recover");
+            if n > 0 {
+                tracing::info!(prefix = %p.prefix, removed = n, "cleaned up an uncommitted attempt");
+            } else {
+                tracing::debug!(prefix = %p.prefix, "cleaned up an uncommitted attempt (no file was published)");
+            }
+            self.checkpoint.clear_pending(&p.prefix)?;
+        }
+        if adopted {
+            self.checkpoint.recompute_watermarks(self.settings.export.start)?;
+        }
+        Ok(())
+    }
+
+    /// The marker `key`, if it is in the lake and every file it names is published with its
+    /// recorded size (`listing`: the data files, when already listed).
+    async fn complete_marker(
+        &self,
+        key: &str,
+        listing: Option<&std::collections::HashMap<String, u64>>,
+    ) -> Result<Option<crate::checkpoint::CommitMarker>, ExportError> {
+        let path = crate::model::marker_path(key);
+        let Some(bytes) = self.store.read_if_exists(&path).await? else {
+            return Ok(None);
+        };
+        let Ok(m) = serde_json::from_slice::<crate::checkpoint::CommitMarker>(&bytes) else {
+            tracing::warn!(marker = %path, "not a commit marker of this program; ignored");
+            return Ok(None);
+        };
+        for f in &m.files {
+            let size = match listing {
+                Some(l) => l.get(&f.path).copied(),
+                None => self.store.size(&f.path).await?,
+            };
+            if size != Some(f.bytes) {
+                tracing::warn!(marker = %path, file = %f.path, "a commit marker names a file that is missing or of another size; its window is not taken as committed");
+                return Ok(None);
+            }
+        }
+        Ok(Some(m))
+    }
+
     /// Adopts the lake's committed windows and files the state does not know.
     pub async fn adopt_lake(&self) -> Result<Adopted, ExportError> {
         let cp = &self.checkpoint;
         let had_windows = cp.has_windows()?;
         let newest = cp.newest_marker()?;
         let mut found = Adopted::default();
-        for key in self.store.marker_keys_after(newest.as_deref()).await? {
-            let path = marker_path(&key);
-            let bytes = self.store.read(&path).await?;
-            let m: CommitMarker = serde_json::from_slice(&bytes).map_err(|e| ExportError::Rebuild {
-                path: path.clone(),
-                message: format!("not a commit marker of this program: {e}"),
-            })?;
-            if cp.adopt_window(&key, &m)? {
-                found.windows += 1;
+        let keys = self.store.marker_keys_after(newest.as_deref()).await?;
+        // Listed once, and only when there is something to check or learn.
+        let listing: Option<HashMap<String, u64>> = if keys.is_empty() && had_windows {
+            None
+        } else {
+            Some(self.store.data_files().await?.into_iter().collect())
+        };
+        let mut skipped = 0;
+        for key in keys {
+            // A marker whose files are not all there (deleted since, or a marker that landed
+            // after its attempt was cleaned up) proves no coverage: its files that exist are
+            // adopted below, for deduplication only.
+            match self.complete_marker(&key, listing.as_ref()).await? {
+                Some(m) if cp.adopt_window(&key, &m)? => found.windows += 1,
+                Some(_) => {}
+                None => skipped += 1,
             }
         }
-        if !had_windows || found.windows > 0 {
+        if let Some(listing) = listing {
             let known: HashSet<String> = cp.files()?.into_iter().map(|f| f.path).collect();
-            for (rel, size) in self.store.data_files().await? {
+            let mut files: Vec<(String, u64)> = listing.into_iter().collect();
+            files.sort();
+            for (rel, size) in files {
                 if known.contains(&rel) {
                     continue;
                 }
@@ -74,6 +153,12 @@ impl Exporter {
                 cp.adopt_file(&row, &a.window, a.generation, scheme)?;
                 found.files += 1;
             }
+        }
+        if skipped > 0 {
+            tracing::warn!(
+                markers = skipped,
+                "commit markers whose files are not all in the output were not adopted (run `verify`)"
+            );
         }
         if found != Adopted::default() {
             cp.recompute_watermarks(self.settings.export.start)?;

@@ -71,8 +71,8 @@ impl Window {
 /// coverage of other filters (the newly covered records are read from `export.start`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamSpec {
-    /// Safe for file names: `[A-Za-z0-9_-]`. `all`, a name (a named stream without filters),
-    /// or a readable part plus a hash of the filters.
+    /// Safe for file names: `[A-Za-z0-9_-]`. `all` (no name, no filter), or a name (given, or
+    /// made of the filters) plus a hash of the filters.
     pub id: String,
     /// `api.streams.name`, if the stream is named.
     pub name: Option<String>,
@@ -94,7 +94,8 @@ impl StreamSpec {
         };
         let (product_types, geo_locations) = (norm(product_types), norm(geo_locations));
         let id = match name {
-            Some(n) if product_types.is_empty() && geo_locations.is_empty() => n.to_string(),
+            // Always with the hash, "no filter" included: the previous version named a stream's
+            // coverage by the bare name whatever its filters were, so that id is never reused.
             Some(n) => format!("{n}-{}", filter_hash(&product_types, &geo_locations)),
             None => derived_stream_id(&product_types, &geo_locations),
         };
@@ -396,7 +397,8 @@ mod tests {
         assert_ne!(main.id, wider.id);
         assert!(main.id.starts_with("main-") && wider.id.starts_with("main-"), "{}", main.id);
         assert_eq!(main, StreamSpec::new(Some("main"), &["Portal".into(), "Portal".into()], &[]));
-        assert_eq!(StreamSpec::new(Some("main"), &[], &[]).id, "main");
+        let bare = StreamSpec::new(Some("main"), &[], &[]);
+        assert!(bare.id.starts_with("main-") && bare.id != main.id, "{}", bare.id);
     }
 
     #[test]

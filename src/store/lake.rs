@@ -8,6 +8,57 @@ use super::{Store, StoreError, sync_dir};
 use crate::model::MARKER_DIR;
 
 impl Store {
+    /// Reads the object at `rel`, or `None` if there is none.
+    pub async fn read_if_exists(&self, rel: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Store::Local { root } => match std::fs::read(root.join(rel)) {
+                Ok(b) => Ok(Some(b)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(source) => Err(StoreError::Io {
+                    path: root.join(rel),
+                    source,
+                }),
+            },
+            Store::Object { store, prefix, .. } => {
+                let path = Self::obj_path(prefix, rel);
+                let err = |m: String| StoreError::Object {
+                    path: path.to_string(),
+                    message: m,
+                };
+                match store.get(&path).await {
+                    Ok(got) => Ok(Some(got.bytes().await.map_err(|e| err(e.to_string()))?.to_vec())),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(err(e.to_string())),
+                }
+            }
+        }
+    }
+
+    /// The size of the object at `rel`, or `None` if there is none.
+    pub async fn size(&self, rel: &str) -> Result<Option<u64>, StoreError> {
+        match self {
+            Store::Local { root } => match std::fs::metadata(root.join(rel)) {
+                Ok(m) => Ok(Some(m.len())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(source) => Err(StoreError::Io {
+                    path: root.join(rel),
+                    source,
+                }),
+            },
+            Store::Object { store, prefix, .. } => {
+                let path = Self::obj_path(prefix, rel);
+                match store.head(&path).await {
+                    Ok(m) => Ok(Some(m.size)),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(StoreError::Object {
+                        path: path.to_string(),
+                        message: e.to_string(),
+                    }),
+                }
+            }
+        }
+    }
+
     /// Writes a small object at `rel` whole (locally: a fsynced temp file renamed into place,
     /// and the folders fsynced), replacing any earlier one.
     pub async fn put_small(&self, rel: &str, data: Vec<u8>) -> Result<(), StoreError> {

@@ -125,6 +125,8 @@ pub struct WindowOutcome {
     pub pages: u64,
     /// Records skipped because their id is already in a committed file.
     pub duplicates: u64,
+    /// Records without a usable `actionTime` the read returned (written or not).
+    pub unplaced: u64,
 }
 
 /// The ids of everything committed that a read of `w` can return again, read back from the
@@ -162,6 +164,7 @@ struct Progress {
     writer: WindowWriter,
     out_of_range: u64,
     duplicates: u64,
+    unplaced: u64,
 }
 
 impl Progress {
@@ -184,7 +187,10 @@ impl Progress {
                         time,
                     });
                 }
-                Placement::Unplaced => None,
+                Placement::Unplaced => {
+                    self.unplaced += 1;
+                    None
+                }
             };
             let (id, new) = self.dedup.admit(&rec, time.is_some());
             if !new {
@@ -245,12 +251,14 @@ pub async fn export_window(
         out_of_range: 0,
         pages: 0,
         duplicates: 0,
+        unplaced: 0,
     };
     let mut state = Progress {
         dedup,
         writer,
         out_of_range: 0,
         duplicates: 0,
+        unplaced: 0,
     };
     let fetch = |url: Url| async move {
         if cancel.is_cancelled() {
@@ -320,10 +328,12 @@ pub async fn export_window(
         writer,
         out_of_range,
         duplicates,
+        unplaced,
         ..
     } = state;
     out.out_of_range = out_of_range;
     out.duplicates = duplicates;
+    out.unplaced = unplaced;
     let files = writer.finish()?;
     crashpoint::hit("stage");
     let mut published = 0;

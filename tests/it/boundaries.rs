@@ -147,3 +147,61 @@ async fn a_change_of_spelling_never_duplicates() {
         assert_same_multiset(&read_all(&s.out()), &truth);
     }
 }
+
+/// Records without a usable `actionTime` at and around every hour bound (a server returns one
+/// near a bound to both neighbours), some of them identical twins at one instant, read in
+/// 1-hour windows four at a time, then re-read in 5-hour windows at another offset: each is
+/// written exactly once under every bounds semantic. The previous version wrote a record at a
+/// bound twice (once per neighbour).
+#[tokio::test(flavor = "multi_thread")]
+async fn records_without_action_time_at_bounds_are_written_once() {
+    let mut extras = Vec::new();
+    // Hours 1..23: a record within a second of the range's own start or end belongs to it or
+    // not depending on the reading (a neighbour outside the range would own it).
+    for h in 1..24i64 {
+        for (k, ms) in [0i64, 300, -300, 900, -900].into_iter().enumerate() {
+            let at = day0() + Duration::hours(h) + Duration::milliseconds(ms);
+            extras.push((at, json!({"actionName": "NoTime", "objectName": format!("u{h}-{k}")})));
+        }
+        // Identical twins, served at one instant in the middle of the hour.
+        let twin = json!({"actionName": "NoTime", "objectName": format!("twin{h}")});
+        extras.push((day0() + Duration::hours(h) + Duration::minutes(30), twin.clone()));
+        extras.push((day0() + Duration::hours(h) + Duration::minutes(30), twin));
+    }
+    for bounds in Bounds::all() {
+        let mut cfg = emu_config(1, 50);
+        cfg.bounds = bounds;
+        cfg.extra_records = extras.clone();
+        let emu = start(cfg).await;
+        let s = setup(&emu, "concurrency = 4");
+        let now = day0() + Duration::days(3);
+        let cancel = CancellationToken::new();
+        // Up to the last bound (a record there belongs to neither side of the range's end).
+        let end = day0() + Duration::hours(23) + Duration::minutes(59);
+        let ex = exporter(&s, "1h", now).await;
+        ex.backfill(day0(), end, now, &cancel)
+            .await
+            .unwrap_or_else(|e| panic!("{bounds:?}: {e}"));
+        drop(ex);
+        let ex = exporter(&s, "5h", now).await;
+        let from = day0() + Duration::minutes(30);
+        let sum = ex
+            .reconcile(from, end, now, &cancel)
+            .await
+            .unwrap_or_else(|e| panic!("{bounds:?}: {e}"));
+        drop(ex);
+        let mut truth = emu.ground_truth(day0(), end);
+        truth.extend(extras.iter().map(|(_, v)| v.clone()));
+        let rows = read_all(&s.out());
+        let got = multiset(rows.iter().map(|r| &r.record));
+        for (k, n) in &got {
+            assert_eq!(
+                Some(n),
+                multiset(truth.iter()).get(k),
+                "{bounds:?}: {k} (reconcile wrote {})",
+                sum.written
+            );
+        }
+        assert_same_multiset(&rows, &truth);
+    }
+}

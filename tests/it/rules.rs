@@ -109,9 +109,10 @@ async fn start_up_recovery_deletes_an_uncommitted_attempts_files() {
     let emu = start(emu_config(3, 200)).await;
     let s = setup(&emu, "concurrency = 1");
     let args = ["--now", "2024-03-04T00:00:00Z", "backfill", "--from", "2024-03-01"];
-    let o = cli(&s, &args, &[("AOS_TEST_CRASH_AT", "marker:2")]).await;
+    let o = cli(&s, &args, &[("AOS_TEST_CRASH_AT", "publish:2")]).await;
     assert!(!o.status.success());
-    // The second window's files are published, not committed: on disk, not in the manifest.
+    // The second window's file is published, not committed (no marker): on disk, not in the
+    // manifest.
     let on_disk = data_files(&s.out()).len();
     let st = status_json(&cli(&s, &["--now", "2024-03-04T00:00:00Z", "status", "--json"], &[]).await);
     assert_eq!(st["pending_attempts"], 1, "{st}");
