@@ -10,7 +10,15 @@
 //! ever visible); after a final `reconcile` over everything, the lake equals the full ground
 //! truth as a multiset.
 //!
-//! CI runs `PROPTEST_CASES` sequences (default 12) of up to 14 operations; the `--ignored` soak
+//! Since the lake became the source of truth, the alphabet also holds: the state lost, or
+//! replaced by an older copy (taken between two operations); filter changes of named and
+//! unnamed streams; the API switching how it spells records (nulls omitted, keys reversed,
+//! numbers and instants re-spelled, whitespace) and how it compares the window's bounds (the 12
+//! readings); and a second process started on the same state through a symlink (refused).
+//! Records without `actionTime`, served at whole hours (window bounds) and in between, some as
+//! identical twins at one instant, are part of the ground truth.
+//!
+//! CI runs `PROPTEST_CASES` sequences (default 12) of up to 16 operations; the `--ignored` soak
 //! runs 200. A failure prints the shrunk sequence.
 
 use std::collections::HashMap;
@@ -18,7 +26,7 @@ use std::time::Duration as StdDuration;
 
 use aos_audit_export::config::RawConfig;
 use aos_audit_export::exporter::Exporter;
-use aos_emulator::{EmulatorHandle, Faults};
+use aos_emulator::{Bounds, EmulatorHandle, Faults, Serialization};
 use chrono::{DateTime, Duration, Utc};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -30,16 +38,34 @@ const DAYS: i64 = 4;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Advance { hours: i64 },
+    Advance {
+        hours: i64,
+    },
     Run,
-    Backfill { from_h: i64, len_h: i64 },
-    Reconcile { from_h: i64, len_h: i64 },
-    Interrupt { after_ms: u64 },
+    Backfill {
+        from_h: i64,
+        len_h: i64,
+    },
+    Reconcile {
+        from_h: i64,
+        len_h: i64,
+    },
+    Interrupt {
+        after_ms: u64,
+    },
     Window(&'static str),
     Lag(&'static str),
     Lookback(&'static str),
     Format(&'static str),
     Concurrency(usize),
+    LoseState,
+    Snapshot,
+    Restore,
+    /// `None`: no filter; `Some((named, products))`.
+    Filter(Option<(bool, Vec<&'static str>)>),
+    Spelling(u8),
+    Bounds(usize),
+    SecondProcess,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -54,7 +80,36 @@ fn op() -> impl Strategy<Value = Op> {
         1 => prop::sample::select(vec!["0s", "1h", "6h", "2d"]).prop_map(Op::Lookback),
         1 => prop::sample::select(vec!["parquet", "ndjson"]).prop_map(Op::Format),
         1 => (1usize..5).prop_map(Op::Concurrency),
+        1 => Just(Op::LoseState),
+        1 => Just(Op::Snapshot),
+        1 => Just(Op::Restore),
+        1 => prop::option::of((any::<bool>(), prop::sample::subsequence(vec!["Portal", "SMP", "CPManagement", "Office365Backup"], 1..3)))
+            .prop_map(Op::Filter),
+        1 => (0u8..16).prop_map(Op::Spelling),
+        1 => (0usize..12).prop_map(Op::Bounds),
+        1 => Just(Op::SecondProcess),
     ]
+}
+
+/// Records without `actionTime`: at whole hours (window bounds) and at half past, unique, plus
+/// identical twins served at one instant. Part of the ground truth.
+fn unplaced_records() -> Vec<(DateTime<Utc>, serde_json::Value)> {
+    let mut out = Vec::new();
+    for h in 1..DAYS * 24 - 1 {
+        if h % 7 == 0 {
+            out.push((
+                day0() + Duration::hours(h),
+                serde_json::json!({"actionName": "NoTime", "objectName": format!("b{h}")}),
+            ));
+        }
+        if h % 11 == 0 {
+            let twin = serde_json::json!({"actionName": "NoTime", "objectName": format!("t{h}")});
+            let at = day0() + Duration::hours(h) + Duration::minutes(30);
+            out.push((at, twin.clone()));
+            out.push((at, twin));
+        }
+    }
+    out
 }
 
 /// The world of one sequence: emulator, pinned clock, the current configuration.
@@ -63,6 +118,7 @@ struct World {
     dir: tempfile::TempDir,
     now: DateTime<Utc>,
     raw: RawConfig,
+    extras: Vec<serde_json::Value>,
 }
 
 impl World {
@@ -79,7 +135,8 @@ impl World {
     fn check_no_duplicate(&self, step: &str) -> Result<(), TestCaseError> {
         let rows = read_all(&self.dir.path().join("out"));
         let got = multiset(rows.iter().map(|r| &r.record));
-        let truth = self.emu.all_records();
+        let mut truth = self.emu.all_records();
+        truth.extend(self.extras.iter().cloned());
         let want: HashMap<String, usize> = multiset(truth.iter());
         for (k, n) in &got {
             let w = want.get(k).copied().unwrap_or(0);
@@ -98,6 +155,9 @@ async fn play(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
         rate_malformed: 0.05,
         ..Faults::mixed(0.05, seed)
     };
+    let unplaced = unplaced_records();
+    cfg.extra_records = unplaced.clone();
+    cfg.bounds = Bounds::all()[(seed % 12) as usize];
     let emu = start(cfg).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let mut raw = RawConfig::local(
@@ -116,7 +176,16 @@ async fn play(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
     raw.api.max_retries = 30;
     let now = day0() + Duration::hours(12);
     emu.set_now(Some(now));
-    let mut w = World { emu, dir, now, raw };
+    let extras = unplaced.into_iter().map(|(_, v)| v).collect();
+    let mut w = World {
+        emu,
+        dir,
+        now,
+        raw,
+        extras,
+    };
+    let state_dir = w.dir.path().join("state");
+    let snapshot = w.dir.path().join("snapshot");
     let cancel = CancellationToken::new();
     for (i, op) in ops.iter().enumerate() {
         let step = format!("op {i} {op:?}");
@@ -171,10 +240,67 @@ async fn play(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
                 }
             }
             Op::Concurrency(n) => w.raw.export.concurrency = *n,
+            Op::LoseState => {
+                let _ = std::fs::remove_dir_all(&state_dir);
+            }
+            Op::Snapshot => {
+                let _ = std::fs::remove_dir_all(&snapshot);
+                copy_dir(&state_dir, &snapshot);
+            }
+            Op::Restore => {
+                if snapshot.exists() {
+                    let _ = std::fs::remove_dir_all(&state_dir);
+                    copy_dir(&snapshot, &state_dir);
+                }
+            }
+            Op::Filter(f) => {
+                w.raw.api.product_types.clear();
+                w.raw.api.streams.clear();
+                match f {
+                    None => {}
+                    Some((false, products)) => w.raw.api.product_types = products.iter().map(|p| p.to_string()).collect(),
+                    Some((true, products)) => w.raw.api.streams.push(aos_audit_export::config::raw::StreamSection {
+                        name: Some("main".into()),
+                        product_types: products.iter().map(|p| p.to_string()).collect(),
+                        geo_locations: vec![],
+                    }),
+                }
+            }
+            Op::Spelling(bits) => w.emu.set_serialization(Serialization {
+                omit_nulls: bits & 1 != 0,
+                reverse_keys: bits & 2 != 0,
+                respell: bits & 4 != 0,
+                pretty: bits & 8 != 0,
+            }),
+            Op::Bounds(i) => w.emu.set_bounds(Bounds::all()[*i]),
+            Op::SecondProcess => {
+                // One exporter holds the state; a second, through a symlink to the state's
+                // folder, is refused before it writes anything.
+                let first = w.exporter().await;
+                let link = w.dir.path().join("state-link");
+                let _ = std::fs::remove_file(&link);
+                std::os::unix::fs::symlink(&state_dir, &link).expect("symlink");
+                let mut other = w.exporter_config();
+                other.state.path = link.join("state.db");
+                let second = Exporter::new(other.validate(w.now).expect("valid")).await;
+                prop_assert!(
+                    matches!(
+                        second,
+                        Err(aos_audit_export::window::ExportError::Checkpoint(
+                            aos_audit_export::checkpoint::CheckpointError::Locked { .. }
+                        ))
+                    ),
+                    "{step}: a second process through a symlink must be refused"
+                );
+                drop(first);
+            }
         }
         w.check_no_duplicate(&step)?;
     }
-    // Every record visible, then one reconcile over everything: the lake is the ground truth.
+    // Every record visible, no filter, then one reconcile over everything: the lake is the
+    // ground truth.
+    w.raw.api.product_types.clear();
+    w.raw.api.streams.clear();
     w.now = day0() + Duration::days(DAYS + 2);
     w.emu.set_now(Some(w.now));
     w.exporter()
@@ -183,7 +309,8 @@ async fn play(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
         .await
         .map_err(|e| TestCaseError::fail(format!("final reconcile: {e}")))?;
     let rows = read_all(&w.dir.path().join("out"));
-    let truth = w.emu.ground_truth(day0(), day0() + Duration::days(DAYS));
+    let mut truth = w.emu.ground_truth(day0(), day0() + Duration::days(DAYS));
+    truth.extend(w.extras.iter().cloned());
     let (got, want) = (multiset(rows.iter().map(|r| &r.record)), multiset(truth.iter()));
     let wrong: Vec<_> = want
         .iter()
@@ -204,13 +331,22 @@ async fn play(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    if let Ok(entries) = std::fs::read_dir(from) {
+        std::fs::create_dir_all(to).expect("snapshot folder");
+        for e in entries.flatten() {
+            let _ = std::fs::copy(e.path(), to.join(e.file_name()));
+        }
+    }
+}
+
 fn check(cases: u32) {
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,
         ..Config::default()
     });
-    let strategy = (prop::collection::vec(op(), 1..14), any::<u64>());
+    let strategy = (prop::collection::vec(op(), 1..16), any::<u64>());
     let sequences = std::sync::atomic::AtomicU64::new(0);
     let operations = std::sync::atomic::AtomicU64::new(0);
     let result = runner.run(&strategy, |(ops, seed)| {
