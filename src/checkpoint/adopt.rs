@@ -34,6 +34,15 @@ pub struct CommitMarker {
     pub id_scheme: i64,
     /// The window's published files.
     pub files: Vec<FileRow>,
+    /// Written when the attempt begins, before any file: the attempt may have published some
+    /// files and never committed (a begin marker the state does not know is an orphan to
+    /// delete). Replaced by the commit marker, under the same key, once every file is
+    /// published.
+    #[serde(default)]
+    pub begun_only: bool,
+    /// The partitions the attempt may write files in (for deleting an orphan's files).
+    #[serde(default)]
+    pub partitions: Vec<String>,
 }
 
 impl Checkpoint {

@@ -38,6 +38,17 @@ pub struct WindowCommit<'a> {
     pub advance_watermark_to: Option<DateTime<Utc>>,
 }
 
+/// Where a committed file's window lies relative to a window being read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// It overlaps the window.
+    Overlap,
+    /// It ends at or before the window's start (a neighbour before it).
+    Before,
+    /// It starts at or after the window's end (a neighbour after it).
+    After,
+}
+
 /// An uncommitted attempt found in the state.
 #[derive(Debug, Clone)]
 pub struct Pending {
@@ -142,23 +153,32 @@ impl Checkpoint {
         Ok(())
     }
 
-    /// Committed files that can hold records a read of `w` returns again (path, id scheme):
-    /// every file whose window overlaps `w`, and the `dt=unknown` files of windows that meet
-    /// `w`'s padded query ([`Window::query`]), since a record without a usable `actionTime`
-    /// near a bound comes back from both neighbours. Every stream's files count: a record's id
-    /// does not depend on its stream, and a stream whose filters changed must find what the
-    /// old one wrote into the same output.
-    pub fn files_overlapping(&self, w: &Window) -> Result<Vec<(String, i64)>, CheckpointError> {
+    /// Committed files that can hold records a read of `w` returns again (path, id scheme,
+    /// side): every file whose window overlaps `w` (side [`Side::Overlap`]), and the
+    /// `dt=unknown` files of the neighbouring windows that only meet `w`'s padded query
+    /// ([`Window::query`]; [`Side::Before`], [`Side::After`]), since a record without a usable
+    /// `actionTime` near a bound comes back from both neighbours. Every stream's files count: a
+    /// record's id does not depend on its stream, and a stream whose filters changed must find
+    /// what the old one wrote into the same output.
+    pub fn files_overlapping(&self, w: &Window) -> Result<Vec<(String, i64, Side)>, CheckpointError> {
         let c = self.conn();
         let q = w.query();
         let mut st = c.prepare_cached(
-            "SELECT path, id_scheme FROM files WHERE (window_end_us > ?1 AND window_start_us < ?2)
+            "SELECT path, id_scheme, window_start_us, window_end_us FROM files WHERE (window_end_us > ?1 AND window_start_us < ?2)
                OR (partition = ?5 AND window_end_us >= ?3 AND window_start_us <= ?4) ORDER BY path",
         )?;
-        let rows = st.query_map(
-            params![us(w.start), us(w.end), us(q.start), us(q.end), crate::model::UNKNOWN_PARTITION],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let (start, end) = (us(w.start), us(w.end));
+        let rows = st.query_map(params![start, end, us(q.start), us(q.end), crate::model::UNKNOWN_PARTITION], |r| {
+            let (a, b): (i64, i64) = (r.get(2)?, r.get(3)?);
+            let side = if b <= start {
+                Side::Before
+            } else if a >= end {
+                Side::After
+            } else {
+                Side::Overlap
+            };
+            Ok((r.get(0)?, r.get(1)?, side))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

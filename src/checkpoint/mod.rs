@@ -22,7 +22,7 @@ pub mod commit;
 pub mod read;
 
 pub use adopt::CommitMarker;
-pub use commit::{Pending, WindowCommit};
+pub use commit::{Pending, Side, WindowCommit};
 pub use read::{FileRow, PartitionStatus, RunStatus, StatusReport, StreamStatus};
 
 /// Migrations in order; the index + 1 is the schema version.

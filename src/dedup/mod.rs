@@ -242,6 +242,44 @@ impl Occurrences {
     }
 }
 
+/// A record identity's hash, shared by identical twins.
+pub type Content = [u8; 32];
+
+/// What [`Deduper::admit_unplaced`] decided for a record without a usable `actionTime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unplaced {
+    /// Not in the lake: write it.
+    New,
+    /// Already in the lake.
+    Known,
+    /// A neighbour holds copies of this content: decided by [`Deduper::resolve`] once the
+    /// overlaps with the neighbours are read.
+    Deferred {
+        /// The record's content hash.
+        content: Content,
+        /// Its number among the copies of this content in this read.
+        occurrence: u32,
+    },
+}
+
+/// How many copies of `content` the ids in `map` stand for: every occurrence number up to
+/// 256, and on while they keep being found (a read numbers its copies 0, 1, …, but a re-read
+/// may hold a later number without an earlier one).
+fn held_in(map: &KeyMap, content: Content) -> u32 {
+    if map.is_empty() {
+        return 0;
+    }
+    let mut total = 0;
+    for n in 0u32.. {
+        let c = map.get(&Key(id_of(content, n))).copied().unwrap_or(0);
+        if c == 0 && n >= 256 {
+            break;
+        }
+        total += c;
+    }
+    total
+}
+
 /// The id of the `occurrence`-th record with this content.
 fn id_of(content: [u8; 32], occurrence: u32) -> RecordId {
     let mut h = Sha256::new();
@@ -264,6 +302,9 @@ fn id_of(content: [u8; 32], occurrence: u32) -> RecordId {
 /// if the lake holds fewer than n copies of that content.
 pub struct Deduper {
     known: KeyMap,
+    /// Ids in the `dt=unknown` files of the neighbouring windows before and after this one
+    /// (they only meet its padded query).
+    neighbours: [KeyMap; 2],
     occurrences: Occurrences,
     /// Present when some committed file of the range carries scheme-1 ids.
     legacy: Option<Occurrences>,
@@ -283,11 +324,76 @@ impl Deduper {
         let has = |n: i64| schemes.iter().any(|s| *s == n || *s == UNKNOWN_SCHEME);
         Deduper {
             known: counts,
+            neighbours: Default::default(),
             occurrences: Occurrences::default(),
             legacy: has(1).then(Occurrences::default),
             legacy2: has(2).then(Occurrences::default),
             buf: Vec::with_capacity(2048),
         }
+    }
+
+    /// Adds the ids of a neighbouring window's `dt=unknown` files (`side` 0: before, 1: after).
+    pub fn add_neighbour(&mut self, side: usize, ids: impl IntoIterator<Item = RecordId>) {
+        for id in ids {
+            *self.neighbours[side].entry(Key(id)).or_insert(0) += 1;
+        }
+    }
+
+    /// The content hash of a record's identity (what twins share).
+    pub fn content_of(&mut self, record: &Record<'_>) -> Content {
+        self.buf.clear();
+        identity(record, &mut self.buf);
+        Sha256::digest(&self.buf).into()
+    }
+
+    /// Records without a usable `actionTime`: the copy's id and its fate. Copies are numbered
+    /// per content in this read; the n-th (0-based) is new if the lake holds at most n copies
+    /// that this read can return. The files of windows overlapping this one count whole; a
+    /// neighbour's count only as far as the two windows' queries overlap (two seconds at each
+    /// bound), which only a query of that overlap can tell: such a copy is
+    /// [`Unplaced::Deferred`] until [`Deduper::resolve`] knows it.
+    pub fn admit_unplaced(&mut self, record: &Record<'_>) -> (RecordId, Unplaced) {
+        let content = self.content_of(record);
+        let id = self.occurrences.next_id(content);
+        let occurrence = self.occurrences.count(content).saturating_sub(1);
+        if self.legacy_known(record) {
+            return (id, Unplaced::Known);
+        }
+        if self.neighbours.iter().any(|m| held_in(m, content) > 0) {
+            return (id, Unplaced::Deferred { content, occurrence });
+        }
+        let new = occurrence >= held_in(&self.known, content);
+        (id, if new { Unplaced::New } else { Unplaced::Known })
+    }
+
+    /// Whether a deferred copy is new, given how many copies of its content the queries of the
+    /// overlaps with the neighbours before and after returned (`band`).
+    pub fn resolve(&self, content: Content, occurrence: u32, band: [u32; 2]) -> bool {
+        let mut held = held_in(&self.known, content);
+        for side in 0..2 {
+            held += held_in(&self.neighbours[side], content).min(band[side]);
+        }
+        occurrence >= held
+    }
+
+    /// Whether the record's id under an older scheme is committed.
+    fn legacy_known(&mut self, record: &Record<'_>) -> bool {
+        let mut known = false;
+        if let Some(legacy) = &mut self.legacy
+            && let Some(value) = record.to_value()
+        {
+            self.buf.clear();
+            canonical_json(&value, &mut self.buf);
+            let old = legacy.next_id(Sha256::digest(&self.buf).into());
+            known |= self.known.contains_key(&Key(old));
+        }
+        if let Some(legacy2) = &mut self.legacy2 {
+            self.buf.clear();
+            identity_v2(record, &mut self.buf);
+            let old = legacy2.next_id(Sha256::digest(&self.buf).into());
+            known |= self.known.contains_key(&Key(old));
+        }
+        known
     }
 
     /// About how many bytes this read's ids take (what `export.dedup_memory` counts).
@@ -312,26 +418,9 @@ impl Deduper {
         } else {
             // The n-th copy (0-based) is new if the lake holds at most n of this content.
             let seen = self.occurrences.count(content).saturating_sub(1);
-            let held: u32 = (0..)
-                .map(|n| self.known.get(&Key(id_of(content, n))).copied().unwrap_or(0))
-                .take_while(|c| *c > 0)
-                .sum();
-            seen >= held
+            seen >= held_in(&self.known, content)
         };
-        if let Some(legacy) = &mut self.legacy
-            && let Some(value) = record.to_value()
-        {
-            self.buf.clear();
-            canonical_json(&value, &mut self.buf);
-            let old = legacy.next_id(Sha256::digest(&self.buf).into());
-            new = new && !self.known.contains_key(&Key(old));
-        }
-        if let Some(legacy2) = &mut self.legacy2 {
-            self.buf.clear();
-            identity_v2(record, &mut self.buf);
-            let old = legacy2.next_id(Sha256::digest(&self.buf).into());
-            new = new && !self.known.contains_key(&Key(old));
-        }
+        new = new && !self.legacy_known(record);
         (id, new)
     }
 }

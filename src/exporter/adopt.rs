@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use sha2::Digest;
 
 use super::Exporter;
-use crate::checkpoint::FileRow;
+use crate::checkpoint::{CommitMarker, FileRow};
 use crate::dedup::{ID_SCHEME, UNKNOWN_SCHEME};
 use crate::model::parse_attempt_file;
 use crate::sink::readback;
@@ -76,15 +76,18 @@ impl Exporter {
         &self,
         key: &str,
         listing: Option<&std::collections::HashMap<String, u64>>,
-    ) -> Result<Option<crate::checkpoint::CommitMarker>, ExportError> {
+    ) -> Result<Option<CommitMarker>, ExportError> {
         let path = crate::model::marker_path(key);
         let Some(bytes) = self.store.read_if_exists(&path).await? else {
             return Ok(None);
         };
-        let Ok(m) = serde_json::from_slice::<crate::checkpoint::CommitMarker>(&bytes) else {
+        let Ok(m) = serde_json::from_slice::<CommitMarker>(&bytes) else {
             tracing::warn!(marker = %path, "not a commit marker of this program; ignored");
             return Ok(None);
         };
+        if m.begun_only {
+            return Ok(None);
+        }
         for f in &m.files {
             let size = match listing {
                 Some(l) => l.get(&f.path).copied(),
@@ -104,7 +107,35 @@ impl Exporter {
         let had_windows = cp.has_windows()?;
         let newest = cp.newest_marker()?;
         let mut found = Adopted::default();
-        let keys = self.store.marker_keys_after(newest.as_deref()).await?;
+        let mut keys = self.store.marker_keys_after(newest.as_deref()).await?;
+        // Begin markers of attempts this state does not know (its pending row was lost with
+        // the state, or is missing from an older copy): whatever they published never
+        // committed. Deleted, marker last, before the data files are listed.
+        let mut orphans = 0;
+        let mut committed = Vec::with_capacity(keys.len());
+        for key in keys.drain(..) {
+            let path = crate::model::marker_path(&key);
+            match self
+                .store
+                .read_if_exists(&path)
+                .await?
+                .map(|b| serde_json::from_slice::<CommitMarker>(&b))
+            {
+                Some(Ok(m)) if m.begun_only => {
+                    self.store.remove_attempt(&m.partitions, &m.prefix).await?;
+                    self.store.delete(&path).await?;
+                    orphans += 1;
+                }
+                _ => committed.push(key),
+            }
+        }
+        if orphans > 0 {
+            tracing::info!(
+                attempts = orphans,
+                "deleted the files of attempts that never committed and that this state did not know"
+            );
+        }
+        let keys = committed;
         // Listed once, and only when there is something to check or learn.
         let listing: Option<HashMap<String, u64>> = if keys.is_empty() && had_windows {
             None

@@ -8,7 +8,7 @@
 
 mod gate;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 pub use gate::{MemoryGate, Ticket};
 
@@ -17,10 +17,11 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::api::{ApiClient, ApiError, Page};
-use crate::checkpoint::{Checkpoint, CheckpointError, CommitMarker, FileRow};
+use crate::checkpoint::{Checkpoint, CheckpointError, CommitMarker, FileRow, Side};
 use crate::crashpoint;
-use crate::dedup::{Deduper, ID_SCHEME, Placement, place};
-use crate::model::{StreamSpec, Window, attempt_prefix, marker_path, partitions_of};
+use crate::dedup::{Content, Deduper, ID_SCHEME, Placement, Unplaced, place};
+use crate::model::page_index::with_record;
+use crate::model::{RecordId, StreamSpec, Window, attempt_prefix, marker_path, partitions_of};
 use crate::sink::{OutRecord, SinkError, SinkOptions, WindowWriter, readback};
 use crate::store::{Store, StoreError};
 
@@ -136,8 +137,9 @@ pub struct WindowOutcome {
 /// record twice. Ids of records outside `w` are harmless extras: an id hashes `actionTime`.
 async fn known_ids(deps: &Deps<'_>, w: &Window) -> Result<Deduper, ExportError> {
     let mut known = Vec::new();
+    let mut neighbours: [Vec<RecordId>; 2] = Default::default();
     let mut schemes = Vec::new();
-    for (path, scheme) in deps.checkpoint.files_overlapping(w)? {
+    for (path, scheme, side) in deps.checkpoint.files_overlapping(w)? {
         if scheme != ID_SCHEME && !schemes.contains(&scheme) {
             schemes.push(scheme);
         }
@@ -153,9 +155,26 @@ async fn known_ids(deps: &Deps<'_>, w: &Window) -> Result<Deduper, ExportError> 
             path: path.clone(),
             message: e.message,
         })?;
-        known.extend(ids);
+        match side {
+            Side::Overlap => known.extend(ids),
+            Side::Before => neighbours[0].extend(ids),
+            Side::After => neighbours[1].extend(ids),
+        }
     }
-    Ok(Deduper::new(known, &schemes))
+    let mut dedup = Deduper::new(known, &schemes);
+    for (side, ids) in neighbours.into_iter().enumerate() {
+        dedup.add_neighbour(side, ids);
+    }
+    Ok(dedup)
+}
+
+/// A record without a usable `actionTime` whose fate waits for the overlaps with the
+/// neighbouring windows (see [`Deduper::admit_unplaced`]).
+struct Deferred {
+    raw: String,
+    id: RecordId,
+    content: Content,
+    occurrence: u32,
 }
 
 /// A window's running state while its pages are encoded.
@@ -165,6 +184,7 @@ struct Progress {
     out_of_range: u64,
     duplicates: u64,
     unplaced: u64,
+    deferred: Vec<Deferred>,
 }
 
 impl Progress {
@@ -192,7 +212,22 @@ impl Progress {
                     None
                 }
             };
-            let (id, new) = self.dedup.admit(&rec, time.is_some());
+            let (id, new) = match time {
+                Some(_) => self.dedup.admit(&rec, true),
+                None => match self.dedup.admit_unplaced(&rec) {
+                    (id, Unplaced::New) => (id, true),
+                    (id, Unplaced::Known) => (id, false),
+                    (id, Unplaced::Deferred { content, occurrence }) => {
+                        self.deferred.push(Deferred {
+                            raw: rec.raw.to_string(),
+                            id,
+                            content,
+                            occurrence,
+                        });
+                        continue;
+                    }
+                },
+            };
             if !new {
                 self.duplicates += 1;
                 continue;
@@ -232,6 +267,24 @@ pub async fn export_window(
     // The prefix is new (fresh nonce): no file carries it yet, so there is nothing to clear.
     // An earlier crashed attempt's files are deleted by start-up recovery (its pending row).
     let marker = cp.begin_attempt(&stream.id, &prefix, &partitions)?;
+    // The lake learns of the attempt before any of its files: a state that loses this pending
+    // row (lost, or restored from an older copy) finds the begin marker and deletes whatever
+    // the attempt published.
+    let begin = CommitMarker {
+        stream_id: stream.id.clone(),
+        product_types: stream.product_types.clone(),
+        geo_locations: stream.geo_locations.clone(),
+        start: w.start,
+        end: w.end,
+        generation,
+        prefix: prefix.clone(),
+        id_scheme: ID_SCHEME,
+        files: vec![],
+        begun_only: true,
+        partitions: partitions.clone(),
+    };
+    let body = serde_json::to_vec(&begin).map_err(|e| ExportError::Http(e.to_string()))?;
+    deps.store.put_small(&marker_path(&marker), body).await?;
     let dedup = known_ids(deps, &w).await?;
     // The ids read back from the lake count too: a re-read waits its turn before fetching.
     ticket.hold(dedup.memory_bytes());
@@ -259,6 +312,7 @@ pub async fn export_window(
         out_of_range: 0,
         duplicates: 0,
         unplaced: 0,
+        deferred: Vec::new(),
     };
     let fetch = |url: Url| async move {
         if cancel.is_cancelled() {
@@ -324,6 +378,46 @@ pub async fn export_window(
             None => break,
         }
     }
+    if !state.deferred.is_empty() {
+        // Records without `actionTime` that a neighbour's files hold copies of: how many of
+        // them lie where the two windows' queries overlap, only a query of that overlap says.
+        let mut band: [HashMap<Content, u32>; 2] = Default::default();
+        for (side, bound) in [w.start, w.end].into_iter().enumerate() {
+            let overlap = Window {
+                start: bound - crate::model::BOUND_PAD,
+                end: bound + crate::model::BOUND_PAD,
+            };
+            let mut next = Some(deps.api.first_url(stream, overlap.start, overlap.end));
+            let mut followed = HashSet::new();
+            while let Some(url) = next.take() {
+                let page = fetch(url).await?;
+                for rec in page.records().filter(|r| r.time.is_none()) {
+                    *band[side].entry(state.dedup.content_of(&rec)).or_insert(0) += 1;
+                }
+                if let Some(n) = &page.next_link
+                    && followed.insert(n.to_string())
+                {
+                    next = Some(n.clone());
+                }
+            }
+        }
+        let deferred = std::mem::take(&mut state.deferred);
+        for d in deferred {
+            let counts = [0, 1].map(|side| band[side].get(&d.content).copied().unwrap_or(0));
+            if !state.dedup.resolve(d.content, d.occurrence, counts) {
+                state.duplicates += 1;
+                continue;
+            }
+            with_record(&d.raw, |rec| {
+                state.writer.write(OutRecord {
+                    rec,
+                    id: &d.id,
+                    time: None,
+                })
+            })
+            .map_err(|e| ExportError::Http(format!("a record without actionTime could not be read again: {e:?}")))??;
+        }
+    }
     let Progress {
         writer,
         out_of_range,
@@ -375,6 +469,8 @@ pub async fn export_window(
         prefix: prefix.clone(),
         id_scheme: ID_SCHEME,
         files: out.files.clone(),
+        begun_only: false,
+        partitions,
     };
     let body = serde_json::to_vec(&m).map_err(|e| ExportError::Http(e.to_string()))?;
     deps.store.put_small(&marker_path(&out.marker), body).await?;

@@ -205,3 +205,31 @@ async fn records_without_action_time_at_bounds_are_written_once() {
         assert_same_multiset(&rows, &truth);
     }
 }
+
+/// Identical records without `actionTime` in adjacent windows, away from their bound: each
+/// window keeps its own. The padded queries overlap by two seconds, so a neighbour's copies
+/// count only as far as the overlap returns them (a query of the overlap tells). With a copy
+/// exactly at the bound too (returned by both neighbours), and without.
+#[tokio::test(flavor = "multi_thread")]
+async fn identical_records_without_action_time_in_adjacent_windows_are_both_kept() {
+    let odd = json!({"actionName": "Login", "actionUser": "x@contoso.com"});
+    for at_bound in [false, true] {
+        let mut served = vec![day0() + Duration::hours(3), day0() + Duration::days(1) + Duration::hours(3)];
+        if at_bound {
+            served.push(day0() + Duration::days(2));
+        }
+        let mut cfg = emu_config(3, 20);
+        cfg.extra_records = served.iter().map(|t| (*t, odd.clone())).collect();
+        let emu = start(cfg).await;
+        let s = setup(&emu, "concurrency = 1");
+        let now = day0() + Duration::days(4);
+        let cancel = CancellationToken::new();
+        let ex = exporter(&s, "1d", now).await;
+        ex.backfill(day0(), day0() + Duration::days(3), now, &cancel).await.unwrap();
+        ex.reconcile(day0(), day0() + Duration::days(3), now, &cancel).await.unwrap();
+        drop(ex);
+        let mut truth = emu.ground_truth(day0(), day0() + Duration::days(3));
+        truth.extend(served.iter().map(|_| odd.clone()));
+        assert_same_multiset(&read_all(&s.out()), &truth);
+    }
+}

@@ -150,3 +150,44 @@ async fn a_state_snapshot_with_a_pending_attempt_loses_nothing() {
     assert_same_multiset(&read_all(&s.out()), &truth);
     assert_output_consistent(&s).await;
 }
+
+/// An attempt that published files and died before its marker, then the state replaced by a
+/// copy taken before that attempt began (its pending row is not in the copy): the attempt's
+/// begin marker in the lake tells, and its files are deleted before anything is read again.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_older_state_never_leaves_an_uncommitted_attempts_files_behind() {
+    let emu = start(emu_config(4, 200)).await;
+    let s = setup(&emu, "concurrency = 1");
+    assert_ok(
+        &cli(
+            &s,
+            &[
+                "--now",
+                "2024-03-05T00:00:00Z",
+                "backfill",
+                "--from",
+                "2024-03-01",
+                "--to",
+                "2024-03-02",
+            ],
+            &[],
+        )
+        .await,
+    );
+    let state_dir = s.state().parent().unwrap().to_path_buf();
+    let copy = s.dir.path().join("copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in std::fs::read_dir(&state_dir).unwrap().flatten() {
+        std::fs::copy(f.path(), copy.join(f.file_name())).unwrap();
+    }
+    let args = ["--now", "2024-03-05T00:00:00Z", "backfill", "--from", "2024-03-01"];
+    let o = cli(&s, &args, &[("AOS_TEST_CRASH_AT", "publish:2")]).await;
+    assert!(!o.status.success());
+    std::fs::remove_dir_all(&state_dir).unwrap();
+    std::fs::rename(&copy, &state_dir).unwrap();
+    let o = cli(&s, &args, &[]).await;
+    assert_ok(&o);
+    assert!(stderr(&o).contains("attempts that never committed"), "{}", stderr(&o));
+    assert_same_multiset(&read_all(&s.out()), &emu.ground_truth(day0(), day0() + Duration::days(4)));
+    assert_output_consistent(&s).await;
+}

@@ -16,7 +16,8 @@
 //! numbers and instants re-spelled, whitespace) and how it compares the window's bounds (the 12
 //! readings); and a second process started on the same state through a symlink (refused).
 //! Records without `actionTime`, served at whole hours (window bounds) and in between, some as
-//! identical twins at one instant, are part of the ground truth.
+//! identical twins at one instant and some identical an hour apart, are part of the ground
+//! truth.
 //!
 //! CI runs `PROPTEST_CASES` sequences (default 12) of up to 16 operations; the `--ignored` soak
 //! runs 200. A failure prints the shrunk sequence.
@@ -100,6 +101,13 @@ fn unplaced_records() -> Vec<(DateTime<Utc>, serde_json::Value)> {
             out.push((
                 day0() + Duration::hours(h),
                 serde_json::json!({"actionName": "NoTime", "objectName": format!("b{h}")}),
+            ));
+        }
+        // Identical copies an hour apart: in adjacent windows when windows are an hour long.
+        if h % 12 == 5 || h % 12 == 6 {
+            out.push((
+                day0() + Duration::hours(h) + Duration::minutes(20),
+                serde_json::json!({"actionName": "NoTime", "objectName": format!("a{}", h / 12)}),
             ));
         }
         if h % 11 == 0 {
@@ -379,4 +387,26 @@ fn random_lifecycles_keep_the_lake_exact() {
 #[ignore = "soak: cargo test --test it model -- --ignored"]
 fn random_lifecycles_soak() {
     check(200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "debug"]
+async fn debug_case() {
+    let ops = vec![
+        Op::Run,
+        Op::Advance { hours: 16 },
+        Op::Lag("0s"),
+        Op::SecondProcess,
+        Op::Advance { hours: 6 },
+        Op::Interrupt { after_ms: 39 },
+        Op::Restore,
+        Op::Interrupt { after_ms: 4 },
+        Op::Backfill { from_h: 56, len_h: 3 },
+        Op::Snapshot,
+        Op::Advance { hours: 23 },
+        Op::Run,
+        Op::Spelling(13),
+        Op::Run,
+    ];
+    play(ops, 13666741817583938258).await.unwrap();
 }

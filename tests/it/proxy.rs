@@ -383,11 +383,12 @@ async fn object_storage_requests_go_through_the_forward_proxy() {
         .filter_map(|r| r.strip_prefix(&format!("PUT {}/bucket/", moto.url)))
         .collect();
     puts.sort_unstable();
-    let mut expected: Vec<String> = all.iter().map(|k| s3_path_encoded(k)).collect();
+    // A marker is put twice: when its attempt begins, and when it commits.
+    let mut expected: Vec<String> = all.iter().chain(markers.iter()).map(|k| s3_path_encoded(k)).collect();
     expected.sort_unstable();
     assert_eq!(
         puts, expected,
-        "one PUT per published file and commit marker, through the proxy: {seen:#?}"
+        "one PUT per published file, two per marker (begin, commit), through the proxy: {seen:#?}"
     );
 
     // `verify` reads every file back through the proxy too.
