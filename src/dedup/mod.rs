@@ -370,8 +370,8 @@ impl Deduper {
     /// overlaps with the neighbours before and after returned (`band`).
     pub fn resolve(&self, content: Content, occurrence: u32, band: [u32; 2]) -> bool {
         let mut held = held_in(&self.known, content);
-        for side in 0..2 {
-            held += held_in(&self.neighbours[side], content).min(band[side]);
+        for (map, in_band) in self.neighbours.iter().zip(band) {
+            held += held_in(map, content).min(in_band);
         }
         occurrence >= held
     }
