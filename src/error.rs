@@ -104,7 +104,7 @@ pub fn exit_code(err: &(dyn Error + 'static)) -> u8 {
             return match e {
                 ExportError::Api(a) => api_code(a),
                 ExportError::Auth(a) => auth_code(a),
-                ExportError::Http(_) => FAILURE,
+                ExportError::Http(_) | ExportError::Internal(_) => FAILURE,
                 ExportError::Sink(_) | ExportError::Store(_) => OUTPUT,
                 ExportError::Checkpoint(_) => STATE,
                 ExportError::Cancelled => INTERRUPTED,

@@ -37,6 +37,9 @@ pub enum ExportError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
+    /// A step that cannot fail with valid data did (a bug): nothing of the window is committed.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// Writing a file failed.
     #[error(transparent)]
     Sink(#[from] SinkError),
@@ -283,7 +286,7 @@ pub async fn export_window(
         begun_only: true,
         partitions: partitions.clone(),
     };
-    let body = serde_json::to_vec(&begin).map_err(|e| ExportError::Http(e.to_string()))?;
+    let body = serde_json::to_vec(&begin).map_err(|e| ExportError::Internal(format!("cannot serialize a marker: {e}")))?;
     deps.store.put_small(&marker_path(&marker), body).await?;
     let dedup = known_ids(deps, &w).await?;
     // The ids read back from the lake count too: a re-read waits its turn before fetching.
@@ -415,7 +418,7 @@ pub async fn export_window(
                     time: None,
                 })
             })
-            .map_err(|e| ExportError::Http(format!("a record without actionTime could not be read again: {e:?}")))??;
+            .map_err(|e| ExportError::Internal(format!("a record without actionTime could not be read again: {e:?}")))??;
         }
     }
     let Progress {
@@ -472,7 +475,7 @@ pub async fn export_window(
         begun_only: false,
         partitions,
     };
-    let body = serde_json::to_vec(&m).map_err(|e| ExportError::Http(e.to_string()))?;
+    let body = serde_json::to_vec(&m).map_err(|e| ExportError::Internal(format!("cannot serialize a marker: {e}")))?;
     deps.store.put_small(&marker_path(&out.marker), body).await?;
     crashpoint::hit("marker");
     Ok(out)
