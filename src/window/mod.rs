@@ -171,6 +171,23 @@ async fn known_ids(deps: &Deps<'_>, w: &Window) -> Result<Deduper, ExportError> 
     Ok(dedup)
 }
 
+/// The marker of an attempt: a begin marker (`begun_only`), unless the caller says otherwise.
+fn marker_of(stream: &StreamSpec, w: &Window, generation: u32, prefix: &str, files: Vec<FileRow>, partitions: &[String]) -> CommitMarker {
+    CommitMarker {
+        stream_id: stream.id.clone(),
+        product_types: stream.product_types.clone(),
+        geo_locations: stream.geo_locations.clone(),
+        start: w.start,
+        end: w.end,
+        generation,
+        prefix: prefix.to_string(),
+        id_scheme: ID_SCHEME,
+        files,
+        begun_only: true,
+        partitions: partitions.to_vec(),
+    }
+}
+
 /// A record without a usable `actionTime` whose fate waits for the overlaps with the
 /// neighbouring windows (see [`Deduper::admit_unplaced`]).
 struct Deferred {
@@ -273,19 +290,7 @@ pub async fn export_window(
     // The lake learns of the attempt before any of its files: a state that loses this pending
     // row (lost, or restored from an older copy) finds the begin marker and deletes whatever
     // the attempt published.
-    let begin = CommitMarker {
-        stream_id: stream.id.clone(),
-        product_types: stream.product_types.clone(),
-        geo_locations: stream.geo_locations.clone(),
-        start: w.start,
-        end: w.end,
-        generation,
-        prefix: prefix.clone(),
-        id_scheme: ID_SCHEME,
-        files: vec![],
-        begun_only: true,
-        partitions: partitions.clone(),
-    };
+    let begin = marker_of(stream, &w, generation, &prefix, vec![], &partitions);
     let body = serde_json::to_vec(&begin).map_err(|e| ExportError::Internal(format!("cannot serialize a marker: {e}")))?;
     deps.store.put_small(&marker_path(&marker), body).await?;
     let dedup = known_ids(deps, &w).await?;
@@ -463,17 +468,8 @@ pub async fn export_window(
     // The lake's own record that this window is complete: written after every file is
     // published, so a state that is lost or older than the lake learns it from here.
     let m = CommitMarker {
-        stream_id: stream.id.clone(),
-        product_types: stream.product_types.clone(),
-        geo_locations: stream.geo_locations.clone(),
-        start: w.start,
-        end: w.end,
-        generation,
-        prefix: prefix.clone(),
-        id_scheme: ID_SCHEME,
-        files: out.files.clone(),
         begun_only: false,
-        partitions,
+        ..marker_of(stream, &w, generation, &prefix, out.files.clone(), &partitions)
     };
     let body = serde_json::to_vec(&m).map_err(|e| ExportError::Internal(format!("cannot serialize a marker: {e}")))?;
     deps.store.put_small(&marker_path(&out.marker), body).await?;

@@ -407,3 +407,11 @@ pub fn range(days: i64) -> (DateTime<Utc>, DateTime<Utc>) {
 pub fn status_json(o: &Output) -> Value {
     serde_json::from_slice(&o.stdout).expect("status --json prints JSON")
 }
+
+/// Copies the files of a folder (not recursive), e.g. a state folder as a backup would.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in std::fs::read_dir(from).unwrap().flatten() {
+        std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+    }
+}

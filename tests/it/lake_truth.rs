@@ -63,11 +63,8 @@ async fn a_state_older_than_the_lake_never_duplicates() {
     let s = setup(&emu, "lookback = \"1d\"");
     assert_ok(&cli(&s, &["--now", "2024-03-03T00:00:00Z", "run"], &[]).await);
     let backup = s.dir.path().join("backup");
-    std::fs::create_dir_all(&backup).unwrap();
     let state_dir = s.state().parent().unwrap().to_path_buf();
-    for f in std::fs::read_dir(&state_dir).unwrap().flatten() {
-        std::fs::copy(f.path(), backup.join(f.file_name())).unwrap();
-    }
+    copy_dir(&state_dir, &backup);
     assert_ok(&cli(&s, &["--now", "2024-03-05T00:00:00Z", "run"], &[]).await);
     std::fs::remove_dir_all(&state_dir).unwrap();
     std::fs::rename(&backup, &state_dir).unwrap();
@@ -132,10 +129,7 @@ async fn a_state_snapshot_with_a_pending_attempt_loses_nothing() {
     assert!(!o.status.success());
     let state_dir = s.state().parent().unwrap().to_path_buf();
     let snapshot = s.dir.path().join("snapshot");
-    std::fs::create_dir_all(&snapshot).unwrap();
-    for f in std::fs::read_dir(&state_dir).unwrap().flatten() {
-        std::fs::copy(f.path(), snapshot.join(f.file_name())).unwrap();
-    }
+    copy_dir(&state_dir, &snapshot);
     // Later runs: the pending attempt is committed, and look-backs dedup against it.
     let o = cli(&s, &args, &[]).await;
     assert_ok(&o);
@@ -176,10 +170,7 @@ async fn an_older_state_never_leaves_an_uncommitted_attempts_files_behind() {
     );
     let state_dir = s.state().parent().unwrap().to_path_buf();
     let copy = s.dir.path().join("copy");
-    std::fs::create_dir_all(&copy).unwrap();
-    for f in std::fs::read_dir(&state_dir).unwrap().flatten() {
-        std::fs::copy(f.path(), copy.join(f.file_name())).unwrap();
-    }
+    copy_dir(&state_dir, &copy);
     let args = ["--now", "2024-03-05T00:00:00Z", "backfill", "--from", "2024-03-01"];
     let o = cli(&s, &args, &[("AOS_TEST_CRASH_AT", "publish:2")]).await;
     assert!(!o.status.success());
