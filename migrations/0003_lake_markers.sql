@@ -5,3 +5,10 @@
 ALTER TABLE windows ADD COLUMN marker TEXT;
 ALTER TABLE pending ADD COLUMN marker TEXT;
 CREATE INDEX IF NOT EXISTS windows_marker ON windows (marker);
+
+-- Small facts about the state itself, e.g. that an adoption of the lake's data files began and
+-- did not finish (the next start lists them again).
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);

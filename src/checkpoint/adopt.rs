@@ -45,10 +45,40 @@ pub struct CommitMarker {
     pub partitions: Vec<String>,
 }
 
+/// What [`Checkpoint::adopt_window`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adoption {
+    /// The window is committed now, with its files.
+    Adopted,
+    /// The state already knew this marker's window.
+    Known,
+    /// Another attempt at the same read (stream, bounds, generation) is committed: this one
+    /// holds the same records again, and must be deleted, not adopted.
+    Conflict,
+}
+
 impl Checkpoint {
     /// The newest commit marker this state knows, if any.
     pub fn newest_marker(&self) -> Result<Option<String>, CheckpointError> {
         Ok(self.conn().query_row("SELECT MAX(marker) FROM windows", [], |r| r.get(0))?)
+    }
+
+    /// Whether an adoption of the lake's data files began and did not finish.
+    pub fn file_adoption_pending(&self) -> Result<bool, CheckpointError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT EXISTS (SELECT 1 FROM meta WHERE key = 'adopt_files')", [], |r| r.get(0))?)
+    }
+
+    /// Marks an adoption of the lake's data files as begun (`true`) or finished.
+    pub fn set_file_adoption_pending(&self, pending: bool) -> Result<(), CheckpointError> {
+        let c = self.conn();
+        if pending {
+            c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('adopt_files', '1')", [])?;
+        } else {
+            c.execute("DELETE FROM meta WHERE key = 'adopt_files'", [])?;
+        }
+        Ok(())
     }
 
     /// Whether any window is committed.
@@ -56,16 +86,16 @@ impl Checkpoint {
         Ok(self.conn().query_row("SELECT EXISTS (SELECT 1 FROM windows)", [], |r| r.get(0))?)
     }
 
-    /// Adopts a committed window from its marker: stream, window row, manifest rows. Returns
-    /// false if the state already knows it.
-    pub fn adopt_window(&self, key: &str, m: &CommitMarker) -> Result<bool, CheckpointError> {
+    /// Adopts a committed window from its marker: stream, window row, manifest rows. Nothing
+    /// is written unless the outcome is [`Adoption::Adopted`].
+    pub fn adopt_window(&self, key: &str, m: &CommitMarker) -> Result<Adoption, CheckpointError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let known: Option<i64> = tx
             .query_row("SELECT 1 FROM windows WHERE marker = ?1", [key], |r| r.get(0))
             .optional()?;
         if known.is_some() {
-            return Ok(false);
+            return Ok(Adoption::Known);
         }
         tx.execute(
             "INSERT OR IGNORE INTO streams (id, product_types, geo_locations) VALUES (?1, ?2, ?3)",
@@ -73,11 +103,15 @@ impl Checkpoint {
         )?;
         let now = us(Utc::now());
         let rows: u64 = m.files.iter().map(|f| f.rows).sum();
-        tx.execute(
+        let inserted = tx.execute(
             "INSERT OR IGNORE INTO windows (stream_id, start_us, end_us, generation, records_written, records_fetched, pages, run_id, committed_at_us, out_of_range, marker)
              VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, NULL, ?6, 0, ?7)",
             params![m.stream_id, us(m.start), us(m.end), m.generation, rows as i64, now, key],
         )?;
+        if inserted == 0 {
+            // Another attempt at the same read is committed: this one read the same records.
+            return Ok(Adoption::Conflict);
+        }
         for f in &m.files {
             insert_file(
                 &tx,
@@ -92,7 +126,7 @@ impl Checkpoint {
             )?;
         }
         tx.commit()?;
-        Ok(true)
+        Ok(Adoption::Adopted)
     }
 
     /// Adopts a data file no marker names into the manifest (ids for deduplication only).

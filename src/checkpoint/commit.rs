@@ -118,7 +118,7 @@ impl Checkpoint {
         // "markers after the newest known" listing): at least 1 µs past every key this state
         // knows.
         let floor: Option<String> = self.conn().query_row(
-            "SELECT MAX(m) FROM (SELECT marker AS m FROM windows UNION ALL SELECT marker FROM pending)",
+            "SELECT MAX(m) FROM (SELECT MAX(marker) AS m FROM windows UNION ALL SELECT MAX(marker) FROM pending)",
             [],
             |r| r.get(0),
         )?;

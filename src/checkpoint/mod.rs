@@ -21,7 +21,7 @@ pub mod adopt;
 pub mod commit;
 pub mod read;
 
-pub use adopt::CommitMarker;
+pub use adopt::{Adoption, CommitMarker};
 pub use commit::{Pending, Side, WindowCommit};
 pub use read::{FileRow, PartitionStatus, RunStatus, StatusReport, StreamStatus};
 

@@ -302,6 +302,11 @@ fn id_of(content: [u8; 32], occurrence: u32) -> RecordId {
 /// if the lake holds fewer than n copies of that content.
 pub struct Deduper {
     known: KeyMap,
+    /// Ids in the `dt=unknown` files of windows overlapping this one (records without a usable
+    /// `actionTime`: the only ones [`Deduper::admit_unplaced`] looks up).
+    known_unplaced: KeyMap,
+    /// Copies held per content (overlapping, before, after), computed once per content.
+    held_memo: HashMap<Content, [u32; 3]>,
     /// Ids in the `dt=unknown` files of the neighbouring windows before and after this one
     /// (they only meet its padded query).
     neighbours: [KeyMap; 2],
@@ -324,12 +329,36 @@ impl Deduper {
         let has = |n: i64| schemes.iter().any(|s| *s == n || *s == UNKNOWN_SCHEME);
         Deduper {
             known: counts,
+            known_unplaced: KeyMap::default(),
+            held_memo: HashMap::new(),
             neighbours: Default::default(),
             occurrences: Occurrences::default(),
             legacy: has(1).then(Occurrences::default),
             legacy2: has(2).then(Occurrences::default),
             buf: Vec::with_capacity(2048),
         }
+    }
+
+    /// Adds the ids of the `dt=unknown` files of windows overlapping this one.
+    pub fn add_unplaced(&mut self, ids: impl IntoIterator<Item = RecordId>) {
+        for id in ids {
+            *self.known_unplaced.entry(Key(id)).or_insert(0) += 1;
+        }
+    }
+
+    /// Copies of `content` held: in the overlapping windows' `dt=unknown` files, and in the
+    /// neighbours' before and after.
+    fn held(&mut self, content: Content) -> [u32; 3] {
+        if let Some(h) = self.held_memo.get(&content) {
+            return *h;
+        }
+        let h = [
+            held_in(&self.known_unplaced, content),
+            held_in(&self.neighbours[0], content),
+            held_in(&self.neighbours[1], content),
+        ];
+        self.held_memo.insert(content, h);
+        h
     }
 
     /// Adds the ids of a neighbouring window's `dt=unknown` files (`side` 0: before, 1: after).
@@ -359,21 +388,19 @@ impl Deduper {
         if self.legacy_known(record) {
             return (id, Unplaced::Known);
         }
-        if self.neighbours.iter().any(|m| held_in(m, content) > 0) {
+        let [own, before, after] = self.held(content);
+        if before + after > 0 {
             return (id, Unplaced::Deferred { content, occurrence });
         }
-        let new = occurrence >= held_in(&self.known, content);
+        let new = occurrence >= own;
         (id, if new { Unplaced::New } else { Unplaced::Known })
     }
 
     /// Whether a deferred copy is new, given how many copies of its content the queries of the
     /// overlaps with the neighbours before and after returned (`band`).
-    pub fn resolve(&self, content: Content, occurrence: u32, band: [u32; 2]) -> bool {
-        let mut held = held_in(&self.known, content);
-        for (map, in_band) in self.neighbours.iter().zip(band) {
-            held += held_in(map, content).min(in_band);
-        }
-        occurrence >= held
+    pub fn resolve(&mut self, content: Content, occurrence: u32, band: [u32; 2]) -> bool {
+        let [own, before, after] = self.held(content);
+        occurrence >= own + before.min(band[0]) + after.min(band[1])
     }
 
     /// Whether the record's id under an older scheme is committed.
@@ -384,14 +411,14 @@ impl Deduper {
         {
             self.buf.clear();
             canonical_json(&value, &mut self.buf);
-            let old = legacy.next_id(Sha256::digest(&self.buf).into());
-            known |= self.known.contains_key(&Key(old));
+            let old = Key(legacy.next_id(Sha256::digest(&self.buf).into()));
+            known |= self.known.contains_key(&old) || self.known_unplaced.contains_key(&old);
         }
         if let Some(legacy2) = &mut self.legacy2 {
             self.buf.clear();
             identity_v2(record, &mut self.buf);
-            let old = legacy2.next_id(Sha256::digest(&self.buf).into());
-            known |= self.known.contains_key(&Key(old));
+            let old = Key(legacy2.next_id(Sha256::digest(&self.buf).into()));
+            known |= self.known.contains_key(&old) || self.known_unplaced.contains_key(&old);
         }
         known
     }
@@ -401,7 +428,8 @@ impl Deduper {
         // A map slot is a 16-byte key, a 4-byte count and a control byte, at 7/8 load.
         let slot = 24;
         let legacy = self.legacy.as_ref().map_or(0, Occurrences::capacity) + self.legacy2.as_ref().map_or(0, Occurrences::capacity);
-        (self.known.capacity() + self.occurrences.capacity() + legacy) * slot
+        let unplaced = self.known_unplaced.capacity() + self.neighbours.iter().map(|m| m.capacity()).sum::<usize>();
+        (self.known.capacity() + self.occurrences.capacity() + legacy + unplaced) * slot
     }
 
     /// The record's id, and whether it is new (not already committed). `placed`: whether the
@@ -418,7 +446,7 @@ impl Deduper {
         } else {
             // The n-th copy (0-based) is new if the lake holds at most n of this content.
             let seen = self.occurrences.count(content).saturating_sub(1);
-            seen >= held_in(&self.known, content)
+            seen >= held_in(&self.known, content) + held_in(&self.known_unplaced, content)
         };
         new = new && !self.legacy_known(record);
         (id, new)

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use sha2::Digest;
 
 use super::Exporter;
-use crate::checkpoint::{CommitMarker, FileRow};
+use crate::checkpoint::{Adoption, CommitMarker, FileRow};
 use crate::dedup::{ID_SCHEME, UNKNOWN_SCHEME};
 use crate::model::parse_attempt_file;
 use crate::sink::readback;
@@ -44,11 +44,20 @@ impl Exporter {
                 && let Some(key) = &p.marker
                 && let Some(m) = self.complete_marker(key, None).await?
             {
-                self.checkpoint.adopt_window(key, &m)?;
-                self.checkpoint.clear_pending(&p.prefix)?;
-                tracing::info!(prefix = %p.prefix, "an attempt that published every file and its marker before it stopped is committed now");
-                adopted = true;
-                continue;
+                match self.checkpoint.adopt_window(key, &m)? {
+                    Adoption::Adopted => {
+                        tracing::info!(prefix = %p.prefix, "an attempt that published every file and its marker before it stopped is committed now");
+                        adopted = true;
+                        self.checkpoint.clear_pending(&p.prefix)?;
+                        continue;
+                    }
+                    Adoption::Known => {
+                        self.checkpoint.clear_pending(&p.prefix)?;
+                        continue;
+                    }
+                    // Another attempt at the same read is committed: delete this one.
+                    Adoption::Conflict => {}
+                }
             }
             // The marker first: a lake without it never claims the attempt committed, even if
             // the files' deletion is interrupted and the state is lost afterwards.
@@ -137,9 +146,11 @@ impl Exporter {
         }
         let keys = committed;
         // Listed once, and only when there is something to check or learn.
-        let listing: Option<HashMap<String, u64>> = if keys.is_empty() && had_windows {
+        // An adoption interrupted before it had read every file is taken up again.
+        let listing: Option<HashMap<String, u64>> = if keys.is_empty() && had_windows && !cp.file_adoption_pending()? {
             None
         } else {
+            cp.set_file_adoption_pending(true)?;
             Some(self.store.data_files().await?.into_iter().collect())
         };
         let mut skipped = 0;
@@ -148,11 +159,21 @@ impl Exporter {
             // after its attempt was cleaned up) proves no coverage: its files that exist are
             // adopted below, for deduplication only.
             match self.complete_marker(&key, listing.as_ref()).await? {
-                Some(m) if cp.adopt_window(&key, &m)? => found.windows += 1,
-                Some(_) => {}
+                Some(m) => match cp.adopt_window(&key, &m)? {
+                    Adoption::Adopted => found.windows += 1,
+                    Adoption::Known => {}
+                    Adoption::Conflict => {
+                        // The same read committed twice in the lake: the state's attempt is
+                        // the one kept; this one's records are all in it.
+                        tracing::warn!(prefix = %m.prefix, "a second committed attempt at a read the state already holds; its files are deleted");
+                        self.store.delete(&crate::model::marker_path(&key)).await?;
+                        self.store.remove_attempt(&m.partitions, &m.prefix).await?;
+                    }
+                },
                 None => skipped += 1,
             }
         }
+        let found_listing = listing.is_some();
         if let Some(listing) = listing {
             let known: HashSet<String> = cp.files()?.into_iter().map(|f| f.path).collect();
             let mut files: Vec<(String, u64)> = listing.into_iter().collect();
@@ -184,6 +205,9 @@ impl Exporter {
                 cp.adopt_file(&row, &a.window, a.generation, scheme)?;
                 found.files += 1;
             }
+        }
+        if found_listing {
+            cp.set_file_adoption_pending(false)?;
         }
         if skipped > 0 {
             tracing::warn!(

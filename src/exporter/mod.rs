@@ -314,12 +314,19 @@ impl Exporter {
     }
 
     /// Stops the windows still in flight and waits for them (an upload under way completes
-    /// rather than landing after the clean-up), then deletes every uncommitted attempt.
-    async fn stop_in_flight<S: futures::Stream + Unpin>(&self, inner: &CancellationToken, mut results: S) {
+    /// rather than landing after the clean-up; windows not begun yet do not begin), then
+    /// deletes every uncommitted attempt.
+    async fn stop_in_flight<S: futures::Stream + Unpin>(&self, inner: &CancellationToken, mut results: S) -> Result<(), ExportError> {
         inner.cancel();
         while results.next().await.is_some() {}
         // Attempts of this run only: none committed anywhere, so all are deleted.
-        if let Err(re) = self.clean_pending(false).await {
+        self.clean_pending(false).await
+    }
+
+    /// [`Exporter::stop_in_flight`] on the way out of a failure: a failed clean-up is left to
+    /// the next start (recovery), and the first error is the one reported.
+    async fn stop_after_failure<S: futures::Stream + Unpin>(&self, inner: &CancellationToken, results: S) {
+        if let Err(re) = self.stop_in_flight(inner, results).await {
             tracing::warn!(error = %re, "could not clean up uncommitted windows; the next run will");
         }
     }
@@ -352,7 +359,14 @@ impl Exporter {
         let mut results = Box::pin(
             futures::stream::iter(windows.clone().into_iter().enumerate().map(|(i, w)| async move {
                 let saw = committed_here.load(Ordering::SeqCst);
-                (i, saw, window::export_window(deps, stream, w, base + i as u64, inner).await)
+                if inner.is_cancelled() {
+                    return (i, saw, Err(ExportError::Cancelled));
+                }
+                (
+                    i,
+                    saw,
+                    window::export_window(deps, stream, w, base + i as u64, saw == i, inner).await,
+                )
             }))
             .buffered(concurrency),
         );
@@ -366,10 +380,11 @@ impl Exporter {
                 && o.unplaced > 0
                 && saw < i
             {
-                tracing::info!(start = %o.window.start, "records without actionTime: reading the rest of this pass one window at a time");
-                self.stop_in_flight(inner, results).await;
-                let rest = windows[i..].to_vec();
-                return Box::pin(self.drive_with(stream, rest, cancel, total, bar, 1)).await;
+                tracing::info!(start = %o.window.start, "records without actionTime: reading this window again after its predecessors' commit");
+                self.stop_in_flight(inner, results).await?;
+                Box::pin(self.drive_with(stream, windows[i..=i].to_vec(), cancel, total, bar, 1)).await?;
+                let rest = windows[i + 1..].to_vec();
+                return Box::pin(self.drive_with(stream, rest, cancel, total, bar, concurrency)).await;
             }
             let o = match res {
                 Ok(o) => o,
@@ -377,7 +392,7 @@ impl Exporter {
                     // Later windows may be published but, with this one missing, can never
                     // commit in order: stop them and delete their files now rather than leave
                     // them visible until the next run.
-                    self.stop_in_flight(inner, results).await;
+                    self.stop_after_failure(inner, results).await;
                     return Err(e);
                 }
             };
@@ -413,7 +428,7 @@ impl Exporter {
                 // The state refused the commit (e.g. its volume is full): this window's files
                 // and any later window's are published but not committed. Remove them now, so
                 // no reader sees records the state does not account for.
-                self.stop_in_flight(inner, results).await;
+                self.stop_after_failure(inner, results).await;
                 return Err(ce.into());
             }
             committed_here.fetch_add(1, Ordering::SeqCst);

@@ -140,6 +140,7 @@ pub struct WindowOutcome {
 /// record twice. Ids of records outside `w` are harmless extras: an id hashes `actionTime`.
 async fn known_ids(deps: &Deps<'_>, w: &Window) -> Result<Deduper, ExportError> {
     let mut known = Vec::new();
+    let mut unplaced = Vec::new();
     let mut neighbours: [Vec<RecordId>; 2] = Default::default();
     let mut schemes = Vec::new();
     for (path, scheme, side) in deps.checkpoint.files_overlapping(w)? {
@@ -159,12 +160,14 @@ async fn known_ids(deps: &Deps<'_>, w: &Window) -> Result<Deduper, ExportError> 
             message: e.message,
         })?;
         match side {
+            Side::Overlap if path.starts_with(crate::model::UNKNOWN_PARTITION) => unplaced.extend(ids),
             Side::Overlap => known.extend(ids),
             Side::Before => neighbours[0].extend(ids),
             Side::After => neighbours[1].extend(ids),
         }
     }
     let mut dedup = Deduper::new(known, &schemes);
+    dedup.add_unplaced(unplaced);
     for (side, ids) in neighbours.into_iter().enumerate() {
         dedup.add_neighbour(side, ids);
     }
@@ -272,11 +275,17 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ExportError> 
 const GATE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Fetches, writes and publishes one window; returns what its commit must record.
+///
+/// `ordered`: every window before this one in its pass was committed when it began. If not,
+/// and the read met records without a usable `actionTime` (whose dedup needs the neighbours'
+/// files), the attempt keeps its begin marker: it must not be taken as committed, since the
+/// caller reads it again.
 pub async fn export_window(
     deps: &Deps<'_>,
     stream: &StreamSpec,
     w: Window,
     seq: u64,
+    ordered: bool,
     cancel: &CancellationToken,
 ) -> Result<WindowOutcome, ExportError> {
     let ticket = deps.gate.enter(seq);
@@ -402,9 +411,10 @@ pub async fn export_window(
                 for rec in page.records().filter(|r| r.time.is_none()) {
                     *band[side].entry(state.dedup.content_of(&rec)).or_insert(0) += 1;
                 }
-                if let Some(n) = &page.next_link
-                    && followed.insert(n.to_string())
-                {
+                if let Some(n) = &page.next_link {
+                    if !followed.insert(n.to_string()) {
+                        return Err(ExportError::RepeatedNextLink(n.to_string()));
+                    }
                     next = Some(n.clone());
                 }
             }
@@ -471,8 +481,10 @@ pub async fn export_window(
         begun_only: false,
         ..marker_of(stream, &w, generation, &prefix, out.files.clone(), &partitions)
     };
-    let body = serde_json::to_vec(&m).map_err(|e| ExportError::Internal(format!("cannot serialize a marker: {e}")))?;
-    deps.store.put_small(&marker_path(&out.marker), body).await?;
+    if ordered || out.unplaced == 0 {
+        let body = serde_json::to_vec(&m).map_err(|e| ExportError::Internal(format!("cannot serialize a marker: {e}")))?;
+        deps.store.put_small(&marker_path(&out.marker), body).await?;
+    }
     crashpoint::hit("marker");
     Ok(out)
 }
