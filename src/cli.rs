@@ -124,4 +124,26 @@ pub struct EmulatorArgs {
     /// First day of data (YYYY-MM-DD); default: `days` before today.
     #[arg(long)]
     pub start: Option<String>,
+    /// Compare `startTime` exclusively (`actionTime > startTime`); default inclusive.
+    #[arg(long)]
+    pub start_exclusive: bool,
+    /// Compare `endTime` exclusively (`actionTime < endTime`); default inclusive.
+    #[arg(long)]
+    pub end_exclusive: bool,
+    /// Precision of the bounds comparison: tick (100 ns), millis or seconds.
+    #[arg(long, default_value = "tick", value_parser = ["tick", "millis", "seconds"])]
+    pub precision: String,
+    /// Leave out fields whose value is null.
+    #[arg(long)]
+    pub omit_nulls: bool,
+    /// Write every object's keys in reverse order.
+    #[arg(long)]
+    pub reverse_keys: bool,
+    /// Re-spell numbers (`5` as `5.0`), `actionTime` (`+00:00`, no trailing zeros) and
+    /// non-ASCII text (`\u` escapes).
+    #[arg(long)]
+    pub respell: bool,
+    /// Pretty-print records (whitespace between tokens).
+    #[arg(long)]
+    pub pretty: bool,
 }

@@ -77,6 +77,21 @@ pub(super) async fn standalone(a: EmulatorArgs, cancel: &CancellationToken) -> a
     cfg.page_size = a.page_size.max(1);
     cfg.latency = std::time::Duration::from_millis(a.latency_ms);
     cfg.faults = aos_emulator::Faults::mixed(a.fault_rate.clamp(0.0, 1.0), a.seed);
+    cfg.bounds = aos_emulator::Bounds {
+        start_inclusive: !a.start_exclusive,
+        end_inclusive: !a.end_exclusive,
+        precision: match a.precision.as_str() {
+            "millis" => aos_emulator::Precision::Millis,
+            "seconds" => aos_emulator::Precision::Seconds,
+            _ => aos_emulator::Precision::Tick,
+        },
+    };
+    cfg.serialization = aos_emulator::Serialization {
+        omit_nulls: a.omit_nulls,
+        reverse_keys: a.reverse_keys,
+        respell: a.respell,
+        pretty: a.pretty,
+    };
     let emu = aos_emulator::EmulatorHandle::start(cfg, a.listen)
         .await
         .with_context(|| format!("cannot listen on {}", a.listen))?;
