@@ -415,3 +415,9 @@ pub fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
     }
 }
+
+/// Runs the binary with a crash point armed (`step:n`) and checks that it died there.
+pub async fn crash_at(s: &Setup, args: &[&str], point: &str) {
+    let o = cli(s, args, &[("AOS_TEST_CRASH_AT", point)]).await;
+    assert!(!o.status.success(), "expected a crash at {point}: {}", stderr(&o));
+}

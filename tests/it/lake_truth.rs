@@ -100,8 +100,7 @@ async fn files_no_marker_names_are_deduplicated_against() {
     let s = setup(&emu, "concurrency = 1");
     let args = ["--now", "2024-03-05T00:00:00Z", "backfill", "--from", "2024-03-01"];
     // Published the third window's files, then died before its marker and commit.
-    let o = cli(&s, &args, &[("AOS_TEST_CRASH_AT", "publish:3")]).await;
-    assert!(!o.status.success());
+    crash_at(&s, &args, "publish:3").await;
     assert!(data_files(&s.out()).len() >= 3);
     // The previous version wrote no markers: drop them, and the state.
     std::fs::remove_dir_all(s.out().join("_aos-audit-export")).unwrap();
@@ -125,8 +124,7 @@ async fn a_state_snapshot_with_a_pending_attempt_loses_nothing() {
     let s = setup(&emu, "concurrency = 1\nlookback = \"3d\"");
     let args = ["--now", "2024-03-05T00:00:00Z", "backfill", "--from", "2024-03-01"];
     // Died after the second window's marker, before its commit.
-    let o = cli(&s, &args, &[("AOS_TEST_CRASH_AT", "marker:2")]).await;
-    assert!(!o.status.success());
+    crash_at(&s, &args, "marker:2").await;
     let state_dir = s.state().parent().unwrap().to_path_buf();
     let snapshot = s.dir.path().join("snapshot");
     copy_dir(&state_dir, &snapshot);
@@ -172,8 +170,7 @@ async fn an_older_state_never_leaves_an_uncommitted_attempts_files_behind() {
     let copy = s.dir.path().join("copy");
     copy_dir(&state_dir, &copy);
     let args = ["--now", "2024-03-05T00:00:00Z", "backfill", "--from", "2024-03-01"];
-    let o = cli(&s, &args, &[("AOS_TEST_CRASH_AT", "publish:2")]).await;
-    assert!(!o.status.success());
+    crash_at(&s, &args, "publish:2").await;
     std::fs::remove_dir_all(&state_dir).unwrap();
     std::fs::rename(&copy, &state_dir).unwrap();
     let o = cli(&s, &args, &[]).await;

@@ -109,8 +109,7 @@ async fn start_up_recovery_deletes_an_uncommitted_attempts_files() {
     let emu = start(emu_config(3, 200)).await;
     let s = setup(&emu, "concurrency = 1");
     let args = ["--now", "2024-03-04T00:00:00Z", "backfill", "--from", "2024-03-01"];
-    let o = cli(&s, &args, &[("AOS_TEST_CRASH_AT", "publish:2")]).await;
-    assert!(!o.status.success());
+    crash_at(&s, &args, "publish:2").await;
     // The second window's file is published, not committed (no marker): on disk, not in the
     // manifest.
     let on_disk = data_files(&s.out()).len();
@@ -161,8 +160,7 @@ async fn a_crash_while_publishing_leaves_the_window_uncommitted() {
     // Small files: each window publishes several, so the crash lands between two of them.
     let s = setup(&emu, "concurrency = 1\nfile_max_rows = 40");
     let args = ["--now", "2024-03-04T00:00:00Z", "backfill", "--from", "2024-03-01"];
-    let o = cli(&s, &args, &[("AOS_TEST_CRASH_AT", "publish:3")]).await;
-    assert!(!o.status.success());
+    crash_at(&s, &args, "publish:3").await;
     let st = status_json(&cli(&s, &["--now", "2024-03-04T00:00:00Z", "status", "--json"], &[]).await);
     assert_eq!(st["streams"][0]["coverage"], json!([]), "nothing committed mid-publish: {st}");
     assert_ok(&cli(&s, &args, &[]).await);
