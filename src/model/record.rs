@@ -147,6 +147,39 @@ fn unescape_into(inner: &str, out: &mut String) -> bool {
     true
 }
 
+/// The JSON text `raw` (valid JSON) with the whitespace between its tokens removed, and
+/// nothing else changed: strings, numbers, key order and repeated keys stay exactly as sent.
+/// Borrowed when there is nothing to remove.
+pub fn compact(raw: &str) -> Cow<'_, str> {
+    let b = raw.as_bytes();
+    let is_ws = |c: u8| matches!(c, b' ' | b'\n' | b'\t' | b'\r');
+    if !b.iter().copied().any(is_ws) {
+        return Cow::Borrowed(raw);
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'"' {
+            // Copy the whole string: a backslash escapes the next byte, a quote ends it.
+            let start = i;
+            i += 1;
+            while i < b.len() && b[i] != b'"' {
+                i += if b[i] == b'\\' { 2 } else { 1 };
+            }
+            i = (i + 1).min(b.len());
+            out.extend_from_slice(&b[start..i]);
+        } else {
+            if !is_ws(c) {
+                out.push(c);
+            }
+            i += 1;
+        }
+    }
+    // Only ASCII whitespace outside strings was removed: still UTF-8.
+    Cow::Owned(String::from_utf8(out).unwrap_or_else(|_| raw.to_string()))
+}
+
 impl<'a> Record<'a> {
     /// The value of documented field `i` as text: `None` when absent or not a string (or
     /// not valid text: a lone surrogate escape).
@@ -199,6 +232,20 @@ mod tests {
             assert_eq!(kind(rec.fields[10].unwrap()), Kind::Null);
         })
         .unwrap();
+    }
+
+    #[test]
+    fn compact_removes_only_whitespace_between_tokens() {
+        let sent = "{ \"n\" : 12345678901234567890123 ,\"e\":1E+2, \"z\": -0,\"k\":1,\"k\":2,\n\t\"s\":\"a b\\\" c \\\\\" , \"a\" : [ 1 , { } ] }";
+        assert_eq!(
+            compact(sent),
+            "{\"n\":12345678901234567890123,\"e\":1E+2,\"z\":-0,\"k\":1,\"k\":2,\"s\":\"a b\\\" c \\\\\",\"a\":[1,{}]}"
+        );
+        assert!(matches!(compact("{\"a\":\"x y\"}"), Cow::Owned(_)));
+        assert!(matches!(compact("[1,2]"), Cow::Borrowed("[1,2]")));
+        // What a strict parser reads is unchanged.
+        let v: serde_json::Value = serde_json::from_str(&compact(sent)).unwrap();
+        assert_eq!(v, serde_json::from_str::<serde_json::Value>(sent).unwrap());
     }
 
     #[test]

@@ -225,18 +225,9 @@ impl ParquetFile {
             let b = &mut self.strings[i];
             match (v, kind) {
                 (None, _) | (_, Some(Kind::Null)) => b.append_null(),
-                (Some(v), _) if i == ADDITIONAL_DETAILS => {
-                    // The value's JSON text, compact.
-                    let text = v;
-                    if text.bytes().any(|c| c.is_ascii_whitespace()) {
-                        let compact = serde_json::from_str::<serde_json::Value>(text)
-                            .map(|x| x.to_string())
-                            .unwrap_or_else(|_| text.to_string());
-                        b.append_value(compact);
-                    } else {
-                        b.append_value(text);
-                    }
-                }
+                // The value's JSON text as sent: only whitespace between tokens removed (never
+                // re-serialized, which would round big numbers and drop repeated keys).
+                (Some(v), _) if i == ADDITIONAL_DETAILS => b.append_value(record::compact(v)),
                 // No escape: the text between the quotes is the value.
                 (Some(v), Some(Kind::String)) if r.is_plain(i) => b.append_value(&v[1..v.len() - 1]),
                 (Some(v), Some(Kind::String)) => {

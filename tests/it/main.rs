@@ -21,5 +21,6 @@ mod model;
 mod object_store;
 mod proxy;
 mod resilience;
+mod robustness;
 mod rules;
 mod s3;
