@@ -109,7 +109,7 @@ pub fn exit_code(err: &(dyn Error + 'static)) -> u8 {
                 ExportError::Checkpoint(_) => STATE,
                 ExportError::Cancelled => INTERRUPTED,
                 ExportError::Deadline => DEADLINE,
-                ExportError::OutOfRange { .. } | ExportError::RepeatedNextLink(_) => API,
+                ExportError::OutOfRange { .. } | ExportError::RepeatedNextLink(_) | ExportError::InvalidRecord { .. } => API,
                 ExportError::Rebuild { .. } => OUTPUT,
                 ExportError::FormatSwitch { .. } => CONFIG,
             };

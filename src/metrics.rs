@@ -45,6 +45,7 @@ pub struct Metrics {
     records_duplicate: Counter,
     bytes_written: Counter,
     out_of_range: Counter,
+    quarantined: Counter,
     windows_committed: Counter,
     last_success: Gauge<f64, AtomicU64>,
     lag_seconds: Family<StreamLabel, Gauge>,
@@ -72,6 +73,7 @@ impl Metrics {
             records_duplicate: Counter::default(),
             bytes_written: Counter::default(),
             out_of_range: Counter::default(),
+            quarantined: Counter::default(),
             windows_committed: Counter::default(),
             last_success: Gauge::default(),
             lag_seconds: Family::default(),
@@ -104,6 +106,11 @@ impl Metrics {
             "records_out_of_range",
             "Records a padded query returned from a neighbouring window (exported by the window holding their instant)",
             m.out_of_range.clone(),
+        );
+        registry.register(
+            "records_quarantined",
+            "Records holding text a strict JSON reader refuses, kept as sent in _quarantine/ (export.on_invalid_record)",
+            m.quarantined.clone(),
         );
         registry.register(
             "last_success_timestamp_seconds",
@@ -164,6 +171,11 @@ impl Metrics {
     /// Records a padded query returned from a neighbouring window.
     pub fn out_of_range(&self, n: u64) {
         self.out_of_range.inc_by(n);
+    }
+
+    /// New records set aside in the quarantine.
+    pub fn quarantined(&self, n: u64) {
+        self.quarantined.inc_by(n);
     }
 
     /// A window committed.

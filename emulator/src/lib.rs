@@ -33,6 +33,9 @@ use serde_json::Value;
 pub use data::{DataSpec, StoredRecord};
 pub use dialect::{Bounds, Precision, Serialization};
 
+/// The key of an extra record served as its raw text (see [`EmulatorConfig::extra_records`]).
+pub const RAW_EXTRA: &str = "$raw";
+
 /// Default of [`EmulatorConfig::meta_cache_days`]: 64 days, 87 MB at 85,000 records a day.
 pub const DEFAULT_META_CACHE_DAYS: usize = 64;
 
@@ -111,7 +114,9 @@ pub struct EmulatorConfig {
     pub capacity: Option<Capacity>,
     /// Odd records served as the API stores them, whatever their `actionTime` says: each is
     /// returned by every query whose range holds its `served_at` (records without a usable
-    /// `actionTime`, or misplaced ones). Not part of [`EmulatorHandle::ground_truth`].
+    /// `actionTime`, or misplaced ones). Not part of [`EmulatorHandle::ground_truth`]. An
+    /// object `{"$raw": text}` is served as `text` itself: a record no JSON value can hold
+    /// (a lone surrogate escape, a number out of range), as a .NET serializer may send it.
     pub extra_records: Vec<(DateTime<Utc>, Value)>,
     /// Days of record metadata kept in memory (least recently used evicted; 16 bytes a record).
     /// A query scans the metadata of the days it touches; an evicted day is rebuilt (a few ms for

@@ -1,6 +1,7 @@
 //! Finding a query's page in the days' metadata and writing its body, without building a `Value`.
 
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 
 use crate::State;
 
@@ -122,7 +123,10 @@ pub(crate) fn page_body(st: &State, next_link: Option<&str>, items: &[Item]) -> 
                 };
                 w.write_base(base, out);
             }
-            Item::Extra(k) => serde_json::to_writer(&mut *out, &st.cfg.extra_records[k].1).expect("writing to a Vec does not fail"),
+            Item::Extra(k) => match st.cfg.extra_records[k].1.get(crate::RAW_EXTRA).and_then(Value::as_str) {
+                Some(text) => out.extend_from_slice(text.as_bytes()),
+                None => serde_json::to_writer(&mut *out, &st.cfg.extra_records[k].1).expect("writing to a Vec does not fail"),
+            },
         }
         if !spelling.is_plain() {
             spelling.rewrite(&plain, &mut body);

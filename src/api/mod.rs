@@ -86,6 +86,14 @@ pub enum ApiError {
         /// Why the last attempt failed.
         last: String,
     },
+    /// A response body grew past `api.max_page_bytes` (after decompression); not retried.
+    #[error(
+        "a response of the audit API exceeds api.max_page_bytes ({limit} bytes, counted after decompression); raise api.max_page_bytes if the API really sends pages this large"
+    )]
+    PageTooLarge {
+        /// `api.max_page_bytes`.
+        limit: usize,
+    },
     /// The API answered a status that is neither success nor handled above; not retried.
     #[error("unexpected HTTP {status} from the API: {body}")]
     Unexpected {
@@ -261,6 +269,7 @@ impl ApiClient {
         }
     }
 
+    #[allow(clippy::too_many_lines)]
     async fn attempt(&self, url: &Url, token: &crate::auth::AccessToken) -> Result<Attempt, ApiError> {
         tracing::debug!(url = %url, "GET page");
         let resp = match self.http.get(url.clone()).bearer_auth(token.bearer()).send().await {
@@ -281,9 +290,14 @@ impl ApiClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let body = match resp.bytes().await {
+        let body = match read_body(resp, self.settings.max_page_bytes).await {
             Ok(b) => b,
-            Err(e) => {
+            Err(Body::TooLarge) => {
+                return Err(ApiError::PageTooLarge {
+                    limit: self.settings.max_page_bytes,
+                });
+            }
+            Err(Body::Transport(e)) => {
                 return Ok(Attempt::Retry {
                     why: format!("reading body: {}", without_url(&e)),
                     cause: "connection",
@@ -334,4 +348,29 @@ impl ApiClient {
             }),
         }
     }
+}
+
+/// Why a body could not be read whole.
+enum Body {
+    /// Past the cap.
+    TooLarge,
+    /// The connection failed (or the body could not be decompressed).
+    Transport(reqwest::Error),
+}
+
+/// Reads a response body (decompressed, if the server compressed it), refusing it as soon as it
+/// grows past `cap`: a server, a proxy or a gzip bomb cannot make a page take more memory.
+async fn read_body(mut resp: reqwest::Response, cap: usize) -> Result<bytes::Bytes, Body> {
+    // A declared length is only a hint (a compressed body's is not the decoded size).
+    let hint = resp
+        .content_length()
+        .map_or(64 << 10, |n| usize::try_from(n).unwrap_or(cap).min(cap));
+    let mut body = bytes::BytesMut::with_capacity(hint);
+    while let Some(chunk) = resp.chunk().await.map_err(Body::Transport)? {
+        if body.len() + chunk.len() > cap {
+            return Err(Body::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }

@@ -3,14 +3,14 @@
 //! `data` that is not an array) is malformed: taking it as an empty last page would commit a
 //! window without its records.
 //!
-//! A page keeps its body as received and only the byte span of each record: the records are
-//! read later, borrowed from the body (see [`crate::model::record`]), with no tree of values
-//! built for them.
+//! A page keeps its body as received and where its `data` array lies: the records are read
+//! later, one at a time, borrowed from the body (see [`crate::model::page_index`]), with no
+//! tree of values and no index per record.
 
 use bytes::Bytes;
 use url::Url;
 
-use crate::model::page_index::{RecordIndex, index_page};
+use crate::model::page_index::{Data, index_page, records};
 use crate::model::record::Record;
 
 /// One page of `/aos/audit`.
@@ -18,8 +18,8 @@ use crate::model::record::Record;
 pub struct Page {
     /// The body as received (valid UTF-8 JSON).
     body: Bytes,
-    /// Where each record of `data` lies in `body`.
-    records: Vec<RecordIndex>,
+    /// Where `data` lies in `body`.
+    data: Data,
     /// The next page, already checked to be on the configured host.
     pub next_link: Option<Url>,
 }
@@ -29,26 +29,31 @@ impl Page {
     pub fn new(wire: WirePage, next_link: Option<Url>) -> Self {
         Page {
             body: wire.body,
-            records: wire.records,
+            data: wire.data,
             next_link,
         }
     }
 
     /// Number of records on the page.
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.data.len
     }
 
     /// Whether the page holds no record.
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.data.len == 0
     }
 
     /// The records, in the order sent, borrowed from the body.
     pub fn records(&self) -> impl Iterator<Item = Record<'_>> {
-        // `parse` checked the body is UTF-8 and indexed it.
+        // `parse` checked the body is UTF-8 and validated it.
         let text = simdutf8::basic::from_utf8(&self.body).unwrap_or("");
-        self.records.iter().map(move |r| r.record(text))
+        records(text, &self.data)
+    }
+
+    /// The byte offset in the body of `raw` (a record's text, borrowed from this page).
+    pub fn offset_of(&self, raw: &str) -> usize {
+        (raw.as_ptr() as usize).saturating_sub(self.body.as_ptr() as usize)
     }
 
     /// The page's body size in bytes.
@@ -61,7 +66,7 @@ impl Page {
 #[derive(Debug)]
 pub struct WirePage {
     body: Bytes,
-    records: Vec<RecordIndex>,
+    data: Data,
     /// `nextLink`, when non-empty.
     pub next_link: Option<String>,
 }
@@ -69,24 +74,20 @@ pub struct WirePage {
 impl WirePage {
     /// Number of records.
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.data.len
     }
 
     /// Whether the page holds no record.
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.data.len == 0
     }
 }
 
 /// Parses and validates a 2xx body in one pass, indexing its records.
 pub fn parse(body: Bytes) -> Result<WirePage, String> {
-    if u32::try_from(body.len()).is_err() {
-        // Record positions are 32-bit: refuse rather than misread.
-        return Err(format!("a page of {} bytes is larger than 4 GiB", body.len()));
-    }
     let text = simdutf8::compat::from_utf8(&body).map_err(|e| format!("not UTF-8: {e}"))?;
     let page = index_page(text).map_err(|e| format!("not a page: {e}"))?;
-    let records = page.records.ok_or("no \"data\" array (absent or null)")?;
+    let data = page.data.ok_or("no \"data\" array (absent or null)")?;
     let next_link = match page.next_link {
         None => None,
         Some(l) if l.starts_with('"') => {
@@ -95,7 +96,7 @@ pub fn parse(body: Bytes) -> Result<WirePage, String> {
         }
         Some(other) => return Err(format!("\"nextLink\" is {}, not a string or null", kind(other))),
     };
-    Ok(WirePage { body, records, next_link })
+    Ok(WirePage { body, data, next_link })
 }
 
 fn kind(v: &str) -> &'static str {

@@ -208,7 +208,12 @@ impl Checkpoint {
                 ])?;
             }
         }
-        let written: u64 = c.files.iter().map(|f| f.rows).sum();
+        let written: u64 = c
+            .files
+            .iter()
+            .filter(|f| !crate::model::is_quarantine(&f.partition))
+            .map(|f| f.rows)
+            .sum();
         tx.execute(
             "INSERT INTO windows (stream_id, start_us, end_us, generation, records_written, records_fetched, pages, run_id, committed_at_us, out_of_range, marker)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",

@@ -43,7 +43,10 @@ impl Checkpoint {
     /// The file formats (`parquet`, `ndjson`) the manifest holds.
     pub fn formats(&self) -> Result<Vec<String>, CheckpointError> {
         let c = self.conn();
-        let mut st = c.prepare("SELECT DISTINCT CASE WHEN path LIKE '%.parquet' THEN 'parquet' ELSE 'ndjson' END FROM files ORDER BY 1")?;
+        let mut st = c.prepare(
+            "SELECT DISTINCT CASE WHEN path LIKE '%.parquet' THEN 'parquet' ELSE 'ndjson' END FROM files
+             WHERE substr(partition, 1, 12) <> '_quarantine/' ORDER BY 1",
+        )?;
         let rows = st.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -57,7 +60,8 @@ impl Checkpoint {
                 "SELECT s.id, s.product_types, s.geo_locations, s.watermark_us,
                         (SELECT COUNT(*) FROM windows w WHERE w.stream_id = s.id),
                         (SELECT COALESCE(SUM(records_written), 0) FROM windows w WHERE w.stream_id = s.id),
-                        (SELECT COALESCE(SUM(out_of_range), 0) FROM windows w WHERE w.stream_id = s.id)
+                        (SELECT COALESCE(SUM(out_of_range), 0) FROM windows w WHERE w.stream_id = s.id),
+                        (SELECT COALESCE(SUM(rows), 0) FROM files f WHERE f.stream_id = s.id AND substr(f.partition, 1, 12) = '_quarantine/')
                  FROM streams s ORDER BY s.id",
             )?;
             let rows = st.query_map([], |r| {
@@ -69,6 +73,7 @@ impl Checkpoint {
                     windows_committed: r.get::<_, i64>(4)? as u64,
                     records_written: r.get::<_, i64>(5)? as u64,
                     out_of_range: r.get::<_, i64>(6)? as u64,
+                    quarantined: r.get::<_, i64>(7)? as u64,
                     coverage: Vec::new(),
                 })
             })?;
@@ -149,6 +154,9 @@ pub struct StreamStatus {
     pub records_written: u64,
     /// Records a padded query returned from a neighbouring window (that window exports them).
     pub out_of_range: u64,
+    /// Records kept in `_quarantine/` (text a strict JSON reader refuses; see
+    /// `export.on_invalid_record`).
+    pub quarantined: u64,
     /// Committed time ranges, merged and sorted: the coverage model.
     pub coverage: Vec<(DateTime<Utc>, DateTime<Utc>)>,
 }

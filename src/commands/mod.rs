@@ -165,6 +165,12 @@ fn print_summary(command: &str, ex: &Exporter, s: &RunSummary) {
         ex.output(),
         s.seconds
     );
+    if s.quarantined > 0 {
+        println!(
+            "  {} records holding text a strict JSON reader refuses were kept as sent in _quarantine/ (export.on_invalid_record)",
+            s.quarantined
+        );
+    }
     for st in &ex.settings().api.streams {
         if let Ok(Some(w)) = ex.checkpoint().watermark(&st.id) {
             println!("  stream {}: exported up to {}", st.id, w.to_rfc3339());

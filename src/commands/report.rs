@@ -100,6 +100,12 @@ pub(super) fn status(raw: &RawConfig, json: bool, now: DateTime<Utc>) -> anyhow:
                 for (a, b) in g.iter().filter(|_| active) {
                     println!("  gap: {} .. {} (the next run exports it)", a.to_rfc3339(), b.to_rfc3339());
                 }
+                if s.quarantined > 0 {
+                    println!(
+                        "  quarantined: {} records holding text a strict JSON reader refuses, kept as sent in _quarantine/",
+                        s.quarantined
+                    );
+                }
                 if s.out_of_range > 0 {
                     println!(
                         "  records returned from a neighbouring window: {} (exported by the window holding their instant)",

@@ -119,6 +119,9 @@ pub struct ApiSection {
     /// PEM bundle of extra CA certificates trusted for the token endpoint and the API (e.g.
     /// a TLS-inspecting proxy's CA), in addition to the system's.
     pub ca_bundle: Option<PathBuf>,
+    /// Largest response body accepted, after decompression (e.g. `16MiB`): what bounds the
+    /// memory a page can take, whatever a server sends.
+    pub max_page_bytes: String,
 }
 
 impl Default for ApiSection {
@@ -138,6 +141,7 @@ impl Default for ApiSection {
             requests_per_second: 0.0,
             max_concurrency: 0,
             ca_bundle: None,
+            max_page_bytes: "16MiB".into(),
         }
     }
 }
@@ -180,6 +184,10 @@ pub struct ExportSection {
     pub concurrency: usize,
     /// Give up a run after this long (committed windows stay committed); empty = no deadline.
     pub run_deadline: Option<String>,
+    /// A record holding text a strict JSON reader refuses (a lone surrogate escape, a number
+    /// out of range): `quarantine` (kept as sent under `_quarantine/`, counted, the export
+    /// goes on) or `fail` (the window fails, naming the record's page and byte offset).
+    pub on_invalid_record: String,
 }
 
 impl Default for ExportSection {
@@ -200,6 +208,7 @@ impl Default for ExportSection {
             dedup_memory: "32MiB".into(),
             concurrency: 8,
             run_deadline: None,
+            on_invalid_record: "quarantine".into(),
         }
     }
 }

@@ -67,6 +67,8 @@ pub struct ApiSettings {
     pub max_concurrency: Option<usize>,
     /// Extra CA certificates (`api.ca_bundle`), checked to parse.
     pub ca_bundle: Option<CaBundle>,
+    /// Largest response body accepted, after decompression.
+    pub max_page_bytes: usize,
 }
 
 /// `api.ca_bundle`, read and checked: PEM with at least one certificate, each one parsable.
@@ -137,6 +139,8 @@ pub struct ExportSettings {
     pub concurrency: usize,
     /// Give up a run after this long.
     pub run_deadline: Option<std::time::Duration>,
+    /// What to do with a record holding text a strict JSON reader refuses.
+    pub on_invalid_record: crate::model::OnInvalidRecord,
 }
 
 /// `[schedule]` and `[daemon]`, validated.
@@ -335,6 +339,10 @@ fn api_settings(p: &ApiSection, environment: &str, retry: RetryPolicy) -> Result
         requests_per_second: (p.requests_per_second > 0.0).then_some(p.requests_per_second),
         max_concurrency: (p.max_concurrency > 0).then_some(p.max_concurrency.min(256)),
         ca_bundle: p.ca_bundle.as_deref().map(ca_bundle).transpose()?,
+        max_page_bytes: match parse_size("api.max_page_bytes", &p.max_page_bytes)? {
+            n if n < 1024 => return Err(invalid("api.max_page_bytes", "must be at least 1KiB")),
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        },
     })
 }
 
@@ -408,6 +416,16 @@ fn export_settings(e: &ExportSection, now: DateTime<Utc>) -> Result<ExportSettin
         run_deadline: match &e.run_deadline {
             Some(d) if !d.trim().is_empty() => Some(parse_duration("export.run_deadline", d)?),
             _ => None,
+        },
+        on_invalid_record: match e.on_invalid_record.trim() {
+            "fail" => crate::model::OnInvalidRecord::Fail,
+            "quarantine" => crate::model::OnInvalidRecord::Quarantine,
+            other => {
+                return Err(invalid(
+                    "export.on_invalid_record",
+                    format!("must be fail or quarantine, not {other:?}"),
+                ));
+            }
         },
     })
 }

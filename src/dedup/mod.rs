@@ -265,12 +265,13 @@ pub enum Unplaced {
 /// How many copies of `content` the ids in `map` stand for: every occurrence number up to
 /// 256, and on while they keep being found (a read numbers its copies 0, 1, …, but a re-read
 /// may hold a later number without an earlier one).
-fn held_in(map: &KeyMap, content: Content) -> u32 {
+fn held_in(map: &KeyMap, content: Content, probes: &mut u64) -> u32 {
     if map.is_empty() {
         return 0;
     }
     let mut total = 0;
     for n in 0u32.. {
+        *probes += 1;
         let c = map.get(&Key(id_of(content, n))).copied().unwrap_or(0);
         if c == 0 && n >= 256 {
             break;
@@ -305,8 +306,13 @@ pub struct Deduper {
     /// Ids in the `dt=unknown` files of windows overlapping this one (records without a usable
     /// `actionTime`: the only ones [`Deduper::admit_unplaced`] looks up).
     known_unplaced: KeyMap,
-    /// Copies held per content (overlapping, before, after), computed once per content.
+    /// Copies held per content (overlapping, before, after), computed once per content: N
+    /// identical records cost N lookups, not N² (each count walks the content's ids).
     held_memo: HashMap<Content, [u32; 3]>,
+    /// Copies of a content among `known` (for [`Deduper::admit`] of an unplaced record), memoized.
+    known_memo: HashMap<Content, u32>,
+    /// Ids probed while counting copies (see [`Deduper::probes`]).
+    probes: u64,
     /// Ids in the `dt=unknown` files of the neighbouring windows before and after this one
     /// (they only meet its padded query).
     neighbours: [KeyMap; 2],
@@ -331,6 +337,8 @@ impl Deduper {
             known: counts,
             known_unplaced: KeyMap::default(),
             held_memo: HashMap::new(),
+            known_memo: HashMap::new(),
+            probes: 0,
             neighbours: Default::default(),
             occurrences: Occurrences::default(),
             legacy: has(1).then(Occurrences::default),
@@ -353,9 +361,9 @@ impl Deduper {
             return *h;
         }
         let h = [
-            held_in(&self.known_unplaced, content),
-            held_in(&self.neighbours[0], content),
-            held_in(&self.neighbours[1], content),
+            held_in(&self.known_unplaced, content, &mut self.probes),
+            held_in(&self.neighbours[0], content, &mut self.probes),
+            held_in(&self.neighbours[1], content, &mut self.probes),
         ];
         self.held_memo.insert(content, h);
         h
@@ -423,6 +431,12 @@ impl Deduper {
         known
     }
 
+    /// How many ids were looked up to count copies of a content so far: the work of
+    /// deduplicating identical records, which must grow with the records, not their square.
+    pub fn probes(&self) -> u64 {
+        self.probes
+    }
+
     /// About how many bytes this read's ids take (what `export.dedup_memory` counts).
     pub fn memory_bytes(&self) -> usize {
         // A map slot is a 16-byte key, a 4-byte count and a control byte, at 7/8 load.
@@ -446,7 +460,15 @@ impl Deduper {
         } else {
             // The n-th copy (0-based) is new if the lake holds at most n of this content.
             let seen = self.occurrences.count(content).saturating_sub(1);
-            seen >= held_in(&self.known, content) + held_in(&self.known_unplaced, content)
+            let known = match self.known_memo.get(&content) {
+                Some(n) => *n,
+                None => {
+                    let n = held_in(&self.known, content, &mut self.probes);
+                    self.known_memo.insert(content, n);
+                    n
+                }
+            };
+            seen >= known + self.held(content)[0]
         };
         new = new && !self.legacy_known(record);
         (id, new)

@@ -41,6 +41,8 @@ pub struct RunSummary {
     pub written: u64,
     /// Records skipped as already exported.
     pub duplicates: u64,
+    /// New records set aside in `_quarantine/` (`export.on_invalid_record`).
+    pub quarantined: u64,
     /// Files published.
     pub files: u64,
     /// Wall-clock duration of the run, in seconds.
@@ -131,6 +133,7 @@ impl Exporter {
             checkpoint: &self.checkpoint,
             sink: &self.settings.export.sink,
             gate: &self.gate,
+            on_invalid: self.settings.export.on_invalid_record,
         }
     }
 
@@ -432,7 +435,12 @@ impl Exporter {
                 return Err(ce.into());
             }
             committed_here.fetch_add(1, Ordering::SeqCst);
-            let written: u64 = o.files.iter().map(|f| f.rows).sum();
+            let written: u64 = o
+                .files
+                .iter()
+                .filter(|f| !crate::model::is_quarantine(&f.partition))
+                .map(|f| f.rows)
+                .sum();
             done += 1;
             let eta_s = (started.elapsed().as_secs_f64() / done as f64 * (total_windows - done) as f64).round() as u64;
             if let Some(bar) = bar {
@@ -449,6 +457,8 @@ impl Exporter {
             let bytes: u64 = o.files.iter().map(|f| f.bytes).sum();
             self.metrics.window_committed(written, o.duplicates, bytes);
             self.metrics.out_of_range(o.out_of_range);
+            self.metrics.quarantined(o.quarantined);
+            total.quarantined += o.quarantined;
             total.windows += 1;
             total.pages += o.pages;
             total.fetched += o.fetched;

@@ -1,7 +1,11 @@
-//! A validating scan of JSON text: accepts exactly what `serde_json::Value` accepts (RFC 8259,
-//! no lone surrogate escapes, no number out of `f64` range, at most 127 levels of nesting) and
+//! A validating scan of JSON text: accepts RFC 8259 JSON nested at most 127 levels deep, and
 //! reports where each string lies and whether it holds an escape, without building values.
 //! [`super::page_index`] drives it over a page to index the records.
+//!
+//! Two things the grammar allows but `serde_json::Value` refuses — a lone surrogate escape
+//! and a number out of `f64` range — are not syntax errors here but *flaws*: the scan goes on
+//! and remembers the first one ([`Scan::flaw`]), so the page reader can set aside the one
+//! record that holds it instead of refusing the page.
 
 use std::fmt;
 
@@ -26,12 +30,23 @@ impl std::error::Error for SyntaxError {}
 /// serde_json's nesting limit: a value may open at most 127 arrays or objects inside each other.
 const MAX_DEPTH: u32 = 128;
 
+/// Valid JSON text that a strict reader (`serde_json::Value`) refuses, and where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flaw {
+    /// What it is: a lone surrogate escape, or a number out of range.
+    pub what: &'static str,
+    /// Its byte offset in the scanned text.
+    pub offset: usize,
+}
+
 /// The position of a validating scan of a UTF-8 body.
 pub(super) struct Scan<'a> {
     pub(super) b: &'a [u8],
     pub(super) i: usize,
     /// Levels of nesting still allowed.
     pub(super) depth: u32,
+    /// The first flaw met since the caller last took it.
+    pub(super) flaw: Option<Flaw>,
 }
 
 /// The key of a member: borrowed when it holds no escape.
@@ -54,7 +69,19 @@ impl std::ops::Deref for KeyText<'_> {
 impl<'a> Scan<'a> {
     /// A scan from the start of `b` (valid UTF-8).
     pub(super) fn new(b: &'a [u8]) -> Self {
-        Scan { b, i: 0, depth: MAX_DEPTH }
+        Scan {
+            b,
+            i: 0,
+            depth: MAX_DEPTH,
+            flaw: None,
+        }
+    }
+
+    /// Notes a flaw at `offset` (the first one counts).
+    fn flawed(&mut self, what: &'static str, offset: usize) {
+        if self.flaw.is_none() {
+            self.flaw = Some(Flaw { what, offset });
+        }
     }
 
     pub(super) fn err<T>(&self, what: &'static str) -> Result<T, SyntaxError> {
@@ -170,17 +197,19 @@ impl<'a> Scan<'a> {
                 let first = self.hex4(i + 2)?;
                 match first {
                     0xD800..=0xDBFF => {
-                        if self.b.get(i + 6..i + 8) != Some(b"\\u") {
-                            self.i = i + 6;
-                            return self.err("lone leading surrogate in hex escape");
+                        if self.b.get(i + 6..i + 8) == Some(b"\\u") {
+                            let second = self.hex4(i + 8)?;
+                            if (0xDC00..=0xDFFF).contains(&second) {
+                                return Ok(i + 12);
+                            }
                         }
-                        if !(0xDC00..=0xDFFF).contains(&self.hex4(i + 8)?) {
-                            self.i = i + 8;
-                            return self.err("lone leading surrogate in hex escape");
-                        }
-                        Ok(i + 12)
+                        self.flawed("lone leading surrogate in hex escape", i);
+                        Ok(i + 6)
                     }
-                    0xDC00..=0xDFFF => self.err("lone trailing surrogate in hex escape"),
+                    0xDC00..=0xDFFF => {
+                        self.flawed("lone trailing surrogate in hex escape", i);
+                        Ok(i + 6)
+                    }
                     _ => Ok(i + 6),
                 }
             }
@@ -224,7 +253,7 @@ impl<'a> Scan<'a> {
         self.i - start
     }
 
-    /// At `-` or a digit: a number, refused (as serde_json does) when out of `f64` range.
+    /// At `-` or a digit: a number; one out of `f64` range (which serde_json refuses) is a flaw.
     fn number(&mut self) -> Result<(), SyntaxError> {
         let start = self.i;
         if self.peek() == Some(b'-') {
@@ -260,7 +289,7 @@ impl<'a> Scan<'a> {
         // a fraction or exponent can overflow. Those are read by serde_json itself: its
         // (approximate) float parse decides the edge of the range, as it does for `Value`.
         if (!integer || text.len() > 300) && serde_json::from_slice::<f64>(text).is_err() {
-            return self.err("number out of range");
+            self.flawed("number out of range", start);
         }
         Ok(())
     }

@@ -306,6 +306,26 @@ pub fn marker_path(key: &str) -> String {
     format!("{MARKER_DIR}/{key}.json")
 }
 
+/// What to do with a record holding text a strict JSON reader refuses (a lone surrogate
+/// escape, a number out of `f64` range): `export.on_invalid_record`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnInvalidRecord {
+    /// Fail the window, naming the record's window, page and byte offset.
+    Fail,
+    /// Keep the record's text exactly once under [`QUARANTINE_DIR`] and go on.
+    #[default]
+    Quarantine,
+}
+
+/// Folder (relative to the output root) of the records set aside by
+/// [`OnInvalidRecord::Quarantine`], partitioned like the data (`_quarantine/dt=…/`).
+pub const QUARANTINE_DIR: &str = "_quarantine";
+
+/// Whether a partition (or a path relative to the output root) is in the quarantine.
+pub fn is_quarantine(partition: &str) -> bool {
+    partition.strip_prefix(QUARANTINE_DIR).is_some_and(|r| r.starts_with('/'))
+}
+
 /// Leading mark of a staging file: Hive-style readers skip names starting with `.`.
 pub const STAGING_MARK: &str = ".tmp-";
 

@@ -2,29 +2,32 @@
 
 use super::*;
 
-fn records(body: &str) -> Vec<serde_json::Value> {
+fn values(body: &str) -> Vec<serde_json::Value> {
     let idx = index_page(body).unwrap();
-    idx.records.unwrap().iter().map(|r| r.record(body).to_value().unwrap()).collect()
+    records(body, &idx.data.unwrap()).map(|r| r.to_value().unwrap()).collect()
 }
 
 #[test]
 fn records_are_cut_exactly_and_read_without_reparsing() {
     let body = "{\"data\": [ {\"actionName\": \"a\", \"x\": 1} ,{}, {\"\\u0061ctionName\":\"b\"},[1,2],\"s\",3,null,\n{ \"k\" : {\"n\": [1]} }\n], \"nextLink\": null, \"more\": {\"ignored\": true}}";
     let idx = index_page(body).unwrap();
-    let recs = idx.records.as_ref().unwrap();
+    let data = idx.data.unwrap();
+    assert_eq!(data.len, 8);
+    let recs: Vec<_> = records(body, &data).collect();
     assert_eq!(recs.len(), 8);
-    let r0 = recs[0].record(body);
+    let r0 = &recs[0];
     assert_eq!(r0.raw, "{\"actionName\": \"a\", \"x\": 1}");
     assert_eq!(r0.fields[0], Some("\"a\""));
     assert_eq!(r0.extra.len(), 1);
-    assert_eq!(recs[1].record(body).raw, "{}");
-    assert!(recs[1].record(body).is_empty_object());
-    assert_eq!(recs[2].record(body).fields[0], Some("\"b\""), "escaped key decoded");
-    assert_eq!(recs[7].record(body).raw, "{ \"k\" : {\"n\": [1]} }");
-    assert!(!recs[3].record(body).is_object);
+    assert_eq!(recs[1].raw, "{}");
+    assert!(recs[1].is_empty_object());
+    assert_eq!(recs[2].fields[0], Some("\"b\""), "escaped key decoded");
+    assert_eq!(recs[7].raw, "{ \"k\" : {\"n\": [1]} }");
+    assert!(!recs[3].is_object);
+    assert!(recs.iter().all(|r| r.flaw.is_none()));
     // Every record reads back as the value serde_json sees there.
     let want: serde_json::Value = serde_json::from_str(body).unwrap();
-    assert_eq!(records(body), want["data"].as_array().unwrap().clone());
+    assert_eq!(values(body), want["data"].as_array().unwrap().clone());
     assert!(idx.next_link.is_none());
 }
 
@@ -64,12 +67,35 @@ fn invalid_json_is_refused() {
         r#"{"data": [{"a": "\x"}]}"#,
         r#"{"data": [{"a": 1}]} trailing"#,
         "{\"data\": [{\"a\": \"line\nbreak\"}]}",
-        r#"{"data": [{"a": "\ud800"}]}"#,
-        r#"{"data": [{"actionName": "\ud83d\u0041"}]}"#,
-        r#"{"data": [{"a": 1e400}]}"#,
-        r#"{"data": [{"a": {"b": "\udc00"}}]}"#,
+        // Outside the records, text a strict reader refuses refuses the page.
+        r#"{"data": [], "nextLink": "\ud800"}"#,
+        r#"{"data": [], "x": 1e400}"#,
     ] {
         assert!(index_page(body).is_err(), "{body}");
+    }
+}
+
+/// Valid JSON that serde_json refuses, inside a record, flaws that record alone: the page and
+/// its other records read as before, and the flaw says what and where.
+#[test]
+fn unrepresentable_values_flaw_their_record_only() {
+    for (value, what) in [
+        (r#""\ud800""#, "lone leading surrogate in hex escape"),
+        (r#""\ud83d\u0041""#, "lone leading surrogate in hex escape"),
+        (r#"{"b": "x\udc00"}"#, "lone trailing surrogate in hex escape"),
+        ("1e400", "number out of range"),
+        ("[-1e999]", "number out of range"),
+    ] {
+        let body = format!(r#"{{"data": [{{"a": 1}}, {{"actionName": {value}, "actionTime": "2024-01-01T00:00:00Z"}}, {{"c": 2}}]}}"#);
+        let page = index_page(&body).unwrap();
+        let recs: Vec<_> = records(&body, &page.data.unwrap()).collect();
+        assert_eq!(recs.len(), 3, "{body}");
+        assert!(recs[0].flaw.is_none() && recs[2].flaw.is_none(), "{body}");
+        let flaw = recs[1].flaw.expect("flawed");
+        assert_eq!(flaw.what, what);
+        assert!(body[flaw.offset..].starts_with(['\\', '1', '-']), "{body} at {}", flaw.offset);
+        assert!(serde_json::from_str::<serde_json::Value>(recs[1].raw).is_err());
+        assert!(recs[1].time.is_some(), "the rest of the record is read");
     }
 }
 
@@ -103,18 +129,40 @@ fn serde_accepts(body: &str) -> bool {
     ["data", "nextLink"].iter().all(|k| keys.iter().filter(|x| x == k).count() <= 1)
 }
 
-/// Checks `index_page` against serde_json on `body`: the same verdict, and when both take
-/// it, every record, field, extra key and plain-string flag as serde_json reads them.
+/// Checks `index_page` against serde_json on `body`. Where serde_json takes the page, ours
+/// does too, with no flawed record, and every record, field, extra key and plain-string flag
+/// reads as serde_json reads them. Where serde_json refuses it, ours refuses it too, or flaws
+/// records such that the page with each flawed record replaced by `null` is one serde_json
+/// takes (and none of those records alone is one it takes).
 fn check_against_serde(body: &str) {
     let ours = index_page(body);
-    assert_eq!(ours.is_ok(), serde_accepts(body), "verdicts differ on {body:?}: {:?}", ours.err());
+    let accepts = serde_accepts(body);
+    if accepts {
+        assert!(ours.is_ok(), "serde_json takes {body:?}, ours refuses: {:?}", ours.err());
+    }
     let Ok(page) = ours else { return };
+    let got: Option<Vec<_>> = page.data.map(|d| records(body, &d).collect());
+    if let Some(rs) = &got {
+        assert_eq!(rs.len(), page.data.map_or(0, |d| d.len), "{body:?}");
+    }
+    let flawed: Vec<_> = got.iter().flatten().filter(|r| r.flaw.is_some()).collect();
+    if accepts {
+        assert!(flawed.is_empty(), "serde_json takes every record of {body:?}");
+    } else {
+        assert!(!flawed.is_empty(), "serde_json refuses {body:?}, ours takes it");
+        let mut patched = body.to_string();
+        for r in flawed.iter().rev() {
+            assert!(serde_json::from_str::<serde_json::Value>(r.raw).is_err(), "{:?}", r.raw);
+            let at = r.raw.as_ptr() as usize - body.as_ptr() as usize;
+            let f = r.flaw.unwrap();
+            assert!(f.offset >= at && f.offset < at + r.raw.len(), "flaw inside its record");
+            patched.replace_range(at..at + r.raw.len(), "null");
+        }
+        assert!(serde_accepts(&patched), "{body:?} without its flawed records: {patched:?}");
+        return;
+    }
     let v: serde_json::Value = serde_json::from_str(body).unwrap();
     let want = v.get("data").and_then(|d| d.as_array()).cloned();
-    let got = page
-        .records
-        .as_ref()
-        .map(|rs| rs.iter().map(|r| r.record(body)).collect::<Vec<_>>());
     assert_eq!(got.as_ref().map(Vec::len), want.as_ref().map(Vec::len), "{body:?}");
     for (rec, want) in got.unwrap_or_default().iter().zip(want.unwrap_or_default()) {
         assert_eq!(rec.to_value().as_ref(), Some(&want), "raw text of a record in {body:?}");

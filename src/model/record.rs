@@ -32,6 +32,10 @@ pub struct Record<'a> {
     pub extra: Vec<(Cow<'a, str>, &'a str)>,
     /// `actionTime`, when it is a string that parses as an instant.
     pub time: Option<DateTime<Utc>>,
+    /// Text in the record that a strict JSON reader refuses (a lone surrogate escape, a number
+    /// out of `f64` range), with its offset in the page body: such a record is set aside by
+    /// `export.on_invalid_record` rather than written as data.
+    pub flaw: Option<super::page_index::Flaw>,
 }
 
 /// The kind of a raw JSON value, from its first byte.
@@ -236,7 +240,8 @@ mod tests {
 
     #[test]
     fn compact_removes_only_whitespace_between_tokens() {
-        let sent = "{ \"n\" : 12345678901234567890123 ,\"e\":1E+2, \"z\": -0,\"k\":1,\"k\":2,\n\t\"s\":\"a b\\\" c \\\\\" , \"a\" : [ 1 , { } ] }";
+        let sent =
+            "{ \"n\" : 12345678901234567890123 ,\"e\":1E+2, \"z\": -0,\"k\":1,\"k\":2,\n\t\"s\":\"a b\\\" c \\\\\" , \"a\" : [ 1 , { } ] }";
         assert_eq!(
             compact(sent),
             "{\"n\":12345678901234567890123,\"e\":1E+2,\"z\":-0,\"k\":1,\"k\":2,\"s\":\"a b\\\" c \\\\\",\"a\":[1,{}]}"

@@ -10,6 +10,7 @@
 mod format;
 pub mod ndjson;
 pub mod parquet;
+pub mod quarantine;
 pub mod readback;
 
 pub use format::{BufferBudget, Compression, Format, SinkOptions};
@@ -172,9 +173,20 @@ pub struct WindowWriter {
     open: BTreeMap<Option<i32>, OpenFile>,
     parts: BTreeMap<Option<i32>, u32>,
     done: Vec<WrittenFile>,
+    /// Quarantine files by partition day (see [`quarantine`]): one per day, closed at the end.
+    quarantined: BTreeMap<Option<i32>, QuarantineFile>,
     finished: bool,
     /// Records written so far.
     writes: u64,
+}
+
+/// An open quarantine file.
+struct QuarantineFile {
+    out: FileOut,
+    partition: String,
+    rel: String,
+    temp: PathBuf,
+    rows: u64,
 }
 
 impl WindowWriter {
@@ -189,9 +201,35 @@ impl WindowWriter {
             open: BTreeMap::new(),
             parts: BTreeMap::new(),
             done: Vec::new(),
+            quarantined: BTreeMap::new(),
             finished: false,
             writes: 0,
         }
+    }
+
+    /// Sets `rec` aside in the quarantine of its partition (`_quarantine/dt=…/`), exactly as
+    /// sent, with why and where (see [`quarantine`]).
+    pub fn quarantine(&mut self, rec: OutRecord<'_>, why: &quarantine::Invalid) -> Result<(), SinkError> {
+        let day = rec.time.map(|t| t.date_naive().num_days_from_ce());
+        let f = match self.quarantined.entry(day) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let partition = format!("{}/{}", model::QUARANTINE_DIR, model::partition_of(rec.time));
+                let rel = format!("{partition}/{}", model::attempt_file_name(&self.prefix, 0, "ndjson"));
+                let temp = (self.staging)(&rel);
+                let out = create(&temp)?;
+                e.insert(QuarantineFile {
+                    out,
+                    partition,
+                    rel,
+                    temp,
+                    rows: 0,
+                })
+            }
+        };
+        quarantine::write_line(&mut f.out, &rec, why, self.ingested_at, &f.temp)?;
+        f.rows += 1;
+        Ok(())
     }
 
     /// Writes `rec` to its partition's open file (opening one if needed), and closes that file
@@ -302,6 +340,23 @@ impl WindowWriter {
     /// staging files.
     pub fn finish(mut self) -> Result<Vec<WrittenFile>, SinkError> {
         self.finish_open()?;
+        while let Some((_, f)) = self.quarantined.pop_first() {
+            let (bytes, sha256) = match seal(f.out, &f.temp) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&f.temp);
+                    return Err(e);
+                }
+            };
+            self.done.push(WrittenFile {
+                rel_path: f.rel,
+                partition: f.partition,
+                temp_path: f.temp,
+                rows: f.rows,
+                bytes,
+                sha256,
+            });
+        }
         self.finished = true;
         Ok(std::mem::take(&mut self.done))
     }
@@ -316,6 +371,9 @@ impl Drop for WindowWriter {
             }
             for f in &self.done {
                 let _ = std::fs::remove_file(&f.temp_path);
+            }
+            for f in self.quarantined.values() {
+                let _ = std::fs::remove_file(&f.temp);
             }
         }
     }

@@ -16,13 +16,13 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::api::{ApiClient, ApiError, Page};
+use crate::api::{ApiClient, ApiError};
 use crate::checkpoint::{Checkpoint, CheckpointError, CommitMarker, FileRow, Side};
 use crate::crashpoint;
-use crate::dedup::{Content, Deduper, ID_SCHEME, Placement, Unplaced, place};
+use crate::dedup::{Content, Deduper, ID_SCHEME};
 use crate::model::page_index::with_record;
-use crate::model::{RecordId, StreamSpec, Window, attempt_prefix, marker_path, partitions_of};
-use crate::sink::{OutRecord, SinkError, SinkOptions, WindowWriter, readback};
+use crate::model::{OnInvalidRecord, RecordId, StreamSpec, Window, attempt_prefix, marker_path, partitions_of};
+use crate::sink::{SinkError, SinkOptions, WindowWriter, readback};
 use crate::store::{Store, StoreError};
 
 /// Why a window (and so the pass that drives it) failed.
@@ -81,6 +81,22 @@ pub enum ExportError {
     /// The API sent a `nextLink` already followed while paging this window.
     #[error("the API sent nextLink {0} twice while paging one window; refusing to loop")]
     RepeatedNextLink(String),
+    /// A record holds text a strict JSON reader refuses, and `export.on_invalid_record` is `fail`.
+    #[error(
+        "the API sent a record holding {what} (a strict JSON reader refuses it) on page {page} of the window {start} .. {end}, at byte {offset} of the page: nothing of this window was committed; set export.on_invalid_record = \"quarantine\" to keep such records in _quarantine/ and go on"
+    )]
+    InvalidRecord {
+        /// Start of the window.
+        start: DateTime<Utc>,
+        /// End of the window.
+        end: DateTime<Utc>,
+        /// The page of the window's read (1-based).
+        page: u64,
+        /// The record's byte offset in the page body.
+        offset: u64,
+        /// What a strict reader refuses.
+        what: &'static str,
+    },
     /// A committed file overlapping the window could not be read back or its record ids parsed.
     #[error("cannot rebuild the record ids of committed file {path} from the lake (run `verify`): {message}")]
     Rebuild {
@@ -103,6 +119,8 @@ pub struct Deps<'a> {
     pub sink: &'a SinkOptions,
     /// Back-pressure on the dedup memory of the windows in flight.
     pub gate: &'a MemoryGate,
+    /// `export.on_invalid_record`.
+    pub on_invalid: OnInvalidRecord,
 }
 
 /// A window whose files are published and which awaits its commit.
@@ -131,6 +149,8 @@ pub struct WindowOutcome {
     pub duplicates: u64,
     /// Records without a usable `actionTime` the read returned (written or not).
     pub unplaced: u64,
+    /// New records set aside in the quarantine (`export.on_invalid_record = "quarantine"`).
+    pub quarantined: u64,
 }
 
 /// The ids of everything committed that a read of `w` can return again, read back from the
@@ -160,7 +180,7 @@ async fn known_ids(deps: &Deps<'_>, w: &Window) -> Result<Deduper, ExportError> 
             message: e.message,
         })?;
         match side {
-            Side::Overlap if path.starts_with(crate::model::UNKNOWN_PARTITION) => unplaced.extend(ids),
+            Side::Overlap if is_unknown_partition(&path) => unplaced.extend(ids),
             Side::Overlap => known.extend(ids),
             Side::Before => neighbours[0].extend(ids),
             Side::After => neighbours[1].extend(ids),
@@ -172,6 +192,15 @@ async fn known_ids(deps: &Deps<'_>, w: &Window) -> Result<Deduper, ExportError> 
         dedup.add_neighbour(side, ids);
     }
     Ok(dedup)
+}
+
+/// Whether a file is in `dt=unknown` (records without a usable `actionTime`), data or quarantine.
+fn is_unknown_partition(path: &str) -> bool {
+    let path = path
+        .strip_prefix(crate::model::QUARANTINE_DIR)
+        .and_then(|p| p.strip_prefix('/'))
+        .unwrap_or(path);
+    path.starts_with(crate::model::UNKNOWN_PARTITION)
 }
 
 /// The marker of an attempt: a begin marker (`begun_only`), unless the caller says otherwise.
@@ -191,75 +220,8 @@ fn marker_of(stream: &StreamSpec, w: &Window, generation: u32, prefix: &str, fil
     }
 }
 
-/// A record without a usable `actionTime` whose fate waits for the overlaps with the
-/// neighbouring windows (see [`Deduper::admit_unplaced`]).
-struct Deferred {
-    raw: String,
-    id: RecordId,
-    content: Content,
-    occurrence: u32,
-}
-
-/// A window's running state while its pages are encoded.
-struct Progress {
-    dedup: Deduper,
-    writer: WindowWriter,
-    out_of_range: u64,
-    duplicates: u64,
-    unplaced: u64,
-    deferred: Vec<Deferred>,
-}
-
-impl Progress {
-    /// Places, deduplicates and writes every record of `page`.
-    fn process(&mut self, page: &Page, w: &Window) -> Result<(), ExportError> {
-        for rec in page.records() {
-            let time = match place(&rec, w) {
-                Placement::In(t) => Some(t),
-                // The padded query returns the neighbours' records near the bounds (and a
-                // server comparing at the second a little more): the window that holds their
-                // instant owns them, and its own padded query returns them too.
-                Placement::Out(t) if w.near(t) => {
-                    self.out_of_range += 1;
-                    continue;
-                }
-                Placement::Out(time) => {
-                    return Err(ExportError::OutOfRange {
-                        start: w.query().start,
-                        end: w.query().end,
-                        time,
-                    });
-                }
-                Placement::Unplaced => {
-                    self.unplaced += 1;
-                    None
-                }
-            };
-            let (id, new) = match time {
-                Some(_) => self.dedup.admit(&rec, true),
-                None => match self.dedup.admit_unplaced(&rec) {
-                    (id, Unplaced::New) => (id, true),
-                    (id, Unplaced::Known) => (id, false),
-                    (id, Unplaced::Deferred { content, occurrence }) => {
-                        self.deferred.push(Deferred {
-                            raw: rec.raw.to_string(),
-                            id,
-                            content,
-                            occurrence,
-                        });
-                        continue;
-                    }
-                },
-            };
-            if !new {
-                self.duplicates += 1;
-                continue;
-            }
-            self.writer.write(OutRecord { rec: &rec, id: &id, time })?;
-        }
-        Ok(())
-    }
-}
+mod progress;
+use progress::Progress;
 
 /// Runs `f` on a blocking thread: a panic there is resumed here, and a runtime shutting down
 /// reads as cancellation.
@@ -292,7 +254,9 @@ pub async fn export_window(
     let cp = deps.checkpoint;
     let generation = cp.next_generation(&stream.id, &w)?;
     let prefix = attempt_prefix(&stream.id, &w, generation, rand::random());
-    let partitions = partitions_of(&w);
+    // Where the attempt may write: the window's days, and their quarantine folders.
+    let mut partitions = partitions_of(&w);
+    partitions.extend(partitions_of(&w).iter().map(|p| format!("{}/{p}", crate::model::QUARANTINE_DIR)));
     // The prefix is new (fresh nonce): no file carries it yet, so there is nothing to clear.
     // An earlier crashed attempt's files are deleted by start-up recovery (its pending row).
     let marker = cp.begin_attempt(&stream.id, &prefix, &partitions)?;
@@ -322,15 +286,9 @@ pub async fn export_window(
         pages: 0,
         duplicates: 0,
         unplaced: 0,
+        quarantined: 0,
     };
-    let mut state = Progress {
-        dedup,
-        writer,
-        out_of_range: 0,
-        duplicates: 0,
-        unplaced: 0,
-        deferred: Vec::new(),
-    };
+    let mut state = Progress::new(dedup, writer, deps.on_invalid);
     let fetch = |url: Url| async move {
         if cancel.is_cancelled() {
             return Err(ExportError::Cancelled);
@@ -426,14 +384,8 @@ pub async fn export_window(
                 state.duplicates += 1;
                 continue;
             }
-            with_record(&d.raw, |rec| {
-                state.writer.write(OutRecord {
-                    rec,
-                    id: &d.id,
-                    time: None,
-                })
-            })
-            .map_err(|e| ExportError::Internal(format!("a record without actionTime could not be read again: {e:?}")))??;
+            with_record(&d.raw, |rec| state.write(rec, &d.id, None, d.invalid, &w))
+                .map_err(|e| ExportError::Internal(format!("a record without actionTime could not be read again: {e:?}")))??;
         }
     }
     let Progress {
@@ -441,8 +393,10 @@ pub async fn export_window(
         out_of_range,
         duplicates,
         unplaced,
+        quarantined,
         ..
     } = state;
+    out.quarantined = quarantined;
     out.out_of_range = out_of_range;
     out.duplicates = duplicates;
     out.unplaced = unplaced;
