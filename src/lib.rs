@@ -39,6 +39,19 @@ pub mod sink;
 pub mod store;
 pub mod window;
 
+/// Sets the process umask: every file and folder created from now on (output, state database
+/// and its journal, staging files) gets at most the permissions it allows. Called with `077`
+/// first thing (audit data names people and their IP addresses: private by default), then with
+/// what `export.file_mode` asks for once the configuration is read.
+#[allow(unsafe_code)]
+pub fn set_umask(mask: u32) {
+    #[cfg(unix)]
+    // SAFETY: umask only replaces the process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(mask as libc::mode_t);
+    }
+}
+
 /// Tunes glibc's allocator for this workload; call first thing, before any thread exists.
 ///
 /// Pages are decoded on a pool of blocking threads and their buffers freed on others: with

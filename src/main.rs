@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 fn main() -> ExitCode {
     restore_sigpipe();
     aos_audit_export::tune_allocator();
+    aos_audit_export::set_umask(0o077);
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

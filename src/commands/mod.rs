@@ -86,6 +86,7 @@ fn range_args(from: &str, to: Option<&str>, now: DateTime<Utc>) -> anyhow::Resul
 pub async fn dispatch(cli: Cli, cancel: CancellationToken) -> anyhow::Result<u8> {
     let ov = overrides(&cli);
     let raw = config::load(cli.config.as_deref(), &ov)?;
+    crate::set_umask(raw.umask()?);
     #[cfg(feature = "emulator")]
     let quiet = matches!(cli.command, Command::Demo { .. }) && cli.log_level.is_none();
     #[cfg(not(feature = "emulator"))]

@@ -188,6 +188,9 @@ pub struct ExportSection {
     /// out of range): `quarantine` (kept as sent under `_quarantine/`, counted, the export
     /// goes on) or `fail` (the window fails, naming the record's page and byte offset).
     pub on_invalid_record: String,
+    /// Permissions of every file the exporter creates locally (output, state database, staging),
+    /// as octal (`0600`); folders get the same plus search (`0700`). Audit data names people.
+    pub file_mode: String,
 }
 
 impl Default for ExportSection {
@@ -209,6 +212,7 @@ impl Default for ExportSection {
             concurrency: 8,
             run_deadline: None,
             on_invalid_record: "quarantine".into(),
+            file_mode: "0600".into(),
         }
     }
 }
@@ -305,6 +309,27 @@ impl RawConfig {
     /// (that is how [`Secret`] serializes).
     pub fn redacted_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+
+    /// `export.file_mode` as the process umask that creates files with that mode and folders
+    /// with it plus search where it allows reading (`0600` → umask `077`: files 0600, folders
+    /// 0700; `0640` → `027`).
+    pub fn umask(&self) -> Result<u32, super::ConfigError> {
+        let s = self.export.file_mode.trim();
+        let mode = u32::from_str_radix(s.strip_prefix("0o").unwrap_or(s), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| super::invalid("export.file_mode", format!("{s:?} is not an octal mode such as 0600 or 0640")))?;
+        if mode & 0o600 != 0o600 {
+            return Err(super::invalid(
+                "export.file_mode",
+                format!("{s} must let the owner read and write (0600 at least)"),
+            ));
+        }
+        if mode & 0o111 != 0 {
+            return Err(super::invalid("export.file_mode", format!("{s} must not make files executable")));
+        }
+        Ok(0o777 & !(mode | ((mode & 0o444) >> 2)))
     }
 
     /// Every key (`section.key`) the configuration accepts, from the definitions themselves.

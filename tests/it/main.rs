@@ -19,6 +19,7 @@ mod lake_truth;
 mod lifecycle;
 mod model;
 mod object_store;
+mod privacy;
 mod proxy;
 mod resilience;
 mod robustness;
