@@ -16,14 +16,14 @@ use sha1::Digest;
 
 use crate::common::*;
 
-const CLIENT: &str = "cert-client";
-const PASSWORD: &str = "pfx-päss word";
+pub(crate) const CLIENT: &str = "cert-client";
+pub(crate) const PASSWORD: &str = "pfx-päss word";
 
-struct TestCert {
-    der: Vec<u8>,
+pub(crate) struct TestCert {
+    pub(crate) der: Vec<u8>,
     cert_pem: String,
     key_pkcs8_der: Vec<u8>,
-    key_pkcs8_pem: String,
+    pub(crate) key_pkcs8_pem: String,
 }
 
 fn make_cert(alg: &'static rcgen::SignatureAlgorithm, not_before_days: i64, not_after_days: i64) -> TestCert {
@@ -42,7 +42,7 @@ fn make_cert(alg: &'static rcgen::SignatureAlgorithm, not_before_days: i64, not_
 }
 
 /// One RSA certificate shared by the tests (key generation is the slow part).
-fn rsa_cert() -> &'static TestCert {
+pub(crate) fn rsa_cert() -> &'static TestCert {
     static C: OnceLock<TestCert> = OnceLock::new();
     C.get_or_init(|| make_cert(&rcgen::PKCS_RSA_SHA256, -1, 365))
 }
@@ -51,7 +51,7 @@ fn thumbprint(der: &[u8]) -> String {
     hex::encode_upper(sha1::Sha1::digest(der))
 }
 
-fn pfx(c: &TestCert, alg: EncryptionAlgorithm, mac: MacAlgorithm) -> Vec<u8> {
+pub(crate) fn pfx(c: &TestCert, alg: EncryptionAlgorithm, mac: MacAlgorithm) -> Vec<u8> {
     let mut ks = KeyStore::new();
     let cert = p12_keystore::Certificate::from_der(&c.der).unwrap();
     let key = p12_keystore::PrivateKey::from_der(&c.key_pkcs8_der).unwrap();
@@ -72,7 +72,7 @@ fn pkcs1_pem(c: &TestCert) -> String {
         .to_string()
 }
 
-async fn cert_emulator(cert_der: &[u8]) -> EmulatorHandle {
+pub(crate) async fn cert_emulator(cert_der: &[u8]) -> EmulatorHandle {
     let mut cfg = emu_config(2, 100);
     cfg.clients.push(ClientRegistration {
         client_id: CLIENT.into(),
@@ -84,7 +84,7 @@ async fn cert_emulator(cert_der: &[u8]) -> EmulatorHandle {
 }
 
 /// Rewrites the setup's [auth] section for the certificate client.
-fn use_cert(s: &Setup, cert: &Path, password: Option<&str>, key: Option<&Path>) {
+pub(crate) fn use_cert(s: &Setup, cert: &Path, password: Option<&str>, key: Option<&Path>) {
     let text = std::fs::read_to_string(&s.config).unwrap();
     let mut auth = format!("client_id = \"{CLIENT}\"\ncertificate_path = \"{}\"\n", cert.display());
     if let Some(p) = password {
@@ -106,7 +106,7 @@ fn use_cert(s: &Setup, cert: &Path, password: Option<&str>, key: Option<&Path>) 
     std::fs::write(&s.config, text).unwrap();
 }
 
-fn write(s: &Setup, name: &str, data: impl AsRef<[u8]>) -> PathBuf {
+pub(crate) fn write(s: &Setup, name: &str, data: impl AsRef<[u8]>) -> PathBuf {
     let p = s.dir.path().join(name);
     std::fs::write(&p, data).unwrap();
     p
@@ -422,51 +422,4 @@ async fn one_refresh_for_concurrent_callers_and_proactive_refresh() {
     let fresh = tp.token().await.unwrap();
     assert_eq!(tp.token_requests(), 2);
     assert_ne!(fresh.bearer(), tokens[0]);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn no_secret_in_trace_logs() {
-    let c = rsa_cert();
-    let emu = cert_emulator(&c.der).await;
-    // Client secret run.
-    let s = setup(&emu, "");
-    let o = cli(
-        &s,
-        &["backfill", "--from", "2024-03-01", "--to", "2024-03-02"],
-        &[("RUST_LOG", "trace")],
-    )
-    .await;
-    assert_ok(&o);
-    let mut logs = format!("{}{}", stdout(&o), stderr(&o));
-    // Certificate run with a password.
-    let s2 = setup(&emu, "");
-    let f = write(
-        &s2,
-        "app.pfx",
-        pfx(c, EncryptionAlgorithm::PbeWithHmacSha256AndAes256, MacAlgorithm::HmacSha256),
-    );
-    use_cert(&s2, &f, Some(PASSWORD), None);
-    let o = cli(
-        &s2,
-        &["backfill", "--from", "2024-03-01", "--to", "2024-03-02"],
-        &[("RUST_LOG", "trace")],
-    )
-    .await;
-    assert_ok(&o);
-    logs.push_str(&stdout(&o));
-    logs.push_str(&stderr(&o));
-    let c2 = cli(&s2, &["config"], &[]).await;
-    logs.push_str(&stdout(&c2));
-    assert!(logs.lines().count() > 100, "trace logging was on ({} lines)", logs.lines().count());
-    assert!(!logs.contains(aos_emulator::DEMO_CLIENT_SECRET), "client secret leaked");
-    assert!(!logs.contains(PASSWORD), "certificate password leaked");
-    let tokens = emu.issued_tokens();
-    assert!(tokens.len() >= 2);
-    for t in tokens {
-        assert!(!logs.contains(&t), "access token leaked");
-    }
-    let key_line = c.key_pkcs8_pem.lines().nth(2).unwrap();
-    assert!(!logs.contains(key_line), "private key leaked");
-    assert!(!logs.contains("client_assertion="), "client assertion leaked");
-    assert!(!logs.contains("eyJ"), "a JWT leaked");
 }
