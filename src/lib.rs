@@ -31,6 +31,8 @@ pub mod daemon;
 pub mod dedup;
 pub mod error;
 pub mod exporter;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod model;
 pub mod planner;

@@ -138,3 +138,50 @@ print(json.dumps({{"secs": secs, "rss_kib": resource.getrusage(resource.RUSAGE_S
         rss_mib: v["rss_kib"].as_f64()? / 1024.0,
     })
 }
+
+/// A server on 127.0.0.1 answering every request with `body` as a JSON page (the audit API's
+/// stand-in for pages no emulator sends); runs until the harness exits.
+pub async fn canned(body: Vec<u8>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let body = std::sync::Arc::new(body);
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let header = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(header.as_bytes()).await;
+                let _ = conn.write_all(&body).await;
+            });
+        }
+    });
+    base
+}
+
+/// The worst pages `api.max_page_bytes` (`cap` bytes) admits: as many `{}` records as fit, and
+/// one record whose `additionalDetails` is an array filling the page.
+pub fn worst_pages(cap: usize) -> [(&'static str, Vec<u8>); 2] {
+    let mut empty = b"{\"nextLink\":null,\"data\":[{}".to_vec();
+    while empty.len() + 6 < cap {
+        empty.extend_from_slice(b",{}");
+    }
+    empty.extend_from_slice(b"]}");
+    let mut big = b"{\"nextLink\":null,\"data\":[{\"actionTime\":\"2024-01-01T01:00:00Z\",\"additionalDetails\":[0".to_vec();
+    while big.len() + 8 < cap {
+        big.extend_from_slice(b",0");
+    }
+    big.extend_from_slice(b"]}]}");
+    [("records `{}`", empty), ("one record, additionalDetails an array of 0s", big)]
+}

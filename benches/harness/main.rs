@@ -21,6 +21,8 @@
 //! 5. **Idle run**: wall time and API requests of a `run` with nothing new.
 //! 6. **Large tenant**: a 5 M-record backfill in 7-day windows (peak RSS of the exporter alone),
 //!    and the state size after a 365-day backfill at 20,000 records a day.
+//! 7. **Worst page**: the largest page the default `api.max_page_bytes` (16 MiB) admits, at its
+//!    worst for memory (5.6 M `{}` records; one record with a 16 MiB array): peak RSS.
 //!
 //! Cases that report memory run in a child process (this binary with `--case`), so their peak
 //! RSS (VmHWM) is theirs alone; the emulator stays in the parent.
@@ -56,7 +58,7 @@ async fn emulator(cfg: EmulatorConfig) -> EmulatorHandle {
     EmulatorHandle::start(cfg, "127.0.0.1:0".parse().unwrap()).await.unwrap()
 }
 
-/// Whether the section `name` runs (`BENCH_ONLY=same,latency,naive,capacity,large,year`;
+/// Whether the section `name` runs (`BENCH_ONLY=same,latency,naive,capacity,large,year,page`;
 /// all by default).
 fn enabled(name: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |v| v.split(',').any(|x| x.trim() == name))
@@ -237,6 +239,44 @@ async fn main() {
                 best.1 / (n as f64 / secs)
             ),
         );
+        drop(emu);
+    }
+
+    // 7. The largest page the default `api.max_page_bytes` admits, at its worst: peak RSS of
+    // the exporter reading it (one window, so one page).
+    if enabled("page") {
+        let emu = emulator(emulator_config(1, 0, 1000, 0)).await;
+        let cap = 16 << 20;
+        for (what, body) in client::worst_pages(cap) {
+            let bytes = body.len();
+            let base = client::canned(body).await;
+            let dir = w.join("page");
+            let _ = std::fs::remove_dir_all(&dir);
+            let from = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+            let to = from + chrono::Duration::days(1);
+            let m = cases::spawn(
+                &[
+                    "export",
+                    &emu.token_url(),
+                    &base,
+                    &from.to_rfc3339(),
+                    &to.to_rfc3339(),
+                    "1d",
+                    &dir.display().to_string(),
+                ],
+                &[],
+            );
+            row(
+                &format!(
+                    "a {:.1} MiB page (api.max_page_bytes default): {what}",
+                    bytes as f64 / (1 << 20) as f64
+                ),
+                m.records,
+                m.secs,
+                Some(m.rss_mib),
+                "peak RSS of the exporter process alone",
+            );
+        }
         drop(emu);
     }
 

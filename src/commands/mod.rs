@@ -6,7 +6,7 @@
 mod emulator;
 mod report;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
@@ -54,7 +54,13 @@ fn overrides(cli: &Cli) -> Vec<(&'static str, String)> {
 
 fn now_of(cli: &Cli) -> anyhow::Result<DateTime<Utc>> {
     match &cli.now {
-        Some(s) => config::parse_instant(s).with_context(|| format!("--now {s:?} is not an RFC 3339 instant")),
+        Some(s) => config::parse_instant(s).ok_or_else(|| {
+            ConfigError::Invalid {
+                key: "--now",
+                message: format!("{s:?} is not an RFC 3339 instant"),
+            }
+            .into()
+        }),
         None => Ok(Utc::now()),
     }
 }
@@ -87,6 +93,7 @@ pub async fn dispatch(cli: Cli, cancel: CancellationToken) -> anyhow::Result<u8>
     let ov = overrides(&cli);
     let raw = config::load(cli.config.as_deref(), &ov)?;
     crate::set_umask(raw.umask()?);
+    raw.check_log()?;
     #[cfg(feature = "emulator")]
     let quiet = matches!(cli.command, Command::Demo { .. }) && cli.log_level.is_none();
     #[cfg(not(feature = "emulator"))]

@@ -51,7 +51,10 @@ pub fn parse_instant(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
     }
-    let d = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+    // Four-digit years only, as in RFC 3339 (`%Y` alone would take `-2024` or `+12345`).
+    let d = NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .filter(|_| s.len() == 10 && s.as_bytes()[0].is_ascii_digit())?;
     Some(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0)?))
 }
 

@@ -332,6 +332,31 @@ impl RawConfig {
         Ok(0o777 & !(mode | ((mode & 0o444) >> 2)))
     }
 
+    /// Checks `[log]` before logging starts: `format` is `text` or `json`, `level` a level or
+    /// filter (`info`, `debug,hyper=warn`).
+    pub fn check_log(&self) -> Result<(), super::ConfigError> {
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(super::invalid(
+                "log.format",
+                format!("must be text or json, not {:?}", self.log.format),
+            ));
+        }
+        // A bare word that is no level would parse as a target name and log everything.
+        let levels = ["error", "warn", "info", "debug", "trace", "off"];
+        let directives_ok = self
+            .log
+            .level
+            .split(',')
+            .all(|d| d.contains('=') || levels.contains(&d.trim().to_ascii_lowercase().as_str()));
+        if !directives_ok || tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(super::invalid(
+                "log.level",
+                format!("{:?} is not a level (error, warn, info, debug, trace) or a filter", self.log.level),
+            ));
+        }
+        Ok(())
+    }
+
     /// Every key (`section.key`) the configuration accepts, from the definitions themselves.
     pub fn keys() -> Vec<String> {
         let mut out = Vec::new();

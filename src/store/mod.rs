@@ -84,7 +84,18 @@ pub fn check_output(output: &str) -> Result<(), String> {
     if scheme == "memory" && !cfg!(feature = "emulator") {
         return Err("memory:// keeps nothing; it exists only in test builds".into());
     }
-    if scheme == "file" || OBJECT_SCHEMES.contains(&scheme) {
+    if scheme == "file" {
+        return Ok(());
+    }
+    if OBJECT_SCHEMES.contains(&scheme) && scheme != "memory" {
+        // The bucket (s3, gs), container (az) or filesystem@account (abfss) is the URL's host.
+        let url = url::Url::parse(output).map_err(|e| format!("{output:?} is not a URL: {e}"))?;
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(format!("{output:?} names no bucket or container (e.g. {scheme}://my-bucket/audit)"));
+        }
+        return Ok(());
+    }
+    if scheme == "memory" {
         return Ok(());
     }
     Err(format!(

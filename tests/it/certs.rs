@@ -21,7 +21,7 @@ pub(crate) const PASSWORD: &str = "pfx-päss word";
 
 pub(crate) struct TestCert {
     pub(crate) der: Vec<u8>,
-    cert_pem: String,
+    pub(crate) cert_pem: String,
     key_pkcs8_der: Vec<u8>,
     pub(crate) key_pkcs8_pem: String,
 }

@@ -131,12 +131,20 @@ async fn secrets_sweep_finds_nothing() {
     // A client secret, text then JSON logs; a certificate with a password.
     let secret = setup(&emu, "");
     let json = setup(&emu, "");
-    std::fs::write(&json.config, std::fs::read_to_string(&json.config).unwrap() + "\n[log]\nformat = \"json\"\n").unwrap();
+    std::fs::write(
+        &json.config,
+        std::fs::read_to_string(&json.config).unwrap() + "\n[log]\nformat = \"json\"\n",
+    )
+    .unwrap();
     let cert = setup(&emu, "");
     let f = write(
         &cert,
         "app.pfx",
-        pfx(c, p12_keystore::EncryptionAlgorithm::PbeWithHmacSha256AndAes256, p12_keystore::MacAlgorithm::HmacSha256),
+        pfx(
+            c,
+            p12_keystore::EncryptionAlgorithm::PbeWithHmacSha256AndAes256,
+            p12_keystore::MacAlgorithm::HmacSha256,
+        ),
     );
     use_cert(&cert, &f, Some(PASSWORD), None);
     for (name, s) in [("secret", &secret), ("json", &json), ("cert", &cert)] {
@@ -160,7 +168,8 @@ async fn secrets_sweep_finds_nothing() {
     let port = free_port();
     std::fs::write(
         &cert.config,
-        std::fs::read_to_string(&cert.config).unwrap() + &format!("\n[daemon]\nlisten = \"127.0.0.1:{port}\"\n[schedule]\ncron = \"* * * * * *\"\n"),
+        std::fs::read_to_string(&cert.config).unwrap()
+            + &format!("\n[daemon]\nlisten = \"127.0.0.1:{port}\"\n[schedule]\ncron = \"* * * * * *\"\n"),
     )
     .unwrap();
     let log = cert.dir.path().join("daemon.log");
@@ -199,8 +208,17 @@ async fn secrets_sweep_finds_nothing() {
     let mut tokens = emu.issued_tokens();
     assert!(tokens.len() >= 6, "tokens were issued ({})", tokens.len());
     sweep.secrets.extend(tokens.drain(..).map(|t| (t, "an access token")));
-    assert!(sweep.seen.lines().count() > 1000, "trace logging was on ({} lines)", sweep.seen.lines().count());
+    assert!(
+        sweep.seen.lines().count() > 1000,
+        "trace logging was on ({} lines)",
+        sweep.seen.lines().count()
+    );
     assert!(sweep.places.len() > 80, "{} places", sweep.places.len());
-    let found: Vec<&str> = sweep.secrets.iter().filter(|(v, _)| sweep.seen.contains(v.as_str())).map(|(_, what)| *what).collect();
+    let found: Vec<&str> = sweep
+        .secrets
+        .iter()
+        .filter(|(v, _)| sweep.seen.contains(v.as_str()))
+        .map(|(_, what)| *what)
+        .collect();
     assert!(found.is_empty(), "secrets found: {found:?}");
 }
