@@ -359,18 +359,32 @@ enum Body {
 }
 
 /// Reads a response body (decompressed, if the server compressed it), refusing it as soon as it
-/// grows past `cap`: a server, a proxy or a gzip bomb cannot make a page take more memory.
+/// grows past `cap`: a server, a proxy or a gzip bomb cannot make a page take more memory. The
+/// buffer grows by doubling but never past `cap`, so a page holds at most `cap` bytes. An error
+/// answer's body (not 2xx) only serves the message: its first 64 KiB are kept, the rest dropped.
 async fn read_body(mut resp: reqwest::Response, cap: usize) -> Result<bytes::Bytes, Body> {
+    let success = resp.status().is_success();
+    let limit = if success { cap } else { cap.min(64 << 10) };
     // A declared length is only a hint (a compressed body's is not the decoded size).
     let hint = resp
         .content_length()
-        .map_or(64 << 10, |n| usize::try_from(n).unwrap_or(cap).min(cap));
-    let mut body = bytes::BytesMut::with_capacity(hint);
+        .map_or(64 << 10, |n| usize::try_from(n).unwrap_or(limit))
+        .min(limit);
+    let mut body: Vec<u8> = Vec::with_capacity(hint);
     while let Some(chunk) = resp.chunk().await.map_err(Body::Transport)? {
-        if body.len() + chunk.len() > cap {
+        let needed = body.len() + chunk.len();
+        if needed > limit {
+            if !success {
+                body.extend_from_slice(&chunk[..limit - body.len()]);
+                break;
+            }
             return Err(Body::TooLarge);
+        }
+        if needed > body.capacity() {
+            let grown = needed.max(body.capacity() * 2).min(limit);
+            body.reserve_exact(grown - body.len());
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(body.freeze())
+    Ok(bytes::Bytes::from(body))
 }

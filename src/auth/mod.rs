@@ -21,6 +21,9 @@ use crate::config::{AuthSettings, Credential, Secret};
 use crate::retry;
 pub use certificate::AppCertificate;
 
+/// Largest token response read.
+const TOKEN_BODY_MAX: usize = 1 << 20;
+
 /// Lifetime of a client assertion (AOS accepts at most one hour).
 pub const ASSERTION_LIFETIME_SECS: i64 = 600;
 /// Certificates expiring within this many days produce a warning.
@@ -313,7 +316,17 @@ impl TokenProvider {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(retry::parse_retry_after);
-        let body = resp.bytes().await.map_err(|e| transport(without_url(&e)))?;
+        // A token response is a few KiB: more than 1 MiB is no token response, and is not read.
+        let mut resp = resp;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| transport(without_url(&e)))? {
+            if body.len() + chunk.len() > TOKEN_BODY_MAX {
+                return Err(transport(format!(
+                    "the response is larger than {TOKEN_BODY_MAX} bytes; not a token response"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
         if status.is_success() {
             let t: TokenResponse = serde_json::from_slice(&body).map_err(|e| transport(format!("invalid token response: {e}")))?;
             let lifetime = t.expires_in.unwrap_or(3600).max(1);

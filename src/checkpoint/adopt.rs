@@ -102,7 +102,12 @@ impl Checkpoint {
             params![m.stream_id, m.product_types.join(","), m.geo_locations.join(",")],
         )?;
         let now = us(Utc::now());
-        let rows: u64 = m.files.iter().map(|f| f.rows).sum();
+        let rows: u64 = m
+            .files
+            .iter()
+            .filter(|f| !crate::model::is_quarantine(&f.partition))
+            .map(|f| f.rows)
+            .sum();
         let inserted = tx.execute(
             "INSERT OR IGNORE INTO windows (stream_id, start_us, end_us, generation, records_written, records_fetched, pages, run_id, committed_at_us, out_of_range, marker)
              VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, NULL, ?6, 0, ?7)",

@@ -165,20 +165,24 @@ impl Checkpoint {
         let q = w.query();
         let mut st = c.prepare_cached(
             "SELECT path, id_scheme, window_start_us, window_end_us FROM files WHERE (window_end_us > ?1 AND window_start_us < ?2)
-               OR (partition = ?5 AND window_end_us >= ?3 AND window_start_us <= ?4) ORDER BY path",
+               OR (partition IN (?5, ?6) AND window_end_us >= ?3 AND window_start_us <= ?4) ORDER BY path",
         )?;
         let (start, end) = (us(w.start), us(w.end));
-        let rows = st.query_map(params![start, end, us(q.start), us(q.end), crate::model::UNKNOWN_PARTITION], |r| {
-            let (a, b): (i64, i64) = (r.get(2)?, r.get(3)?);
-            let side = if b <= start {
-                Side::Before
-            } else if a >= end {
-                Side::After
-            } else {
-                Side::Overlap
-            };
-            Ok((r.get(0)?, r.get(1)?, side))
-        })?;
+        let quarantined = format!("{}/{}", crate::model::QUARANTINE_DIR, crate::model::UNKNOWN_PARTITION);
+        let rows = st.query_map(
+            params![start, end, us(q.start), us(q.end), crate::model::UNKNOWN_PARTITION, quarantined],
+            |r| {
+                let (a, b): (i64, i64) = (r.get(2)?, r.get(3)?);
+                let side = if b <= start {
+                    Side::Before
+                } else if a >= end {
+                    Side::After
+                } else {
+                    Side::Overlap
+                };
+                Ok((r.get(0)?, r.get(1)?, side))
+            },
+        )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

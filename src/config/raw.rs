@@ -348,7 +348,9 @@ impl RawConfig {
             .level
             .split(',')
             .all(|d| d.contains('=') || levels.contains(&d.trim().to_ascii_lowercase().as_str()));
-        if !directives_ok || tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+        // `RUST_LOG`, when set, replaces `log.level`.
+        let overridden = std::env::var("RUST_LOG").is_ok_and(|v| tracing_subscriber::EnvFilter::try_new(v).is_ok());
+        if !overridden && (!directives_ok || tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err()) {
             return Err(super::invalid(
                 "log.level",
                 format!("{:?} is not a level (error, warn, info, debug, trace) or a filter", self.log.level),

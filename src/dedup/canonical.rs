@@ -144,10 +144,68 @@ fn string<'a>(s: &'a [u8], i: &mut usize) -> Option<std::borrow::Cow<'a, str>> {
     *i = j + 1;
     let token = &s[start..=j];
     if escaped {
-        serde_json::from_slice::<String>(token).ok().map(std::borrow::Cow::Owned)
+        match serde_json::from_slice::<String>(token) {
+            Ok(text) => Some(std::borrow::Cow::Owned(text)),
+            // A lone surrogate escape (a record the page reader flags): decoded all the same, so
+            // the record's identity does not depend on how the API spells it either.
+            Err(_) => lenient(&token[1..token.len() - 1]).map(std::borrow::Cow::Owned),
+        }
     } else {
         std::str::from_utf8(&token[1..token.len() - 1]).ok().map(std::borrow::Cow::Borrowed)
     }
+}
+
+/// Stands for a lone surrogate in [`lenient`]'s text (a noncharacter), followed by its 4
+/// lower-case hex digits.
+const LONE: char = '\u{10FFFF}';
+
+/// Decodes a JSON string's inner text whose escapes include lone surrogates: each becomes
+/// [`LONE`] and its code unit in hex, whatever case or pairing spelled it.
+fn lenient(inner: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(inner).ok()?;
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.char_indices().peekable();
+    let hex = |at: usize| text.get(at..at + 4).and_then(|h| u32::from_str_radix(h, 16).ok());
+    let mut skip_to = 0;
+    while let Some((at, c)) = chars.next() {
+        if at < skip_to {
+            continue;
+        }
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        let (_, e) = chars.next()?;
+        match e {
+            '"' => out.push('"'),
+            '\\' => out.push('\\'),
+            '/' => out.push('/'),
+            'b' => out.push('\u{8}'),
+            'f' => out.push('\u{c}'),
+            'n' => out.push('\n'),
+            'r' => out.push('\r'),
+            't' => out.push('\t'),
+            'u' => {
+                let first = hex(at + 2)?;
+                skip_to = at + 6;
+                let paired = (0xD800..0xDC00).contains(&first)
+                    && text.get(at + 6..at + 8) == Some("\\u")
+                    && hex(at + 8).is_some_and(|s| (0xDC00..0xE000).contains(&s));
+                if paired {
+                    let second = hex(at + 8)?;
+                    out.push(char::from_u32(0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00))?);
+                    skip_to = at + 12;
+                } else if let Some(c) = char::from_u32(first) {
+                    out.push(c);
+                } else {
+                    out.push(LONE);
+                    out.push_str(&format!("{first:04x}"));
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 fn write_string(text: &str, out: &mut Vec<u8>) {

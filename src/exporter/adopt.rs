@@ -34,6 +34,9 @@ impl Exporter {
     /// committed in the lake since, and later reads deduplicated against it); the others are
     /// deleted, marker first.
     pub async fn recover(&self) -> Result<(), ExportError> {
+        // A marker being written when the process died leaves its staging copy (`.tmp-…`):
+        // this process holds the lock, so every such copy is stale.
+        self.store.remove_stale_marker_copies()?;
         self.clean_pending(true).await
     }
 
@@ -182,7 +185,7 @@ impl Exporter {
                 if known.contains(&rel) {
                     continue;
                 }
-                let (partition, name) = rel.split_once('/').unwrap_or(("", rel.as_str()));
+                let (partition, name) = rel.rsplit_once('/').unwrap_or(("", rel.as_str()));
                 let Some(a) = parse_attempt_file(name) else {
                     tracing::warn!(file = %rel, "a file in the output that this program did not write; left alone");
                     continue;

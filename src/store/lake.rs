@@ -59,6 +59,26 @@ impl Store {
         }
     }
 
+    /// Deletes the staging copies (`.tmp-…`) that [`Store::put_small`] leaves in the markers
+    /// folder when the process dies mid-write (a local output only: an object store's put is
+    /// atomic). Only for the lock holder: another writer's copy would be in flight.
+    pub fn remove_stale_marker_copies(&self) -> Result<usize, StoreError> {
+        let Store::Local { root } = self else { return Ok(0) };
+        let dir = root.join(crate::model::MARKER_DIR);
+        let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(0) };
+        let mut removed = 0;
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(crate::model::STAGING_MARK) {
+                std::fs::remove_file(e.path()).map_err(|source| StoreError::Io { path: e.path(), source })?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            sync_dir(&dir).map_err(|source| StoreError::Io { path: dir.clone(), source })?;
+        }
+        Ok(removed)
+    }
+
     /// Writes a small object at `rel` whole (locally: a fsynced temp file renamed into place,
     /// and the folders fsynced), replacing any earlier one.
     pub async fn put_small(&self, rel: &str, data: Vec<u8>) -> Result<(), StoreError> {
@@ -162,8 +182,8 @@ impl Store {
         Ok(keys)
     }
 
-    /// Every data file in the output (`dt=…/name`, hidden and `_` names excluded) with its
-    /// size, relative to the output root.
+    /// Every data file in the output (`dt=…/name`, and the quarantine's `_quarantine/dt=…/name`;
+    /// hidden and `_` names excluded) with its size, relative to the output root.
     pub async fn data_files(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let visible = |n: &str| !n.starts_with('.') && !n.starts_with('_');
         let mut out = Vec::new();
@@ -179,12 +199,27 @@ impl Store {
                         });
                     }
                 };
+                // The partition folders, and those of the quarantine.
+                let mut folders: Vec<(String, std::path::PathBuf)> = Vec::new();
                 for part in parts.flatten() {
                     let pname = part.file_name().to_string_lossy().into_owned();
-                    if !pname.starts_with("dt=") || !part.path().is_dir() {
-                        continue;
+                    if pname.starts_with("dt=") && part.path().is_dir() {
+                        folders.push((pname, part.path()));
+                    } else if pname == crate::model::QUARANTINE_DIR && part.path().is_dir() {
+                        let inner = std::fs::read_dir(part.path()).map_err(|source| StoreError::Io { path: part.path(), source })?;
+                        for q in inner.flatten() {
+                            let qname = q.file_name().to_string_lossy().into_owned();
+                            if qname.starts_with("dt=") && q.path().is_dir() {
+                                folders.push((format!("{pname}/{qname}"), q.path()));
+                            }
+                        }
                     }
-                    let files = std::fs::read_dir(part.path()).map_err(|source| StoreError::Io { path: part.path(), source })?;
+                }
+                for (pname, path) in folders {
+                    let files = std::fs::read_dir(&path).map_err(|source| StoreError::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
                     for f in files.flatten() {
                         let name = f.file_name().to_string_lossy().into_owned();
                         if visible(&name) && f.path().is_file() {
@@ -206,11 +241,12 @@ impl Store {
                         .prefix_match(prefix)
                         .map(|it| it.map(|p| p.as_ref().to_string()).collect())
                         .unwrap_or_default();
-                    if let [part, name] = rel.as_slice()
-                        && part.starts_with("dt=")
-                        && visible(name)
-                    {
-                        out.push((format!("{part}/{name}"), meta.size));
+                    match rel.as_slice() {
+                        [part, name] if part.starts_with("dt=") && visible(name) => out.push((format!("{part}/{name}"), meta.size)),
+                        [q, part, name] if q == crate::model::QUARANTINE_DIR && part.starts_with("dt=") && visible(name) => {
+                            out.push((format!("{q}/{part}/{name}"), meta.size));
+                        }
+                        _ => {}
                     }
                 }
             }

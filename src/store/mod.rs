@@ -279,9 +279,11 @@ impl Store {
                     path: dest.clone(),
                     source,
                 })?;
-                // The rename is durable only once the folder entry is, and a new `dt=` folder
-                // only once its own entry in the root is: fsync both.
-                for dir in [dest.parent(), dest.parent().and_then(Path::parent)].into_iter().flatten() {
+                // The rename is durable only once the folder entry is, and a new folder
+                // (`dt=…`, `_quarantine/dt=…`) only once its own entry in its parent is: fsync
+                // every folder from the file's up to the output root.
+                let dirs: Vec<&Path> = dest.ancestors().skip(1).take_while(|d| d.starts_with(root)).collect();
+                for dir in dirs {
                     sync_dir(dir).map_err(|source| StoreError::Io {
                         path: dir.to_path_buf(),
                         source,
@@ -362,7 +364,8 @@ impl Store {
                     if let Ok(entries) = std::fs::read_dir(spool) {
                         for entry in entries.flatten() {
                             let name = entry.file_name().to_string_lossy().into_owned();
-                            if name.strip_prefix(&format!("{part}__")).is_some_and(|n| is_attempt_file(n, attempt)) {
+                            let spooled = format!("{}__", part.replace('/', "__"));
+                            if name.strip_prefix(&spooled).is_some_and(|n| is_attempt_file(n, attempt)) {
                                 let _ = std::fs::remove_file(entry.path());
                             }
                         }

@@ -55,7 +55,9 @@ impl Progress {
     /// Places, deduplicates and writes every record of `page`.
     pub(super) fn process(&mut self, page: &Page, w: &Window) -> Result<(), ExportError> {
         self.pages += 1;
+        let mut read = 0;
         for rec in page.records() {
+            read += 1;
             let time = match place(&rec, w) {
                 Placement::In(t) => Some(t),
                 // The padded query returns the neighbours' records near the bounds (and a
@@ -104,6 +106,16 @@ impl Progress {
                 continue;
             }
             self.write(&rec, &id, time, invalid, w)?;
+        }
+        // The validating scan counted the records; reading them again must find as many.
+        if read != page.len() {
+            return Err(ExportError::Internal(format!(
+                "page {} of the window {} .. {}: {read} records read of the {} the page holds",
+                self.pages,
+                w.start,
+                w.end,
+                page.len()
+            )));
         }
         Ok(())
     }

@@ -196,16 +196,17 @@ pub fn data_files(out: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Files with a staging (`.tmp-`) name anywhere under `out`.
+/// Files with a staging (`.tmp-`) name anywhere under `out`, at any depth.
 pub fn staging_files(out: &Path) -> Vec<PathBuf> {
     let mut v = Vec::new();
-    let Ok(parts) = std::fs::read_dir(out) else { return v };
-    for p in parts.flatten() {
-        if let Ok(files) = std::fs::read_dir(p.path()) {
-            for f in files.flatten() {
-                if f.file_name().to_string_lossy().starts_with(".tmp-") {
-                    v.push(f.path());
-                }
+    let mut dirs = vec![out.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for f in entries.flatten() {
+            if f.path().is_dir() {
+                dirs.push(f.path());
+            } else if f.file_name().to_string_lossy().starts_with(".tmp-") {
+                v.push(f.path());
             }
         }
     }

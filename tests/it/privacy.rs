@@ -27,7 +27,13 @@ fn modes(root: &Path) -> Vec<(String, bool, u32)> {
 /// "0640"` gives 0640 / 0750. (Before: 0644 / 0755 under the usual umask.)
 #[tokio::test]
 async fn files_are_owner_only_unless_configured() {
-    let emu = start(emu_config(2, 200)).await;
+    let mut cfg = emu_config(2, 200);
+    // One record a strict reader refuses, so the quarantine is written too.
+    cfg.extra_records = vec![(
+        day0() + chrono::Duration::hours(2),
+        serde_json::json!({ aos_emulator::RAW_EXTRA: r#"{"actionTime":"2024-03-01T02:00:00Z","comment":"\ud800"}"# }),
+    )];
+    let emu = start(cfg).await;
     for (extra, file, dir) in [("", 0o600, 0o700), ("file_mode = \"0640\"", 0o640, 0o750)] {
         let s = setup(&emu, extra);
         let o = tokio::process::Command::new("sh")
@@ -44,6 +50,7 @@ async fn files_are_owner_only_unless_configured() {
         let state = modes(s.state().parent().unwrap());
         assert!(out.iter().any(|(p, _, _)| p.ends_with(".parquet")), "{out:?}");
         assert!(out.iter().any(|(p, _, _)| p.contains("_aos-audit-export/commits/")));
+        assert!(out.iter().any(|(p, _, _)| p.contains("_quarantine/dt=2024-03-01/")), "{out:?}");
         assert!(state.iter().any(|(p, _, _)| p.ends_with("state.db")));
         for (path, is_dir, mode) in out.iter().chain(&state) {
             let want = if *is_dir { dir } else { file };

@@ -169,6 +169,52 @@ async fn unrepresentable_records_are_quarantined_exactly_once() {
     assert_eq!(st["streams"][0]["quarantined"], 3, "{st}");
     let o = cli(&s, &["verify"], &[]).await;
     assert_ok(&o);
+    // The state lost: the lake (markers naming the quarantine files) says what is there.
+    std::fs::remove_dir_all(s.state().parent().unwrap()).unwrap();
+    assert_ok(&cli(&s, &["--now", now, "backfill", "--from", "2024-03-01"], &[]).await);
+    assert_ok(&cli(&s, &["--now", now, "reconcile", "--from", "2024-03-01"], &[]).await);
+    assert_eq!(quarantine_lines(&s.out()).len(), 3, "still once each after a lost state");
+    assert_same_multiset(&read_all(&s.out()), &emu.ground_truth(from, to));
+    let st = status_json(&cli(&s, &["status", "--json"], &[]).await);
+    assert_eq!(st["streams"][0]["quarantined"], 3, "{st}");
+    assert_eq!(st["streams"][0]["records_written"], 300, "quarantined records are not data: {st}");
+}
+
+/// A flawed record without `actionTime` near a window bound comes back from both neighbours'
+/// padded queries: it is quarantined once (the neighbour's quarantine counts, as its data does).
+#[tokio::test]
+async fn a_flawed_unplaced_record_at_a_bound_is_quarantined_once() {
+    use crate::common::*;
+    let mut cfg = emu_config(1, 50);
+    let raw = r#"{"actionName":"NoTime","comment":"\udc00 at a bound"}"#;
+    cfg.extra_records = vec![
+        (
+            day0() + chrono::Duration::milliseconds(3_599_500),
+            serde_json::json!({ aos_emulator::RAW_EXTRA: raw }),
+        ),
+        (
+            day0() + chrono::Duration::milliseconds(3_600_400),
+            serde_json::json!({"actionName": "NoTimeEither"}),
+        ),
+    ];
+    let emu = start(cfg).await;
+    let s = setup(&emu, "window = \"1h\"\nconcurrency = 1");
+    let now = "2024-03-02T00:00:00Z";
+    for args in [
+        &["backfill", "--from", "2024-03-01"][..],
+        &["reconcile", "--from", "2024-03-01"],
+        &["run"],
+    ] {
+        assert_ok(&cli(&s, &[&["--now", now][..], args].concat(), &[]).await);
+        let lines = quarantine_lines(&s.out());
+        assert_eq!(lines.len(), 1, "{args:?}: {lines:?}");
+        assert_eq!(lines[0].1["raw"], raw);
+        assert_eq!(lines[0].0, "dt=unknown");
+    }
+    let (from, to) = emu.data_range();
+    let mut truth = emu.ground_truth(from, to);
+    truth.push(serde_json::json!({"actionName": "NoTimeEither"}));
+    assert_same_multiset(&read_all(&s.out()), &truth);
 }
 
 /// `export.on_invalid_record = "fail"`: the window fails with the record's window, page and
