@@ -39,9 +39,15 @@ pub fn parse_size(key: &'static str, s: &str) -> Result<u64, ConfigError> {
     Ok(v)
 }
 
-/// [`parse_duration`], as a `chrono::Duration`.
+/// The longest duration a setting takes: arithmetic on instants stays far from overflow.
+const LONGEST: std::time::Duration = std::time::Duration::from_secs(200 * 366 * 86_400);
+
+/// [`parse_duration`], as a `chrono::Duration`, at most 200 years.
 pub fn parse_chrono(key: &'static str, s: &str) -> Result<chrono::Duration, ConfigError> {
     let d = parse_duration(key, s)?;
+    if d > LONGEST {
+        return Err(invalid(key, format!("duration {s:?} is too large (at most 200 years)")));
+    }
     chrono::Duration::from_std(d).map_err(|_| invalid(key, format!("duration {s:?} is too large")))
 }
 
@@ -104,8 +110,8 @@ pub fn parse_instant_or_ago(s: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>
     let t = match parse_instant(s) {
         Some(t) => t,
         None => {
-            let ago = humantime::parse_duration(s.trim()).ok()?;
-            now - chrono::Duration::from_std(ago).ok()?
+            let ago = humantime::parse_duration(s.trim()).ok().filter(|d| *d <= LONGEST)?;
+            now.checked_sub_signed(chrono::Duration::from_std(ago).ok()?)?
         }
     };
     DateTime::from_timestamp(t.timestamp(), 0)

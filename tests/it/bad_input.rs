@@ -266,6 +266,22 @@ fn cases() -> Vec<Case> {
             2,
             "--to",
         ),
+        c(
+            "lag of millennia (found by fuzzing)",
+            Plain,
+            |s| replace(s, "lag = \"0s\"", "lag = \"11555555511555m\""),
+            RUN,
+            2,
+            "export.lag",
+        ),
+        c(
+            "backfill --from millennia ago (found by fuzzing)",
+            Plain,
+            |_| {},
+            &["backfill", "--from", "11555555511555m"],
+            2,
+            "--from",
+        ),
         c("--now garbage", Plain, |_| {}, &["--now", "soon", "run"], 2, "--now"),
         // Credentials (2: unusable; 3: rejected).
         c(
