@@ -84,6 +84,14 @@ impl Shared {
                     "daemon pass finished"
                 );
             }
+            // A shutdown (SIGTERM) stops the pass at a consistent point: not a failure.
+            Err(crate::window::ExportError::Cancelled) if cancel.is_cancelled() => {
+                tracing::info!(
+                    outcome = "interrupted",
+                    seconds = started.elapsed().as_secs_f64(),
+                    "daemon pass stopped for shutdown"
+                );
+            }
             Err(e) => {
                 let failures = self.failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
                 tracing::error!(
@@ -183,9 +191,25 @@ async fn readyz(State(s): State<Arc<Shared>>) -> (StatusCode, &'static str) {
     }
 }
 
-async fn metrics(State(s): State<Arc<Shared>>) -> String {
+/// The metrics in the format the scraper asks for, as Prometheus negotiates it: OpenMetrics
+/// when `Accept` names it, else the classic text format; each with its own Content-Type.
+async fn metrics(State(s): State<Arc<Shared>>, headers: axum::http::HeaderMap) -> impl axum::response::IntoResponse {
     s.ex.update_lag_metrics(Utc::now());
-    s.ex.metrics().encode()
+    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if accept.contains("application/openmetrics-text") {
+        (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            s.ex.metrics().encode(),
+        )
+    } else {
+        (
+            [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            s.ex.metrics().encode_classic(),
+        )
+    }
 }
 
 #[cfg(test)]

@@ -76,6 +76,22 @@ fn api_code(e: &ApiError) -> u8 {
     }
 }
 
+/// The failure cause an exit code stands for (a label of logs and metrics).
+pub fn cause(code: u8) -> &'static str {
+    match code {
+        OK => "none",
+        CONFIG => "config",
+        AUTH => "auth",
+        API => "api",
+        OUTPUT => "output",
+        STATE => "state",
+        MISMATCH => "mismatch",
+        DEADLINE => "deadline",
+        INTERRUPTED => "interrupted",
+        _ => "internal",
+    }
+}
+
 /// The exit code for an error: the first error in the chain whose kind is known decides.
 pub fn exit_code(err: &(dyn Error + 'static)) -> u8 {
     for cause in chain(err) {

@@ -31,8 +31,9 @@ fn main() -> ExitCode {
         match commands::dispatch(cli, cancel).await {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("error: {}", error::one_line(e.as_ref()));
-                error::exit_code(e.as_ref())
+                let code = error::exit_code(e.as_ref());
+                commands::report_fatal(&error::one_line(e.as_ref()), code);
+                code
             }
         }
     });

@@ -36,7 +36,7 @@ pub struct CommandLabel {
 pub struct Metrics {
     registry: Registry,
     runs_ok: Counter,
-    runs_failed: Counter,
+    runs_failed: Family<CauseLabel, Counter>,
     pass_seconds: Family<CommandLabel, Histogram>,
     pages: Counter,
     responses: Family<CauseLabel, Counter>,
@@ -64,7 +64,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("aos_export");
         let m = Metrics {
             runs_ok: Counter::default(),
-            runs_failed: Counter::default(),
+            runs_failed: Family::default(),
             pass_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.1, 2.0, 14))),
             pages: Counter::default(),
             responses: Family::default(),
@@ -85,7 +85,11 @@ impl Metrics {
             "Passes (run, backfill, reconcile) that finished successfully",
             m.runs_ok.clone(),
         );
-        registry.register("runs_failed", "Passes that failed or were interrupted", m.runs_failed.clone());
+        registry.register(
+            "runs_failed",
+            "Passes that failed or were interrupted, by cause (config, auth, api, output, state, deadline, interrupted, internal)",
+            m.runs_failed.clone(),
+        );
         registry.register("pass_duration_seconds", "Duration of a pass", m.pass_seconds.clone());
         registry.register("api_pages", "Valid pages fetched from the audit API", m.pages.clone());
         registry.register(
@@ -130,7 +134,7 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The OpenMetrics text exposition of every metric (`application/openmetrics-text`).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
@@ -139,13 +143,42 @@ impl Metrics {
         out
     }
 
-    /// A pass ended.
-    pub fn pass(&self, command: &str, ok: bool, seconds: f64) {
-        if ok {
-            self.runs_ok.inc();
-            self.last_success.set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
-        } else {
-            self.runs_failed.inc();
+    /// The classic Prometheus text format (`text/plain; version=0.0.4`), for parsers that do not
+    /// speak OpenMetrics: a counter's `# TYPE`/`# HELP` name its `_total` samples, and the
+    /// OpenMetrics-only lines (`# UNIT`, `# EOF`) are left out.
+    pub fn encode_classic(&self) -> String {
+        let open = self.encode();
+        let counters: std::collections::HashSet<&str> = open
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+            .collect();
+        let mut out = String::with_capacity(open.len());
+        for line in open.lines() {
+            if line.starts_with("# EOF") || line.starts_with("# UNIT ") {
+                continue;
+            }
+            let renamed = ["# TYPE ", "# HELP "].iter().find_map(|p| {
+                let rest = line.strip_prefix(p)?;
+                let (name, tail) = rest.split_once(' ')?;
+                counters.contains(name).then(|| format!("{p}{name}_total {tail}"))
+            });
+            out.push_str(renamed.as_deref().unwrap_or(line));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// A pass ended: `failure` is `None`, or its cause (the exit code's class: `config`,
+    /// `auth`, `api`, `output`, `state`, `deadline`, `interrupted`, `internal`).
+    pub fn pass(&self, command: &str, failure: Option<&str>, seconds: f64) {
+        match failure {
+            None => {
+                self.runs_ok.inc();
+                self.last_success.set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+            }
+            Some(cause) => {
+                self.runs_failed.get_or_create(&CauseLabel { cause: cause.into() }).inc();
+            }
         }
         self.pass_seconds
             .get_or_create(&CommandLabel { command: command.into() })
@@ -218,7 +251,8 @@ mod tests {
         m.api_retry("throttled");
         m.window_committed(10, 2, 999);
         m.stream_lag("all", 60);
-        m.pass("run", true, 1.5);
+        m.pass("run", None, 1.5);
+        m.pass("run", Some("auth"), 0.5);
         let t = m.encode();
         for needle in [
             "aos_export_api_responses_total{cause=\"429\"} 1",
@@ -226,11 +260,16 @@ mod tests {
             "aos_export_records_written_total 10",
             "aos_export_bytes_written_total 999",
             "aos_export_watermark_lag_seconds{stream=\"all\"} 60",
-            "aos_export_pass_duration_seconds_count{command=\"run\"} 1",
+            "aos_export_pass_duration_seconds_count{command=\"run\"} 2",
+            "aos_export_runs_failed_total{cause=\"auth\"} 1",
             "# EOF",
         ] {
             assert!(t.contains(needle), "{needle} missing in\n{t}");
         }
         assert_eq!(m.api_requests(), 2);
+        let classic = m.encode_classic();
+        assert!(classic.contains("# TYPE aos_export_runs_failed_total counter\n"), "{classic}");
+        assert!(classic.contains("# HELP aos_export_records_written_total "), "{classic}");
+        assert!(!classic.contains("# EOF") && !classic.contains("# TYPE aos_export_runs_ok counter"));
     }
 }

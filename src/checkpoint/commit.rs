@@ -238,6 +238,8 @@ impl Checkpoint {
     /// Records the start of a run; returns its id.
     pub fn start_run(&self, command: &str) -> Result<i64, CheckpointError> {
         let c = self.conn();
+        // This process holds the lock: a run still marked running is one whose process died.
+        c.execute("UPDATE runs SET status = 'died' WHERE status = 'running'", [])?;
         c.execute(
             "INSERT INTO runs (command, started_at_us, status) VALUES (?1, ?2, 'running')",
             params![command, us(Utc::now())],
@@ -245,11 +247,16 @@ impl Checkpoint {
         Ok(c.last_insert_rowid())
     }
 
-    /// Records how a run ended.
-    pub fn finish_run(&self, id: i64, status: &str, windows: u64, records: u64, error: Option<&str>) -> Result<(), CheckpointError> {
+    /// Records how a run ended. Its windows and records are those it committed, counted from
+    /// the windows it recorded: a run stopped by its deadline, a signal or an error reports what
+    /// it did commit.
+    pub fn finish_run(&self, id: i64, status: &str, error: Option<&str>) -> Result<(), CheckpointError> {
         self.conn().execute(
-            "UPDATE runs SET finished_at_us = ?2, status = ?3, windows = ?4, records_written = ?5, error = ?6 WHERE id = ?1",
-            params![id, us(Utc::now()), status, windows as i64, records as i64, error],
+            "UPDATE runs SET finished_at_us = ?2, status = ?3, error = ?4,
+                windows = (SELECT COUNT(*) FROM windows WHERE run_id = ?1),
+                records_written = (SELECT COALESCE(SUM(records_written), 0) FROM windows WHERE run_id = ?1)
+             WHERE id = ?1",
+            params![id, us(Utc::now()), status, error],
         )?;
         Ok(())
     }

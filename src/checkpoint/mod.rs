@@ -104,8 +104,15 @@ impl Checkpoint {
             .write(true)
             .open(path)
             .map_err(|source| CheckpointError::Folder { path: path.into(), source })?;
-        if f.try_lock().is_err() {
-            return Err(CheckpointError::Locked { path: path.into() });
+        // `status` probes the lock for a few microseconds (to tell a died run from a running
+        // one): a start that meets that probe tries again a few times within 50 ms.
+        let mut tries = 0;
+        while f.try_lock().is_err() {
+            tries += 1;
+            if tries == 5 {
+                return Err(CheckpointError::Locked { path: path.into() });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
         let cp = Self::connect(path, Some(f))?;
         cp.migrate()?;

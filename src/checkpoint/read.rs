@@ -101,7 +101,11 @@ impl Checkpoint {
                     command: r.get(1)?,
                     started_at: from_us(r.get(2)?),
                     finished_at: r.get::<_, Option<i64>>(3)?.map(from_us),
-                    status: r.get(4)?,
+                    status: match r.get::<_, String>(4)? {
+                        // Nobody holds the lock: a run still marked running died with its process.
+                        s if s == "running" && self._lock.is_none() && lock_is_free(&self.path) => "died".into(),
+                        s => s,
+                    },
                     windows: r.get::<_, i64>(5)? as u64,
                     records_written: r.get::<_, i64>(6)? as u64,
                     error: r.get(7)?,
@@ -208,4 +212,13 @@ pub struct StatusReport {
     pub partitions: Vec<PartitionStatus>,
     /// Attempts begun but not committed (files a crash may have left behind).
     pub pending_attempts: u64,
+}
+
+/// Whether no process holds the state's lock (see [`Checkpoint::open`]): taken and released
+/// at once, so a starting writer is at worst refused for that instant and retries.
+fn lock_is_free(path: &std::path::Path) -> bool {
+    match std::fs::File::open(path) {
+        Ok(f) => f.try_lock().is_ok(),
+        Err(_) => false,
+    }
 }

@@ -29,7 +29,31 @@ pub fn init_tracing(level: &str, format: &str) {
         // Colour codes only for a terminal: a pod's log, a file or a pipe gets plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
-    let _ = if format == "json" { b.json().try_init() } else { b.try_init() };
+    // JSON: one object per line, `timestamp`, `level` and `message` at the top level with the
+    // event's fields beside them (where log shippers look), the run's span under `span`.
+    let _ = if format == "json" {
+        JSON_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);
+        b.json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
+    } else {
+        b.try_init()
+    };
+}
+
+/// Whether logs are JSON (`log.format = "json"`): the fatal error is then an ERROR event too.
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Reports the error that ends the process: an ERROR event with its exit code and cause when
+/// logs are JSON (so a pipeline filtering on `level` sees it), else the plain `error: …` line.
+pub fn report_fatal(message: &str, code: u8) {
+    if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::error!(exit_code = code, cause = error::cause(code), "{message}");
+    } else {
+        eprintln!("error: {message}");
+    }
 }
 
 fn overrides(cli: &Cli) -> Vec<(&'static str, String)> {

@@ -41,7 +41,9 @@ pub(super) fn status(raw: &RawConfig, json: bool, now: DateTime<Utc>) -> anyhow:
     let cp = crate::checkpoint::Checkpoint::open_read(&state)
         .with_context(|| format!("no state at state.path {} (has a run happened yet?)", state.display()))?;
     let r = cp.report()?;
-    let until = now - export.lag;
+    // Whole seconds, as window bounds are: a sub-second `now` would show a phantom gap below a
+    // second after every run.
+    let until = DateTime::from_timestamp((now - export.lag).timestamp(), 0).unwrap_or(now - export.lag);
     // Streams in effect are the configured ones; others in the state are earlier filters.
     let configured: Vec<String> = raw.validate_streams()?.into_iter().map(|s| s.id).collect();
     let in_effect = |id: &str| configured.iter().any(|c| c == id);

@@ -277,7 +277,9 @@ impl Exporter {
                 t.cancel();
             })
         });
-        let mut result = body(inner).await;
+        // Every event of the run carries its command and run id (JSON logs: under `span`).
+        let span = tracing::info_span!("run", command, run_id);
+        let mut result = tracing::Instrument::instrument(body(inner), span).await;
         if let Some(t) = timer {
             t.abort();
         }
@@ -290,12 +292,9 @@ impl Exporter {
             Err(ExportError::Deadline) => ("deadline", None),
             Err(e) => ("failed", Some(e.to_string())),
         };
-        let (w, r) = match &result {
-            Ok(s) => (s.windows, s.written),
-            Err(_) => (0, 0),
-        };
-        self.checkpoint.finish_run(run_id, status, w, r, err.as_deref())?;
-        self.metrics.pass(command, result.is_ok(), started.elapsed().as_secs_f64());
+        self.checkpoint.finish_run(run_id, status, err.as_deref())?;
+        let failure = result.as_ref().err().map(|e| crate::error::cause(crate::error::exit_code(e)));
+        self.metrics.pass(command, failure, started.elapsed().as_secs_f64());
         self.update_lag_metrics(Utc::now());
         result.map(|mut s| {
             s.seconds = started.elapsed().as_secs_f64();

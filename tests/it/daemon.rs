@@ -10,11 +10,19 @@ use chrono::{DateTime, Utc};
 
 use crate::common::*;
 
-/// The value of an unlabelled metric (`name value`), 0 when absent.
+/// The sum of a metric's samples over all its labels (`name value`, `name{…} value`), 0 when
+/// absent.
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let value = match rest.strip_prefix('{') {
+                Some(labels) => labels.split_once("} ")?.1,
+                None => rest.strip_prefix(' ')?,
+            };
+            value.parse::<f64>().ok()
+        })
+        .sum()
 }
 
 struct Daemon {

@@ -21,6 +21,7 @@ mod lake_truth;
 mod lifecycle;
 mod model;
 mod object_store;
+mod operability;
 mod page_reader;
 mod privacy;
 mod proxy;
