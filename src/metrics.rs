@@ -143,6 +143,28 @@ impl Metrics {
         out
     }
 
+    /// Replaces the group at `url` (a Prometheus Pushgateway group, `PUT`) with these metrics in
+    /// the classic text format. For commands that end (CronJobs, Jobs), which nobody scrapes.
+    pub async fn push(&self, url: &url::Url) -> Result<(), String> {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let resp = client
+            .put(url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
+            .body(self.encode_classic())
+            .send()
+            .await
+            .map_err(|e| e.without_url().to_string())?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body: String = resp.text().await.unwrap_or_default().chars().take(200).collect();
+            return Err(format!("HTTP {status}: {body}"));
+        }
+        Ok(())
+    }
+
     /// The classic Prometheus text format (`text/plain; version=0.0.4`), for parsers that do not
     /// speak OpenMetrics: a counter's `# TYPE`/`# HELP` name its `_total` samples, and the
     /// OpenMetrics-only lines (`# UNIT`, `# EOF`) are left out.

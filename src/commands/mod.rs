@@ -118,6 +118,7 @@ pub async fn dispatch(cli: Cli, cancel: CancellationToken) -> anyhow::Result<u8>
     let raw = config::load(cli.config.as_deref(), &ov)?;
     crate::set_umask(raw.umask()?);
     raw.check_log()?;
+    raw.push_target("run")?;
     #[cfg(feature = "emulator")]
     let quiet = matches!(cli.command, Command::Demo { .. }) && cli.log_level.is_none();
     #[cfg(not(feature = "emulator"))]
@@ -127,24 +128,28 @@ pub async fn dispatch(cli: Cli, cancel: CancellationToken) -> anyhow::Result<u8>
     let now = now_of(&cli)?;
     match cli.command {
         Command::Run => {
-            let ex = Exporter::new(raw.validate(now)?).await?;
-            let s = ex.run_once(now, &cancel).await?;
-            print_summary("run", &ex, &s);
+            let ex = started(&raw, "run", Exporter::new(raw.validate(now)?).await).await?;
+            let s = ex.run_once(now, &cancel).await;
+            push_metrics(&raw, "run", ex.metrics()).await;
+            print_summary("run", &ex, &s?);
             Ok(error::OK)
         }
         Command::Backfill { from, to } => {
             let settings = raw.validate(now)?;
             let (from_t, to_t) = range_args(&from, to.as_deref(), now)?;
-            let ex = Exporter::new(settings).await?;
-            let s = ex.backfill(from_t, to_t, now, &cancel).await?;
-            print_summary("backfill", &ex, &s);
+            let ex = started(&raw, "backfill", Exporter::new(settings).await).await?;
+            let s = ex.backfill(from_t, to_t, now, &cancel).await;
+            push_metrics(&raw, "backfill", ex.metrics()).await;
+            print_summary("backfill", &ex, &s?);
             Ok(error::OK)
         }
         Command::Reconcile { from, to } => {
             let settings = raw.validate(now)?;
             let (from_t, to_t) = range_args(&from, to.as_deref(), now)?;
-            let ex = Exporter::new(settings).await?;
-            let s = ex.reconcile(from_t, to_t, now, &cancel).await?;
+            let ex = started(&raw, "reconcile", Exporter::new(settings).await).await?;
+            let s = ex.reconcile(from_t, to_t, now, &cancel).await;
+            push_metrics(&raw, "reconcile", ex.metrics()).await;
+            let s = s?;
             for f in s.per_window.iter().filter(|f| f.written > 0) {
                 println!(
                     "reconcile: stream {} {} .. {}: {} records were missing and are now written",
@@ -182,6 +187,32 @@ async fn interruptible(cancel: &CancellationToken, work: impl Future<Output = an
     tokio::select! {
         r = work => r,
         _ = cancel.cancelled() => Ok(error::INTERRUPTED),
+    }
+}
+
+/// The exporter, or (when it could not start: the state locked or unusable, the output
+/// unreachable) the error, after pushing a failed pass with its cause.
+async fn started(
+    raw: &RawConfig,
+    command: &str,
+    ex: Result<Exporter, crate::window::ExportError>,
+) -> Result<Exporter, crate::window::ExportError> {
+    if let Err(e) = &ex {
+        let m = crate::metrics::Metrics::new();
+        m.pass(command, Some(error::cause(error::exit_code(e))), 0.0);
+        push_metrics(raw, command, &m).await;
+    }
+    ex
+}
+
+/// Pushes the metrics of a command that ends to `metrics.push_url` (if set); a failed push is a
+/// warning, never the command's failure.
+async fn push_metrics(raw: &RawConfig, command: &str, metrics: &crate::metrics::Metrics) {
+    if let Ok(Some(url)) = raw.push_target(command) {
+        match metrics.push(&url).await {
+            Ok(()) => tracing::debug!(url = %url, "metrics pushed"),
+            Err(e) => tracing::warn!(url = %url, error = %e, "could not push the metrics to metrics.push_url"),
+        }
     }
 }
 

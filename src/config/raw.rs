@@ -25,6 +25,28 @@ pub struct RawConfig {
     pub daemon: DaemonSection,
     /// `[log]`: log level and format.
     pub log: LogSection,
+    /// `[metrics]`: where a run that is not the daemon pushes its metrics.
+    pub metrics: MetricsSection,
+}
+
+/// `[metrics]`: metrics of `run`, `backfill` and `reconcile` (CronJobs and Jobs, which nobody
+/// scrapes) pushed to a Prometheus Pushgateway when the command ends.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// The Pushgateway's base URL (e.g. `http://pushgateway.monitoring:9091`); empty = no push.
+    pub push_url: Option<String>,
+    /// The `job` label of the pushed group (the `command` label is the subcommand).
+    pub push_job: String,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            push_url: None,
+            push_job: "aos-audit-export".into(),
+        }
+    }
 }
 
 /// `[auth]`: how to obtain an OAuth2 client-credentials token.
@@ -357,6 +379,27 @@ impl RawConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The Pushgateway group URL for `command` (`{push_url}/metrics/job/{push_job}/command/{command}`),
+    /// or `None` without `metrics.push_url`.
+    pub fn push_target(&self, command: &str) -> Result<Option<url::Url>, super::ConfigError> {
+        let Some(base) = self.metrics.push_url.as_deref().map(str::trim).filter(|s| !s.is_empty()) else {
+            return Ok(None);
+        };
+        let mut url = url::Url::parse(base).map_err(|e| super::invalid("metrics.push_url", format!("{base:?} is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(super::invalid("metrics.push_url", format!("{base:?} must be http:// or https://")));
+        }
+        let job = self.metrics.push_job.trim();
+        if job.is_empty() {
+            return Err(super::invalid("metrics.push_job", "must not be empty"));
+        }
+        url.path_segments_mut()
+            .map_err(|()| super::invalid("metrics.push_url", format!("{base:?} cannot take a path")))?
+            .pop_if_empty()
+            .extend(["metrics", "job", job, "command", command]);
+        Ok(Some(url))
     }
 
     /// Every key (`section.key`) the configuration accepts, from the definitions themselves.

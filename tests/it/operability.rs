@@ -169,3 +169,119 @@ async fn status_tells_the_truth_about_runs() {
     assert_eq!(st["runs"][0]["status"], "ok");
     assert_eq!(st["runs"][1]["status"], "died", "the killed run stays died");
 }
+
+/// A real Prometheus Pushgateway (Debian's `prometheus-pushgateway`) on 127.0.0.1, stopped
+/// when dropped; `None` where it is not installed (CI installs it and sets
+/// AOS_TEST_REQUIRE_PUSHGATEWAY=1, which makes it mandatory).
+struct Pushgateway {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for Pushgateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn pushgateway() -> Option<Pushgateway> {
+    let bin = ["prometheus-pushgateway", "pushgateway"].into_iter().find(|b| {
+        std::process::Command::new(b)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let Some(bin) = bin else {
+        assert!(
+            std::env::var_os("AOS_TEST_REQUIRE_PUSHGATEWAY").is_none(),
+            "AOS_TEST_REQUIRE_PUSHGATEWAY is set but no pushgateway is installed"
+        );
+        eprintln!("note: no prometheus-pushgateway installed; the push test is skipped");
+        return None;
+    };
+    let port = free_port();
+    let child = std::process::Command::new(bin)
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pg = Pushgateway {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    for _ in 0..250 {
+        if reqwest::get(format!("{}/-/ready", pg.base))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Some(pg);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the pushgateway did not start");
+}
+
+/// The value of the sample of `name` whose labels include every one of `labels`.
+fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?.strip_prefix('{')?;
+        let (set, value) = rest.split_once("} ")?;
+        labels.iter().all(|x| set.contains(x)).then(|| value.parse().ok())?
+    })
+}
+
+/// A CronJob-style run pushes its metrics to the Pushgateway when it ends, successful or not,
+/// grouped by job and command, with the failure's cause (before: only the daemon had metrics).
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_push_their_metrics_to_a_real_pushgateway() {
+    let Some(pg) = pushgateway().await else { return };
+    let emu = start(emu_config(2, 150)).await;
+    let s = setup(&emu, "");
+    let extra = format!("\n[metrics]\npush_url = \"{}\"\n", pg.base);
+    std::fs::write(&s.config, std::fs::read_to_string(&s.config).unwrap() + &extra).unwrap();
+    assert_ok(&cli(&s, &["--now", "2024-03-03T00:00:00Z", "run"], &[]).await);
+    std::fs::write(s.dir.path().join("secret"), "wrong\n").unwrap();
+    let o = cli(&s, &["--now", "2024-03-03T00:00:00Z", "reconcile", "--from", "2024-03-01"], &[]).await;
+    assert_eq!(o.status.code(), Some(3));
+    let text = reqwest::get(format!("{}/metrics", pg.base)).await.unwrap().text().await.unwrap();
+    let run = ["command=\"run\"", "job=\"aos-audit-export\""];
+    assert_eq!(sample(&text, "aos_export_records_written_total", &run), Some(300.0), "{text}");
+    assert_eq!(sample(&text, "aos_export_runs_ok_total", &run), Some(1.0), "{text}");
+    let failed = ["command=\"reconcile\"", "cause=\"auth\"", "job=\"aos-audit-export\""];
+    assert_eq!(sample(&text, "aos_export_runs_failed_total", &failed), Some(1.0), "{text}");
+    assert!(text.contains("# TYPE aos_export_runs_failed_total counter"), "typed as a counter");
+}
+
+/// Every metric the alert rules and the Grafana dashboard use is one the exporter has and
+/// docs/operations.md documents (a renamed metric cannot silently blind an alert).
+#[test]
+fn alerts_and_dashboard_use_only_real_documented_metrics() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docs = std::fs::read_to_string(root.join("docs/operations.md")).unwrap();
+    // Every labelled family given one child, so that each metric shows in the exposition.
+    let m = aos_audit_export::metrics::Metrics::new();
+    m.api_response(Some(200));
+    m.api_retry("throttled");
+    m.pass("run", Some("api"), 1.0);
+    m.stream_lag("all", 1);
+    let exposed = m.encode_classic();
+    let mut used = std::collections::BTreeSet::new();
+    for f in ["deploy/monitoring/alerts.yaml", "deploy/monitoring/dashboard.json"] {
+        let text = std::fs::read_to_string(root.join(f)).unwrap();
+        for (i, _) in text.match_indices("aos_export_") {
+            let name: String = text[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            used.insert(name);
+        }
+    }
+    assert!(used.len() >= 8, "{used:?}");
+    for name in &used {
+        let base = name.trim_end_matches("_bucket");
+        assert!(
+            exposed.contains(&format!("# TYPE {base} ")),
+            "{name} is not a metric the exporter has"
+        );
+        assert!(docs.contains(&format!("`{base}")), "{name} is not documented in docs/operations.md");
+    }
+}
