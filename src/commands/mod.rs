@@ -103,6 +103,12 @@ fn range_args(from: &str, to: Option<&str>, now: DateTime<Utc>) -> anyhow::Resul
         Some(t) => range_arg("--to", t, now)?,
         None => now,
     };
+    if to.is_none() && from_t >= now {
+        bail!(ConfigError::Invalid {
+            key: "--from",
+            message: format!("{from_t} is in the future (now is {now}); there is nothing to read yet")
+        });
+    }
     if to_t <= from_t {
         bail!(ConfigError::Invalid {
             key: "--to",

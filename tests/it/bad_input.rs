@@ -282,6 +282,14 @@ fn cases() -> Vec<Case> {
             2,
             "--from",
         ),
+        c(
+            "backfill --from the future",
+            Plain,
+            |_| {},
+            &["--now", "2024-03-03T00:00:00Z", "backfill", "--from", "2024-04-01"],
+            2,
+            "--from: 2024-04-01 00:00:00 UTC is in the future",
+        ),
         c("--now garbage", Plain, |_| {}, &["--now", "soon", "run"], 2, "--now"),
         // Credentials (2: unusable; 3: rejected).
         c(
