@@ -111,6 +111,45 @@ impl Checkpoint {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// When the `reconcile` of `stream_id` from `from` began, if one was stopped before it
+    /// finished (a deadline, a signal, a kill); else now, recorded. A reconcile resumes by
+    /// skipping what was read again since then ([`Checkpoint::ranges_read_since`]).
+    pub fn reconcile_begun(&self, stream_id: &str, from: DateTime<Utc>) -> Result<DateTime<Utc>, CheckpointError> {
+        let key = format!("reconcile:{stream_id}:{}", us(from));
+        let c = self.conn();
+        c.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)",
+            params![key, us(Utc::now()).to_string()],
+        )?;
+        let at: String = c.query_row("SELECT value FROM meta WHERE key = ?1", [&key], |r| r.get(0))?;
+        Ok(from_us(at.parse().unwrap_or(0)))
+    }
+
+    /// Forgets the reconciles of `stream_id` from `from` (they finished).
+    pub fn reconcile_done(&self, stream_id: &str, from: DateTime<Utc>) -> Result<(), CheckpointError> {
+        let key = format!("reconcile:{stream_id}:{}", us(from));
+        self.conn().execute("DELETE FROM meta WHERE key = ?1", [key])?;
+        Ok(())
+    }
+
+    /// Ranges of `[from, to)` whose windows were committed at or after `since`.
+    pub fn ranges_read_since(
+        &self,
+        stream_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Range>, CheckpointError> {
+        let c = self.conn();
+        let mut st = c.prepare_cached(
+            "SELECT DISTINCT start_us, end_us FROM windows WHERE stream_id = ?1 AND end_us > ?2 AND start_us < ?3 AND committed_at_us >= ?4",
+        )?;
+        let rows = st.query_map(params![stream_id, us(from), us(to), us(since)], |r| {
+            Ok((from_us(r.get(0)?), from_us(r.get(1)?)))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Records that an attempt is about to write files named `prefix…` in `partitions`;
     /// returns the key its commit marker will have.
     pub fn begin_attempt(&self, stream_id: &str, prefix: &str, partitions: &[String]) -> Result<String, CheckpointError> {

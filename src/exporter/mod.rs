@@ -26,6 +26,7 @@ use crate::store::Store;
 use crate::window::{self, Deps, ExportError};
 
 mod adopt;
+mod bar;
 pub use adopt::Adopted;
 
 /// Totals of one run (printed, recorded in `runs`, exported as metrics).
@@ -206,8 +207,19 @@ impl Exporter {
         now: DateTime<Utc>,
         cancel: &CancellationToken,
     ) -> Result<RunSummary, ExportError> {
-        self.over_range("reconcile", from, to, now, cancel, |_, from, to| Ok(vec![(from, to)]))
-            .await
+        // A reconcile stopped before it finished (a deadline, a signal, a kill) resumes: what
+        // was read again since it began is not read a third time.
+        let summary = self
+            .over_range("reconcile", from, to, now, cancel, |stream, from, to| {
+                let since = self.checkpoint.reconcile_begun(&stream.id, from)?;
+                let done = self.checkpoint.ranges_read_since(&stream.id, from, to, since)?;
+                Ok(planner::gaps(from, to, &done))
+            })
+            .await?;
+        for s in &self.settings.api.streams {
+            self.checkpoint.reconcile_done(&s.id, from)?;
+        }
+        Ok(summary)
     }
 
     /// Exports `[from, to)` (to clamped to now − lag). Windows already committed are skipped,
@@ -250,7 +262,7 @@ impl Exporter {
                     .flat_map(|(a, b)| planner::split(a, b, e.window))
                     .collect();
                 tracing::info!(stream = %stream.id, %from, %to, windows = windows.len(), command, "pass");
-                let bar = progress_bar(command, &stream.id, windows.len());
+                let bar = bar::progress_bar(command, &stream.id, windows.len());
                 self.drive(stream, windows, &cancel, &mut total, bar.as_ref()).await?;
             }
             Ok(total)
@@ -473,22 +485,6 @@ impl Exporter {
         }
         Ok(())
     }
-}
-
-/// A progress bar (windows, records, rate, ETA) for `backfill` and `reconcile` when stderr is a
-/// terminal; elsewhere (logs collected by a scheduler) each window logs a plain line instead.
-fn progress_bar(command: &str, stream: &str, windows: usize) -> Option<indicatif::ProgressBar> {
-    use std::io::IsTerminal;
-    if !std::io::stderr().is_terminal() || windows == 0 {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(windows as u64);
-    let style =
-        indicatif::ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} windows, {per_sec}, ETA {eta}  {msg}")
-            .ok()?;
-    bar.set_style(style);
-    bar.set_prefix(format!("{command} {stream}"));
-    Some(bar)
 }
 
 fn truncate_to_second(t: DateTime<Utc>) -> DateTime<Utc> {

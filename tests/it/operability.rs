@@ -285,3 +285,48 @@ fn alerts_and_dashboard_use_only_real_documented_metrics() {
         assert!(docs.contains(&format!("`{base}")), "{name} is not documented in docs/operations.md");
     }
 }
+
+/// A reconcile longer than its deadline completes across runs: each run re-reads only what the
+/// stopped ones did not (before: every run began again at `--from` and redid the same windows,
+/// so a reconcile longer than the deadline never finished).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reconcile_longer_than_its_deadline_completes_across_runs() {
+    let mut cfg = emu_config(6, 400);
+    cfg.latency = std::time::Duration::from_millis(150);
+    let emu = start(cfg).await;
+    let s = setup(&emu, "window = \"1d\"\nconcurrency = 1");
+    let now = "2024-03-07T00:00:00Z";
+    assert_ok(&cli(&s, &["--now", now, "backfill", "--from", "2024-03-01"], &[]).await);
+    let text = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("concurrency = 1", "concurrency = 1\nrun_deadline = \"1500ms\"");
+    std::fs::write(&s.config, text).unwrap();
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        assert!(runs <= 6, "the reconcile never completes");
+        let o = cli(&s, &["--now", now, "reconcile", "--from", "2024-03-01"], &[]).await;
+        match o.status.code() {
+            Some(0) => break,
+            Some(75) => continue,
+            other => panic!("exit {other:?}: {}", stderr(&o)),
+        }
+    }
+    assert!(runs >= 2, "the deadline stopped at least one run ({runs})");
+    let st = status_json(&cli(&s, &["--now", now, "status", "--json"], &[]).await);
+    let reconciled: u64 = st["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["command"] == "reconcile")
+        .map(|r| r["windows"].as_u64().unwrap())
+        .sum();
+    assert_eq!(reconciled, 6, "each of the 6 windows read again once across the runs: {st}");
+    let (from, to) = emu.data_range();
+    assert_same_multiset(&read_all(&s.out()), &emu.ground_truth(from, to));
+    // Finished: the next reconcile of the range starts over.
+    let text = std::fs::read_to_string(&s.config).unwrap().replace("run_deadline = \"1500ms\"", "");
+    std::fs::write(&s.config, text).unwrap();
+    let o = cli(&s, &["--now", now, "reconcile", "--from", "2024-03-01"], &[]).await;
+    assert!(stdout(&o).contains("from 6 windows"), "{}", stdout(&o));
+}
