@@ -126,6 +126,13 @@ pub async fn child(args: &[String]) {
             let dir = Path::new(&args[6]);
             let mut raw = config(&args[1], &args[2], from, dir);
             raw.export.window = args[5].clone();
+            // Memory settings to compare (e.g. BENCH_BUFFER_MEMORY=32MiB); defaults otherwise.
+            if let Ok(v) = std::env::var("BENCH_BUFFER_MEMORY") {
+                raw.export.buffer_memory = v;
+            }
+            if let Ok(v) = std::env::var("BENCH_DEDUP_MEMORY") {
+                raw.export.dedup_memory = v;
+            }
             let ex = Exporter::new(raw.validate(Utc::now()).unwrap()).await.unwrap();
             let t = Instant::now();
             let s = ex.backfill(from, to, Utc::now(), &CancellationToken::new()).await.unwrap();

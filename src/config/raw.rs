@@ -229,7 +229,7 @@ impl Default for ExportSection {
             row_group_rows: 50_000,
             file_max_rows: 1_000_000,
             file_max_bytes: "512MiB".into(),
-            buffer_memory: "64MiB".into(),
+            buffer_memory: "32MiB".into(),
             dedup_memory: "32MiB".into(),
             concurrency: 8,
             run_deadline: None,
