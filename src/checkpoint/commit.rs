@@ -111,29 +111,39 @@ impl Checkpoint {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// When the `reconcile` of `stream_id` from `from` began, if one was stopped before it
-    /// finished (a deadline, a signal, a kill); else now, recorded. A reconcile resumes by
-    /// skipping what was read again since then ([`Checkpoint::ranges_read_since`]).
-    pub fn reconcile_begun(&self, stream_id: &str, from: DateTime<Utc>) -> Result<DateTime<Utc>, CheckpointError> {
-        let key = format!("reconcile:{stream_id}:{}", us(from));
+    /// When the `reconcile` of `stream_id` that a deadline, a signal or a kill stopped began
+    /// (at most two days ago); else now, recorded. A reconcile resumes by skipping the windows
+    /// that reconciles read again since then ([`Checkpoint::ranges_reconciled_since`]), whatever
+    /// its `--from` (a relative one moves with every run).
+    pub fn reconcile_begun(&self, stream_id: &str) -> Result<DateTime<Utc>, CheckpointError> {
+        let key = format!("reconcile:{stream_id}");
+        let now = Utc::now();
         let c = self.conn();
-        c.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)",
-            params![key, us(Utc::now()).to_string()],
-        )?;
-        let at: String = c.query_row("SELECT value FROM meta WHERE key = ?1", [&key], |r| r.get(0))?;
-        Ok(from_us(at.parse().unwrap_or(0)))
+        let at: Option<String> = c
+            .query_row("SELECT value FROM meta WHERE key = ?1", [&key], |r| r.get(0))
+            .optional()?;
+        match at.and_then(|v| v.parse::<i64>().ok()).map(from_us) {
+            Some(t) if t <= now && now - t < chrono::Duration::days(2) => Ok(t),
+            _ => {
+                c.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                    params![key, us(now).to_string()],
+                )?;
+                Ok(now)
+            }
+        }
     }
 
-    /// Forgets the reconciles of `stream_id` from `from` (they finished).
-    pub fn reconcile_done(&self, stream_id: &str, from: DateTime<Utc>) -> Result<(), CheckpointError> {
-        let key = format!("reconcile:{stream_id}:{}", us(from));
-        self.conn().execute("DELETE FROM meta WHERE key = ?1", [key])?;
+    /// Forgets where the reconciles of `stream_id` stood: the last one finished, or failed
+    /// (only a stop by deadline, signal or kill is resumed).
+    pub fn reconcile_done(&self, stream_id: &str) -> Result<(), CheckpointError> {
+        self.conn()
+            .execute("DELETE FROM meta WHERE key = ?1", [format!("reconcile:{stream_id}")])?;
         Ok(())
     }
 
-    /// Ranges of `[from, to)` whose windows were committed at or after `since`.
-    pub fn ranges_read_since(
+    /// Ranges of `[from, to)` whose windows a `reconcile` committed at or after `since`.
+    pub fn ranges_reconciled_since(
         &self,
         stream_id: &str,
         from: DateTime<Utc>,
@@ -142,7 +152,8 @@ impl Checkpoint {
     ) -> Result<Vec<Range>, CheckpointError> {
         let c = self.conn();
         let mut st = c.prepare_cached(
-            "SELECT DISTINCT start_us, end_us FROM windows WHERE stream_id = ?1 AND end_us > ?2 AND start_us < ?3 AND committed_at_us >= ?4",
+            "SELECT DISTINCT w.start_us, w.end_us FROM windows w JOIN runs r ON r.id = w.run_id
+             WHERE w.stream_id = ?1 AND w.end_us > ?2 AND w.start_us < ?3 AND w.committed_at_us >= ?4 AND r.command = 'reconcile'",
         )?;
         let rows = st.query_map(params![stream_id, us(from), us(to), us(since)], |r| {
             Ok((from_us(r.get(0)?), from_us(r.get(1)?)))

@@ -86,6 +86,10 @@ pub struct Checkpoint {
     conn: Mutex<Connection>,
     path: PathBuf,
     _lock: Option<File>,
+    /// For a reader ([`Checkpoint::open_read`]): when it found no process holding the lock,
+    /// before it opened the database (so every run still marked running that began before
+    /// then has died).
+    pub(crate) unlocked_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Checkpoint {
@@ -105,11 +109,11 @@ impl Checkpoint {
             .open(path)
             .map_err(|source| CheckpointError::Folder { path: path.into(), source })?;
         // `status` probes the lock for a few microseconds (to tell a died run from a running
-        // one): a start that meets that probe tries again a few times within 50 ms.
+        // one): a start that meets that probe tries again for up to 250 ms.
         let mut tries = 0;
         while f.try_lock().is_err() {
             tries += 1;
-            if tries == 5 {
+            if tries == 25 {
                 return Err(CheckpointError::Locked { path: path.into() });
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
@@ -127,7 +131,11 @@ impl Checkpoint {
                 source: rusqlite::Error::InvalidPath(path.into()),
             });
         }
-        let cp = Self::connect(path, None)?;
+        // Probed before SQLite opens the file: closing another descriptor of a file drops the
+        // process's POSIX locks on it, which SQLite's own locking relies on.
+        let unlocked_at = File::open(path).ok().and_then(|f| f.try_lock().ok().map(|()| chrono::Utc::now()));
+        let mut cp = Self::connect(path, None)?;
+        cp.unlocked_at = unlocked_at;
         cp.migrate()?;
         Ok(cp)
     }
@@ -142,6 +150,7 @@ impl Checkpoint {
             conn: Mutex::new(conn),
             path: path.into(),
             _lock: lock,
+            unlocked_at: None,
         })
     }
 

@@ -94,7 +94,12 @@ impl Checkpoint {
         }
         let mut runs = Vec::new();
         {
-            let mut st = c.prepare("SELECT id, command, started_at_us, finished_at_us, status, windows, records_written, error FROM runs ORDER BY id DESC LIMIT 10")?;
+            let mut st = c.prepare(
+                "SELECT id, command, started_at_us, finished_at_us, status,
+                    (SELECT COUNT(*) FROM windows w WHERE w.run_id = runs.id),
+                    (SELECT COALESCE(SUM(records_written), 0) FROM windows w WHERE w.run_id = runs.id),
+                    error FROM runs ORDER BY id DESC LIMIT 10",
+            )?;
             let rows = st.query_map([], |r| {
                 Ok(RunStatus {
                     id: r.get(0)?,
@@ -102,8 +107,15 @@ impl Checkpoint {
                     started_at: from_us(r.get(2)?),
                     finished_at: r.get::<_, Option<i64>>(3)?.map(from_us),
                     status: match r.get::<_, String>(4)? {
-                        // Nobody holds the lock: a run still marked running died with its process.
-                        s if s == "running" && self._lock.is_none() && lock_is_free(&self.path) => "died".into(),
+                        // Nobody held the lock when this reader opened the state: a run still
+                        // marked running that began before then died with its process.
+                        s if s == "running"
+                            && self
+                                .unlocked_at
+                                .is_some_and(|t| t.timestamp_micros() >= r.get::<_, i64>(2).unwrap_or(i64::MAX)) =>
+                        {
+                            "died".into()
+                        }
                         s => s,
                     },
                     windows: r.get::<_, i64>(5)? as u64,
@@ -212,13 +224,4 @@ pub struct StatusReport {
     pub partitions: Vec<PartitionStatus>,
     /// Attempts begun but not committed (files a crash may have left behind).
     pub pending_attempts: u64,
-}
-
-/// Whether no process holds the state's lock (see [`Checkpoint::open`]): taken and released
-/// at once, so a starting writer is at worst refused for that instant and retries.
-fn lock_is_free(path: &std::path::Path) -> bool {
-    match std::fs::File::open(path) {
-        Ok(f) => f.try_lock().is_ok(),
-        Err(_) => false,
-    }
 }

@@ -215,9 +215,11 @@ async fn started(
 /// warning, never the command's failure.
 async fn push_metrics(raw: &RawConfig, command: &str, metrics: &crate::metrics::Metrics) {
     if let Ok(Some(url)) = raw.push_target(command) {
+        // The URL may carry credentials: only its host is logged.
+        let host = url.host_str().unwrap_or("").to_string();
         match metrics.push(&url).await {
-            Ok(()) => tracing::debug!(url = %url, "metrics pushed"),
-            Err(e) => tracing::warn!(url = %url, error = %e, "could not push the metrics to metrics.push_url"),
+            Ok(()) => tracing::debug!(host = %host, "metrics pushed"),
+            Err(e) => tracing::warn!(host = %host, error = %e, "could not push the metrics to metrics.push_url"),
         }
     }
 }

@@ -35,7 +35,8 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsSection {
     /// The Pushgateway's base URL (e.g. `http://pushgateway.monitoring:9091`); empty = no push.
-    pub push_url: Option<String>,
+    /// Treated as a secret (it may carry basic-auth credentials): never printed.
+    pub push_url: Option<super::Secret>,
     /// The `job` label of the pushed group (the `command` label is the subcommand).
     pub push_job: String,
 }
@@ -384,19 +385,19 @@ impl RawConfig {
     /// The Pushgateway group URL for `command` (`{push_url}/metrics/job/{push_job}/command/{command}`),
     /// or `None` without `metrics.push_url`.
     pub fn push_target(&self, command: &str) -> Result<Option<url::Url>, super::ConfigError> {
-        let Some(base) = self.metrics.push_url.as_deref().map(str::trim).filter(|s| !s.is_empty()) else {
+        let Some(base) = self.metrics.push_url.as_ref().map(|s| s.expose().trim()).filter(|s| !s.is_empty()) else {
             return Ok(None);
         };
-        let mut url = url::Url::parse(base).map_err(|e| super::invalid("metrics.push_url", format!("{base:?} is not a URL: {e}")))?;
+        let mut url = url::Url::parse(base).map_err(|e| super::invalid("metrics.push_url", format!("is not a URL ({e})")))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(super::invalid("metrics.push_url", format!("{base:?} must be http:// or https://")));
+            return Err(super::invalid("metrics.push_url", "must be http:// or https://"));
         }
         let job = self.metrics.push_job.trim();
         if job.is_empty() {
             return Err(super::invalid("metrics.push_job", "must not be empty"));
         }
         url.path_segments_mut()
-            .map_err(|()| super::invalid("metrics.push_url", format!("{base:?} cannot take a path")))?
+            .map_err(|()| super::invalid("metrics.push_url", "cannot take a path"))?
             .pop_if_empty()
             .extend(["metrics", "job", job, "command", command]);
         Ok(Some(url))

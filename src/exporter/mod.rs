@@ -209,17 +209,19 @@ impl Exporter {
     ) -> Result<RunSummary, ExportError> {
         // A reconcile stopped before it finished (a deadline, a signal, a kill) resumes: what
         // was read again since it began is not read a third time.
-        let summary = self
+        let result = self
             .over_range("reconcile", from, to, now, cancel, |stream, from, to| {
-                let since = self.checkpoint.reconcile_begun(&stream.id, from)?;
-                let done = self.checkpoint.ranges_read_since(&stream.id, from, to, since)?;
+                let since = self.checkpoint.reconcile_begun(&stream.id)?;
+                let done = self.checkpoint.ranges_reconciled_since(&stream.id, from, to, since)?;
                 Ok(planner::gaps(from, to, &done))
             })
-            .await?;
-        for s in &self.settings.api.streams {
-            self.checkpoint.reconcile_done(&s.id, from)?;
+            .await;
+        if !matches!(result, Err(ExportError::Deadline | ExportError::Cancelled)) {
+            for s in &self.settings.api.streams {
+                self.checkpoint.reconcile_done(&s.id)?;
+            }
         }
-        Ok(summary)
+        result
     }
 
     /// Exports `[from, to)` (to clamped to now − lag). Windows already committed are skipped,

@@ -129,6 +129,29 @@ async fn metrics_are_typed_by_both_parsers_and_failures_have_causes() {
         }
         assert!(!families.iter().any(|f| f.ends_with(" unknown")), "{families:?}");
     }
+    // Prometheus' own (Go) parser and linter, from Debian's prometheus package (CI installs it).
+    if let Ok(mut child) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(classic.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool check metrics: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        assert!(
+            std::env::var_os("AOS_TEST_REQUIRE_PUSHGATEWAY").is_none(),
+            "promtool is required in CI"
+        );
+    }
 }
 
 /// `status` tells the truth about runs: a run stopped by its deadline shows the windows and
