@@ -85,6 +85,10 @@ impl WirePage {
 
 /// Parses and validates a 2xx body in one pass, indexing its records.
 pub fn parse(body: Bytes) -> Result<WirePage, String> {
+    if u32::try_from(body.len()).is_err() {
+        // Positions in the body are 32-bit: refuse rather than misread.
+        return Err(format!("a page of {} bytes is larger than 4 GiB", body.len()));
+    }
     let text = simdutf8::compat::from_utf8(&body).map_err(|e| format!("not UTF-8: {e}"))?;
     let page = index_page(text).map_err(|e| format!("not a page: {e}"))?;
     let data = page.data.ok_or("no \"data\" array (absent or null)")?;

@@ -341,6 +341,7 @@ fn api_settings(p: &ApiSection, environment: &str, retry: RetryPolicy) -> Result
         ca_bundle: p.ca_bundle.as_deref().map(ca_bundle).transpose()?,
         max_page_bytes: match parse_size("api.max_page_bytes", &p.max_page_bytes)? {
             n if n < 1024 => return Err(invalid("api.max_page_bytes", "must be at least 1KiB")),
+            n if n > 1 << 30 => return Err(invalid("api.max_page_bytes", "must be at most 1GiB")),
             n => usize::try_from(n).unwrap_or(usize::MAX),
         },
     })

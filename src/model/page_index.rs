@@ -15,19 +15,24 @@ pub use super::json_scan::{Flaw, SyntaxError};
 use super::json_scan::{KeyText, Scan};
 use super::record::{ACTION_TIME, Record, string_of};
 
-/// A byte range of the body (a key's may be empty).
+/// A byte range of the body (a key's may be empty). 32-bit: a body is at most
+/// `api.max_page_bytes`, which is below 4 GiB; small spans keep the per-record index small.
 #[derive(Debug, Clone, Copy, Default)]
 struct Span {
-    start: usize,
-    len: usize,
+    start: u32,
+    len: u32,
 }
 
 impl Span {
     fn new(start: usize, end: usize) -> Span {
-        Span { start, len: end - start }
+        Span {
+            start: start as u32,
+            len: (end - start) as u32,
+        }
     }
     fn get<'a>(&self, body: &'a str) -> Option<&'a str> {
-        body.get(self.start..self.start + self.len)
+        let start = self.start as usize;
+        body.get(start..start + self.len as usize)
     }
 }
 
@@ -310,14 +315,14 @@ fn add_extra(
 ) {
     let bytes_of = |k: &Key| -> Vec<u8> {
         match k {
-            Key::At(s) => scan.b[s.start..s.start + s.len].to_vec(),
+            Key::At(s) => scan.b[s.start as usize..(s.start + s.len) as usize].to_vec(),
             Key::Owned(s) => s.as_bytes().to_vec(),
         }
     };
     let found = match extra_at {
         Some(at) => at.get(&*key).copied(),
         None => idx.extra.iter().position(|(k, _)| match k {
-            Key::At(s) => scan.b[s.start..s.start + s.len] == *key,
+            Key::At(s) => scan.b[s.start as usize..(s.start + s.len) as usize] == *key,
             Key::Owned(s) => s.as_bytes() == &*key,
         }),
     };
