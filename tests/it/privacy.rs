@@ -114,6 +114,10 @@ async fn secrets_sweep_finds_nothing() {
             (PASSWORD.to_string(), "certificate password"),
             (c.key_pkcs8_pem.lines().nth(2).unwrap().to_string(), "private key"),
             ("client_assertion=".to_string(), "client assertion"),
+            (
+                "pushgw-pass-77".to_string(),
+                "the Pushgateway's basic-auth password in metrics.push_url",
+            ),
             ("eyJ".to_string(), "a JWT"),
         ],
         seen: String::new(),
@@ -135,8 +139,12 @@ async fn secrets_sweep_finds_nothing() {
         ];
         base.iter().map(|a| [&now[..], a, extra].concat()).collect()
     };
-    // A client secret, text then JSON logs; a certificate with a password.
+    // A client secret, text then JSON logs; a certificate with a password. The client-secret
+    // setup also pushes its metrics to a Pushgateway URL carrying credentials (nothing listens:
+    // every push fails and is logged).
     let secret = setup(&emu, "");
+    let push = "\n[metrics]\npush_url = \"http://ops:pushgw-pass-77@127.0.0.1:9/\"\n";
+    std::fs::write(&secret.config, std::fs::read_to_string(&secret.config).unwrap() + push).unwrap();
     let json = setup(&emu, "");
     std::fs::write(
         &json.config,
