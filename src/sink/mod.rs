@@ -306,18 +306,30 @@ impl WindowWriter {
             FileWriter::Ndjson(n) => n.close(&f.temp),
         }
         .and_then(|out| seal(out, &f.temp));
+        self.done_or_delete(sealed, f.partition, f.rel, f.temp, f.rows)
+    }
+
+    /// A sealed file joins the finished ones; one that failed to seal is deleted.
+    fn done_or_delete(
+        &mut self,
+        sealed: Result<(u64, String), SinkError>,
+        partition: String,
+        rel_path: String,
+        temp_path: PathBuf,
+        rows: u64,
+    ) -> Result<(), SinkError> {
         let (bytes, sha256) = match sealed {
             Ok(s) => s,
             Err(e) => {
-                let _ = std::fs::remove_file(&f.temp);
+                let _ = std::fs::remove_file(&temp_path);
                 return Err(e);
             }
         };
         self.done.push(WrittenFile {
-            rel_path: f.rel,
-            partition: f.partition,
-            temp_path: f.temp,
-            rows: f.rows,
+            rel_path,
+            partition,
+            temp_path,
+            rows,
             bytes,
             sha256,
         });
@@ -341,21 +353,8 @@ impl WindowWriter {
     pub fn finish(mut self) -> Result<Vec<WrittenFile>, SinkError> {
         self.finish_open()?;
         while let Some((_, f)) = self.quarantined.pop_first() {
-            let (bytes, sha256) = match seal(f.out, &f.temp) {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = std::fs::remove_file(&f.temp);
-                    return Err(e);
-                }
-            };
-            self.done.push(WrittenFile {
-                rel_path: f.rel,
-                partition: f.partition,
-                temp_path: f.temp,
-                rows: f.rows,
-                bytes,
-                sha256,
-            });
+            let sealed = seal(f.out, &f.temp);
+            self.done_or_delete(sealed, f.partition, f.rel, f.temp, f.rows)?;
         }
         self.finished = true;
         Ok(std::mem::take(&mut self.done))
