@@ -126,7 +126,8 @@ pub fn exit_code(err: &(dyn Error + 'static)) -> u8 {
                 ExportError::Cancelled => INTERRUPTED,
                 ExportError::Deadline => DEADLINE,
                 ExportError::OutOfRange { .. } | ExportError::RepeatedNextLink(_) | ExportError::InvalidRecord { .. } => API,
-                ExportError::Rebuild { .. } => OUTPUT,
+                ExportError::Rebuild { .. } | ExportError::TableChanged { .. } => OUTPUT,
+                ExportError::NotATable { .. } => CONFIG,
                 ExportError::FormatSwitch { .. } => CONFIG,
             };
         }

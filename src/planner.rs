@@ -73,6 +73,11 @@ pub fn clamp_end(to: DateTime<Utc>, now: DateTime<Utc>, lag: Duration) -> DateTi
     to.min(now - lag)
 }
 
+/// `t` without its fraction of a second: window bounds are whole seconds.
+pub fn truncate_to_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,13 @@ impl Checkpoint {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Whether the manifest holds a file at `path`.
+    pub fn has_file(&self, path: &str) -> Result<bool, CheckpointError> {
+        let c = self.conn();
+        let mut st = c.prepare_cached("SELECT 1 FROM files WHERE path = ?1")?;
+        Ok(st.exists([path])?)
+    }
+
     /// The file formats (`parquet`, `ndjson`) the manifest holds.
     pub fn formats(&self) -> Result<Vec<String>, CheckpointError> {
         let c = self.conn();

@@ -141,6 +141,9 @@ pub struct ExportSettings {
     pub run_deadline: Option<std::time::Duration>,
     /// What to do with a record holding text a strict JSON reader refuses.
     pub on_invalid_record: crate::model::OnInvalidRecord,
+    /// `export.format = "delta"`: the output is a Delta table (Parquet data files plus
+    /// `_delta_log/`), each window added in one commit.
+    pub delta: bool,
 }
 
 /// `[schedule]` and `[daemon]`, validated.
@@ -367,10 +370,16 @@ fn export_settings(e: &ExportSection, now: DateTime<Utc>) -> Result<ExportSettin
             format!("{} exceeds the API's 7-day maximum range", e.window),
         ));
     }
+    let delta = e.format == "delta";
     let format = match e.format.as_str() {
-        "parquet" => Format::Parquet,
+        "parquet" | "delta" => Format::Parquet,
         "ndjson" | "jsonl" => Format::Ndjson,
-        other => return Err(invalid("export.format", format!("unknown format {other:?}; use parquet or ndjson"))),
+        other => {
+            return Err(invalid(
+                "export.format",
+                format!("unknown format {other:?}; use parquet, ndjson or delta"),
+            ));
+        }
     };
     if !(1..=22).contains(&e.zstd_level) {
         return Err(invalid("export.zstd_level", "must be 1..=22"));
@@ -399,6 +408,7 @@ fn export_settings(e: &ExportSection, now: DateTime<Utc>) -> Result<ExportSettin
         return Err(invalid("export.concurrency", "must be 1..=64"));
     }
     Ok(ExportSettings {
+        delta,
         start,
         window,
         lag: whole_seconds("export.lag", parse_chrono("export.lag", &e.lag)?)?,

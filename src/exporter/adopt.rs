@@ -42,10 +42,17 @@ impl Exporter {
 
     pub(super) async fn clean_pending(&self, adopt_complete: bool) -> Result<(), ExportError> {
         let mut adopted = false;
-        for p in self.checkpoint.pending()? {
-            if adopt_complete
-                && let Some(key) = &p.marker
-                && let Some(m) = self.complete_marker(key, None).await?
+        let pending = self.checkpoint.pending()?;
+        // Delta mode: an attempt is committed exactly when the table lists its data files, so
+        // one committed to the table and not to the state is adopted even within a run.
+        let table = match &self.table {
+            Some(_) if !pending.is_empty() => Some(self.lake_files().await?),
+            _ => None,
+        };
+        for p in pending {
+            if let Some(key) = &p.marker
+                && let Some(m) = self.complete_marker(key, table.as_ref()).await?
+                && (adopt_complete || (table.is_some() && m.files.iter().any(|f| !crate::model::is_quarantine(&f.partition))))
             {
                 match self.checkpoint.adopt_window(key, &m)? {
                     Adoption::Adopted => {
@@ -59,6 +66,9 @@ impl Exporter {
                         continue;
                     }
                     // Another attempt at the same read is committed: delete this one.
+                    Adoption::Conflict if self.table.is_some() => {
+                        tracing::error!(prefix = %m.prefix, "a second committed attempt at a read the state already holds is in the Delta table; left in place (run `verify`)");
+                    }
                     Adoption::Conflict => {}
                 }
             }
@@ -133,6 +143,9 @@ impl Exporter {
                 .await?
                 .map(|b| serde_json::from_slice::<CommitMarker>(&b))
             {
+                // Delta mode: invisible to readers, and possibly another writer's attempt in
+                // flight; `vacuum` deletes them after the retention.
+                Some(Ok(m)) if m.begun_only && self.table.is_some() => {}
                 Some(Ok(m)) if m.begun_only => {
                     self.store.remove_attempt(&m.partitions, &m.prefix).await?;
                     self.store.delete(&path).await?;
@@ -154,7 +167,7 @@ impl Exporter {
             None
         } else {
             cp.set_file_adoption_pending(true)?;
-            Some(self.store.data_files().await?.into_iter().collect())
+            Some(self.lake_files().await?)
         };
         let mut skipped = 0;
         for key in keys {
@@ -173,6 +186,9 @@ impl Exporter {
                         self.store.remove_attempt(&m.partitions, &m.prefix).await?;
                     }
                 },
+                // Delta mode: an attempt that stopped before its table commit (or another
+                // writer's in flight); nothing of it is in the table.
+                None if self.table.is_some() => {}
                 None => skipped += 1,
             }
         }

@@ -6,8 +6,7 @@
 //! the watermark only ever covers a contiguous prefix of committed windows. On start, attempts
 //! left pending by a crash are cleaned up before anything else is written.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::{Arc, atomic::Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -21,12 +20,15 @@ use crate::config::Settings;
 use crate::dedup::ID_SCHEME;
 use crate::metrics::Metrics;
 use crate::model::{Range, StreamSpec, Window};
-use crate::planner;
 use crate::store::Store;
-use crate::window::{self, Deps, ExportError};
+use crate::{
+    planner,
+    window::{self, Deps, ExportError},
+};
 
 mod adopt;
 mod bar;
+mod table;
 pub use adopt::Adopted;
 
 /// Totals of one run (printed, recorded in `runs`, exported as metrics).
@@ -79,6 +81,10 @@ pub struct Exporter {
     gate: window::MemoryGate,
     /// The next window's place in commit order.
     window_seq: std::sync::atomic::AtomicU64,
+    /// Delta mode: the table at the output root.
+    table: Option<crate::store::delta::DeltaTable>,
+    /// Windows read again as another writer changed the table.
+    table_retries: std::sync::atomic::AtomicU32,
 }
 
 impl Exporter {
@@ -92,8 +98,11 @@ impl Exporter {
         let store = Store::open(&settings.export.output, &settings.spool_path())?;
         let checkpoint = Checkpoint::open(&settings.state_path)?;
         store.check()?;
+        let table = table::open(&store, &checkpoint, settings.export.delta).await?;
         let gate = window::MemoryGate::new(settings.export.dedup_memory);
         let ex = Exporter {
+            table,
+            table_retries: Default::default(),
             gate,
             window_seq: Default::default(),
             settings,
@@ -103,24 +112,10 @@ impl Exporter {
             metrics,
             current_run: Default::default(),
         };
-        let configured = match ex.settings.export.sink.format {
-            crate::sink::Format::Parquet => "parquet",
-            crate::sink::Format::Ndjson => "ndjson",
-        };
-        if let Some(existing) = ex.checkpoint.formats()?.into_iter().find(|f| f != configured) {
-            return Err(ExportError::FormatSwitch {
-                existing,
-                configured: configured.into(),
-            });
-        }
+        ex.check_format()?;
         ex.recover().await?;
         ex.adopt_lake().await?;
-        if let Some(existing) = ex.checkpoint.formats()?.into_iter().find(|f| f != configured) {
-            return Err(ExportError::FormatSwitch {
-                existing,
-                configured: configured.into(),
-            });
-        }
+        ex.check_format()?;
         for s in &ex.settings.api.streams {
             ex.checkpoint.ensure_stream(s)?;
         }
@@ -176,7 +171,7 @@ impl Exporter {
     pub async fn run_once(&self, now: DateTime<Utc>, cancel: &CancellationToken) -> Result<RunSummary, ExportError> {
         self.recorded("run", cancel, |cancel| async move {
             let e = &self.settings.export;
-            let until = truncate_to_second(now - e.lag);
+            let until = planner::truncate_to_second(now - e.lag);
             let mut total = RunSummary::default();
             for stream in &self.settings.api.streams {
                 // A relative `export.start` (e.g. 30d) moves with every run: coverage before it
@@ -256,7 +251,7 @@ impl Exporter {
     {
         self.recorded(command, cancel, |cancel| async move {
             let e = &self.settings.export;
-            let to = truncate_to_second(planner::clamp_end(to, now, e.lag)).max(from);
+            let to = planner::truncate_to_second(planner::clamp_end(to, now, e.lag)).max(from);
             let mut total = RunSummary::default();
             for stream in &self.settings.api.streams {
                 let windows: Vec<Window> = plan(stream, from, to)?
@@ -426,6 +421,18 @@ impl Exporter {
                 None => o.window.start <= e.start,
             };
             let advance = contiguous.then_some(o.window.end);
+            match self.table_step(&o).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    self.stop_in_flight(inner, results).await?;
+                    self.adopt_lake().await?;
+                    return Box::pin(self.drive_with(stream, windows[i..].to_vec(), cancel, total, bar, concurrency)).await;
+                }
+                Err(e) => {
+                    self.stop_after_failure(inner, results).await;
+                    return Err(e);
+                }
+            }
             let committed = self.checkpoint.commit_window(&WindowCommit {
                 stream_id: &o.stream_id,
                 window: o.window,
@@ -487,8 +494,4 @@ impl Exporter {
         }
         Ok(())
     }
-}
-
-fn truncate_to_second(t: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
 }

@@ -16,6 +16,7 @@ use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 
 use crate::model::{STAGING_MARK, is_attempt_file};
 
+pub mod delta;
 mod lake;
 
 /// Why the output could not be opened, written, listed or read.

@@ -97,6 +97,23 @@ pub enum ExportError {
         /// What a strict reader refuses.
         what: &'static str,
     },
+    /// `export.format = "delta"`, but the output already holds data files and no table.
+    #[error(
+        "export.format is delta, but export.output {output} already holds data files and no _delta_log/: a table there would not contain them; write the table to a new export.output with a new state.path"
+    )]
+    NotATable {
+        /// `export.output`.
+        output: String,
+    },
+    /// Delta mode: another writer added a file that can hold records of the window after its
+    /// deduplication read the table, so the window's commit was refused.
+    #[error(
+        "another writer added {path} to the Delta table while this window was read; nothing of the window was committed (two deployments writing one table?)"
+    )]
+    TableChanged {
+        /// The file, relative to the table root.
+        path: String,
+    },
     /// A committed file overlapping the window could not be read back or its record ids parsed.
     #[error("cannot rebuild the record ids of committed file {path} from the lake (run `verify`): {message}")]
     Rebuild {

@@ -1,0 +1,438 @@
+//! The output as a Delta Lake table (`export.format = "delta"`): the table's log, read and
+//! written through `delta_kernel`.
+//!
+//! Invariants:
+//! - The table is created with the lowest protocol our columns need (reader 1, writer 2), by a
+//!   conditional put of version 0: two writers creating it at once end with one table.
+//! - A file is in the table only once a commit adds it; files written and never committed are
+//!   invisible to every reader, and `vacuum` deletes them after the retention.
+//! - A commit is made against the snapshot it was validated on: if another writer committed
+//!   since, the put of the next version fails and the commit is validated again on the newer
+//!   snapshot (Delta's optimistic concurrency).
+//! - Every data commit carries `txn(appId, version)`: `appId` names the stream, `version` counts
+//!   the commits of that stream in the table.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, Int64Array, MapBuilder, MapFieldNames, RecordBatch, StringArray, StringBuilder, StructArray,
+};
+use arrow::datatypes::{DataType, Field, Schema};
+use delta_kernel::committer::FileSystemCommitter;
+use delta_kernel::engine::arrow_conversion::TryFromArrow;
+use delta_kernel::engine::arrow_data::ArrowEngineData;
+use delta_kernel::scan::state::ScanFile;
+use delta_kernel::schema::StructType;
+use delta_kernel::transaction::{CommitResult, UpdateTableOperation};
+use delta_kernel::{Snapshot, SnapshotRef};
+use delta_kernel_default_engine::DefaultEngine;
+use delta_kernel_default_engine::executor::tokio::TokioBackgroundExecutor;
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions};
+use url::Url;
+
+use super::StoreError;
+
+/// The partition column: the UTC day of `actionTime` (`unknown` when it has none).
+pub const PARTITION_COLUMN: &str = "dt";
+/// Recorded in every commit's `commitInfo.engineInfo`.
+const ENGINE_INFO: &str = concat!("aos-audit-export/", env!("CARGO_PKG_VERSION"));
+
+/// A file in the table's current snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveFile {
+    /// Path relative to the table root (`dt=…/name.parquet`).
+    pub path: String,
+    /// Size in bytes, as the log records it.
+    pub size: u64,
+    /// Rows, from the file's statistics (absent when a writer recorded none).
+    pub rows: Option<u64>,
+}
+
+/// What the table holds at one version.
+#[derive(Debug, Clone, Default)]
+pub struct TableView {
+    /// The snapshot's version; `None` when the table does not exist yet.
+    pub version: Option<u64>,
+    /// The active files, by path.
+    pub files: HashMap<String, ActiveFile>,
+}
+
+/// A data file to add: written and published under `path`, not yet in the table.
+#[derive(Debug, Clone)]
+pub struct AddFile {
+    /// Path relative to the table root (`dt=YYYY-MM-DD/name.parquet`).
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Rows.
+    pub rows: u64,
+}
+
+/// What a data commit did.
+#[derive(Debug, Clone, Copy)]
+pub struct Committed {
+    /// The table version the commit created.
+    pub version: u64,
+    /// The stream's `txn` version in it.
+    pub app_version: i64,
+}
+
+/// The check a commit must pass on the snapshot it is made against: `Err(reason)` refuses it.
+pub type Validate<'a> = &'a (dyn Fn(&TableView) -> Result<(), String> + Send + Sync);
+
+/// A Delta table at the output root.
+pub struct DeltaTable {
+    root: Url,
+    store: Arc<dyn ObjectStore>,
+    log_dir: ObjPath,
+    /// Set for a local table: the log folder, fsynced after every commit (object_store's local
+    /// file system does not sync).
+    local_log: Option<std::path::PathBuf>,
+    engine: Arc<DefaultEngine<TokioBackgroundExecutor>>,
+}
+
+fn kernel(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Object {
+        path: "_delta_log".into(),
+        message: format!("{what}: {e}"),
+    }
+}
+
+/// Runs kernel work (synchronous, blocking on its own executor) off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| kernel("a table operation stopped", e))?
+}
+
+impl DeltaTable {
+    /// The table whose root is `prefix` in `store` (bucket-rooted), named by `root` (the URL the
+    /// kernel resolves log and data paths against: its path is `prefix`).
+    pub fn new(store: Arc<dyn ObjectStore>, root: Url, prefix: &ObjPath, local_log: Option<std::path::PathBuf>) -> Self {
+        let engine = Arc::new(DefaultEngine::builder(store.clone()).build());
+        let log_dir = prefix.clone().join("_delta_log");
+        DeltaTable {
+            root,
+            store,
+            log_dir,
+            local_log,
+            engine,
+        }
+    }
+
+    /// The table root URL.
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    /// Creates the table (version 0: protocol reader 1 / writer 2, the schema, partitioned by
+    /// `dt`) unless it exists. `columns`: the data files' columns (without `dt`).
+    pub async fn create_if_missing(&self, columns: &Schema) -> Result<bool, StoreError> {
+        let v0 = self.log_dir.clone().join(format!("{:020}.json", 0));
+        match self.store.head(&v0).await {
+            Ok(_) => return Ok(false),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(kernel("cannot read the table's log", e)),
+        }
+        let mut fields: Vec<Field> = columns.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new(PARTITION_COLUMN, DataType::Utf8, true));
+        let schema = StructType::try_from_arrow(&Schema::new(fields)).map_err(|e| kernel("cannot describe the table's schema", e))?;
+        let schema_string = serde_json::to_string(&schema).map_err(|e| kernel("cannot describe the table's schema", e))?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let lines = [
+            serde_json::json!({"commitInfo": {
+                "timestamp": now, "operation": "CREATE TABLE", "engineInfo": ENGINE_INFO,
+                "operationParameters": {"partitionBy": format!("[\"{PARTITION_COLUMN}\"]")},
+            }}),
+            serde_json::json!({"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}}),
+            serde_json::json!({"metaData": {
+                "id": uuid::Uuid::new_v4().to_string(),
+                "format": {"provider": "parquet", "options": {}},
+                "schemaString": schema_string,
+                "partitionColumns": [PARTITION_COLUMN],
+                "configuration": {},
+                "createdTime": now,
+            }}),
+        ];
+        let mut body = Vec::new();
+        for l in &lines {
+            body.extend_from_slice(l.to_string().as_bytes());
+            body.push(b'\n');
+        }
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self.store.put_opts(&v0, body.into(), opts).await {
+            Ok(_) => {}
+            // Another writer created it first: one table.
+            Err(object_store::Error::AlreadyExists { .. }) => return Ok(false),
+            Err(e) => return Err(kernel("cannot create the table", e)),
+        }
+        self.sync_log()?;
+        Ok(true)
+    }
+
+    fn sync_log(&self) -> Result<(), StoreError> {
+        if let Some(dir) = &self.local_log {
+            let io = |source| StoreError::Io { path: dir.clone(), source };
+            for entry in std::fs::read_dir(dir).map_err(io)?.flatten() {
+                let name = entry.file_name();
+                // The newest commit files are the ones that may not be on disk yet; syncing
+                // every `.json` costs one call per file, bounded by the checkpoints.
+                if name.to_string_lossy().ends_with(".json") {
+                    std::fs::File::open(entry.path()).and_then(|f| f.sync_all()).map_err(io)?;
+                }
+            }
+            std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(io)?;
+        }
+        Ok(())
+    }
+
+    /// The latest snapshot, or `None` when the table does not exist.
+    async fn snapshot(&self) -> Result<Option<SnapshotRef>, StoreError> {
+        let mut listed = self.store.list(Some(&self.log_dir));
+        use futures::StreamExt;
+        let mut any = false;
+        if let Some(first) = listed.next().await {
+            first.map_err(|e| kernel("cannot list the table's log", e))?;
+            any = true;
+        }
+        drop(listed);
+        if !any {
+            return Ok(None);
+        }
+        let (engine, root) = (self.engine.clone(), self.root.clone());
+        blocking(move || {
+            Snapshot::builder_for(root.as_str())
+                .build(engine.as_ref())
+                .map(Some)
+                .map_err(|e| kernel("cannot read the table's log", e))
+        })
+        .await
+    }
+
+    /// The table's latest version and active files.
+    pub async fn view(&self) -> Result<TableView, StoreError> {
+        match self.snapshot().await? {
+            None => Ok(TableView::default()),
+            Some(s) => {
+                let engine = self.engine.clone();
+                blocking(move || view_of(&s, engine.as_ref())).await
+            }
+        }
+    }
+
+    /// The stream's `txn` version in the latest snapshot.
+    pub async fn app_version(&self, app_id: &str) -> Result<Option<i64>, StoreError> {
+        let Some(s) = self.snapshot().await? else {
+            return Ok(None);
+        };
+        let (engine, app) = (self.engine.clone(), app_id.to_string());
+        blocking(move || {
+            s.get_app_id_version(&app, engine.as_ref())
+                .map_err(|e| kernel("cannot read the table's transactions", e))
+        })
+        .await
+    }
+
+    /// Adds `files` in one commit carrying `txn(app_id, previous + 1)`, made against a snapshot
+    /// that `validate` accepted. A concurrent commit makes it validate again on the newer
+    /// snapshot; a refusal is returned as `Ok(Err(reason))` and commits nothing.
+    pub async fn commit_adds(
+        &self,
+        app_id: &str,
+        files: Vec<AddFile>,
+        validate: Validate<'_>,
+    ) -> Result<Result<Committed, String>, StoreError> {
+        loop {
+            let Some(snap) = self.snapshot().await? else {
+                return Err(kernel("cannot commit", "the table has no log (was it deleted?)"));
+            };
+            let engine = self.engine.clone();
+            let s2 = snap.clone();
+            let view = blocking(move || view_of(&s2, engine.as_ref())).await?;
+            if let Err(why) = validate(&view) {
+                return Ok(Err(why));
+            }
+            let (engine, app, files2) = (self.engine.clone(), app_id.to_string(), files.clone());
+            let result = blocking(move || {
+                let previous = snap
+                    .get_app_id_version(&app, engine.as_ref())
+                    .map_err(|e| kernel("cannot read the table's transactions", e))?
+                    .unwrap_or(0);
+                let mut txn = snap
+                    .clone()
+                    .update_table(UpdateTableOperation::Write, ENGINE_INFO, true)
+                    .with_transaction_id(app.clone(), previous + 1)
+                    .build(engine.as_ref(), Box::new(FileSystemCommitter::new()))
+                    .map_err(|e| kernel("cannot begin a table commit", e))?;
+                txn.add_files(add_batch(&files2)?);
+                match txn.commit(engine.as_ref()).map_err(|e| kernel("table commit failed", e))? {
+                    CommitResult::Committed(c) => Ok(Some(Committed {
+                        version: c.commit_version(),
+                        app_version: previous + 1,
+                    })),
+                    CommitResult::Conflicted(_) => Ok(None),
+                    CommitResult::Retryable(_) => Err(kernel("table commit failed", "a retryable I/O error; the next run retries")),
+                }
+            })
+            .await?;
+            if let Some(c) = result {
+                self.sync_log()?;
+                return Ok(Ok(c));
+            }
+            tracing::debug!("another writer committed to the table first; validating again on its version");
+        }
+    }
+}
+
+impl super::Store {
+    /// The output as a Delta table (`export.format = "delta"`): the same root, read and written
+    /// through the table's log. A local root must exist ([`Store::check`]).
+    pub fn delta_table(&self) -> Result<DeltaTable, StoreError> {
+        match self {
+            super::Store::Local { root } => {
+                let io = |source| StoreError::Io {
+                    path: root.clone(),
+                    source,
+                };
+                let abs = std::fs::canonicalize(root).map_err(io)?;
+                let url = url::Url::from_directory_path(&abs).map_err(|()| StoreError::Open {
+                    output: root.display().to_string(),
+                    message: "not an absolute path".into(),
+                })?;
+                let prefix = ObjPath::from_filesystem_path(&abs).map_err(|e| StoreError::Open {
+                    output: root.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                let store: Arc<dyn ObjectStore> = Arc::new(object_store::local::LocalFileSystem::new());
+                Ok(DeltaTable::new(store, url, &prefix, Some(abs.join("_delta_log"))))
+            }
+            super::Store::Object {
+                store, prefix, display, ..
+            } => {
+                let mut url = url::Url::parse(display).map_err(|e| StoreError::Open {
+                    output: display.clone(),
+                    message: e.to_string(),
+                })?;
+                if !url.path().ends_with('/') {
+                    let path = format!("{}/", url.path());
+                    url.set_path(&path);
+                }
+                Ok(DeltaTable::new(store.clone(), url, prefix, None))
+            }
+        }
+    }
+}
+
+/// The active files of a snapshot.
+fn view_of(s: &SnapshotRef, engine: &dyn delta_kernel::Engine) -> Result<TableView, StoreError> {
+    let scan = s.clone().scan_builder().build().map_err(|e| kernel("cannot read the table", e))?;
+    let mut files: Vec<ScanFile> = Vec::new();
+    for meta in scan.scan_metadata(engine).map_err(|e| kernel("cannot read the table", e))? {
+        let meta = meta.map_err(|e| kernel("cannot read the table", e))?;
+        files = meta
+            .visit_scan_files(files, |acc: &mut Vec<ScanFile>, f: ScanFile| acc.push(f))
+            .map_err(|e| kernel("cannot read the table", e))?;
+    }
+    let files = files
+        .into_iter()
+        .map(|f| {
+            // The log stores paths URL-encoded (`dt=2024-01-01` as written by some engines as
+            // `dt%3D2024-01-01`); the table's files are named by their decoded form.
+            let path = percent_decode(&f.path);
+            (
+                path.clone(),
+                ActiveFile {
+                    path,
+                    size: f.size.max(0) as u64,
+                    rows: f.stats.map(|s| s.num_records),
+                },
+            )
+        })
+        .collect();
+    Ok(TableView {
+        version: Some(s.version()),
+        files,
+    })
+}
+
+fn percent_decode(p: &str) -> String {
+    if !p.contains('%') {
+        return p.to_string();
+    }
+    let b = p.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&p[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The add-file metadata the kernel takes ([`delta_kernel::transaction::Transaction::add_files`]):
+/// path, partition values, size, modification time, statistics (row count).
+fn add_batch(files: &[AddFile]) -> Result<Box<ArrowEngineData>, StoreError> {
+    let names = MapFieldNames {
+        entry: "key_value".to_string(),
+        key: "key".to_string(),
+        value: "value".to_string(),
+    };
+    let mut parts = MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new());
+    for f in files {
+        let dt = f
+            .path
+            .split('/')
+            .next()
+            .and_then(|p| p.strip_prefix("dt="))
+            .ok_or_else(|| kernel("cannot commit", format!("{} is not in a dt= partition", f.path)))?;
+        parts.keys().append_value(PARTITION_COLUMN);
+        parts.values().append_value(dt);
+        parts.append(true).map_err(|e| kernel("cannot commit", e))?;
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let num_records: ArrayRef = Arc::new(Int64Array::from(files.iter().map(|f| f.rows as i64).collect::<Vec<_>>()));
+    let tight: ArrayRef = Arc::new(BooleanArray::from(vec![true; files.len()]));
+    let stats = StructArray::try_new(
+        vec![
+            Field::new("numRecords", DataType::Int64, true),
+            Field::new("tightBounds", DataType::Boolean, true),
+        ]
+        .into(),
+        vec![num_records, tight],
+        None,
+    )
+    .map_err(|e| kernel("cannot commit", e))?;
+    let parts = parts.finish();
+    let schema = Schema::new(vec![
+        Field::new("path", DataType::Utf8, false),
+        Field::new("partitionValues", parts.data_type().clone(), false),
+        Field::new("size", DataType::Int64, false),
+        Field::new("modificationTime", DataType::Int64, false),
+        Field::new("stats", stats.data_type().clone(), true),
+    ]);
+    let batch = RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(StringArray::from(files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>())),
+            Arc::new(parts),
+            Arc::new(Int64Array::from(files.iter().map(|f| f.size as i64).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(vec![now; files.len()])),
+            Arc::new(stats),
+        ],
+    )
+    .map_err(|e| kernel("cannot commit", e))?;
+    Ok(Box::new(ArrowEngineData::new(batch)))
+}
