@@ -312,7 +312,12 @@ fn read_parquet(path: &Path) -> Vec<Row> {
 }
 
 pub fn read_all(out: &Path) -> Vec<Row> {
-    data_files(out)
+    read_files(&data_files(out))
+}
+
+/// The rows of these data files (Parquet or NDJSON by name).
+pub fn read_files(files: &[PathBuf]) -> Vec<Row> {
+    files
         .iter()
         .flat_map(|p| {
             if p.to_string_lossy().ends_with(".parquet") {

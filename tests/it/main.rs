@@ -13,6 +13,7 @@ mod certs;
 mod config_errors;
 mod crash;
 mod daemon;
+mod delta;
 mod export;
 mod fuzz_seeds;
 mod gcs;
