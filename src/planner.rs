@@ -1,7 +1,7 @@
 //! Pure window planning: which `[start, end)` ranges a run or backfill asks the API for.
 //!
-//! Invariants: windows are contiguous, non-overlapping, half-open, aligned to the range start,
-//! never longer than the configured window (itself at most 7 days), and never reach past
+//! Invariants: windows are contiguous, non-overlapping, half-open, cut at UTC midnights (and,
+//! for a size dividing a day, at its multiples since the epoch), never longer than the configured window (itself at most 7 days), and never reach past
 //! `now − lag`.
 
 use chrono::{DateTime, Duration, Utc};
@@ -13,14 +13,41 @@ use crate::model::{MAX_QUERY_WINDOW, Range, Window};
 pub fn split(from: DateTime<Utc>, to: DateTime<Utc>, size: Duration) -> Vec<Window> {
     assert!(size > Duration::zero(), "window size must be positive");
     let size = size.min(MAX_QUERY_WINDOW);
+    // Whole days, so windows of a day or more keep to midnights (7d becomes 6d: a padded
+    // 7-day query would exceed the API's maximum).
+    let size = if size >= Duration::days(1) {
+        Duration::days(size.num_days())
+    } else {
+        size
+    };
     let mut out = Vec::new();
     let mut s = from;
     while s < to {
-        let e = (s + size).min(to);
+        let e = (s + size).min(to).min(next_cut(s, size));
         out.push(Window { start: s, end: e });
         s = e;
     }
     out
+}
+
+/// The first window bound after `s` on the UTC grid: the next midnight (for windows of a day
+/// or more, only until one starts at midnight), or for a size that divides a day the next
+/// multiple of it since the epoch. Windows then never straddle a day:
+/// each holds one `dt=` partition (one file where a straddling window wrote two), whatever
+/// instant `export.start` or the look-back begins at.
+fn next_cut(s: DateTime<Utc>, size: Duration) -> DateTime<Utc> {
+    const DAY: i64 = 86_400;
+    let secs = s.timestamp();
+    let step = match size.num_seconds() {
+        n if n > 0 && n < DAY && DAY % n == 0 => n,
+        _ => DAY,
+    };
+    // Windows of a day or more start at midnight once the first is cut there.
+    if size.num_seconds() >= DAY && secs.rem_euclid(DAY) == 0 {
+        return s + size;
+    }
+    let next = (secs.div_euclid(step) + 1) * step;
+    DateTime::from_timestamp(next, 0).unwrap_or(s + size)
 }
 
 /// What a `run` reads, given the committed ranges `covered`: every gap of coverage in
@@ -110,6 +137,38 @@ mod tests {
             let q = x.query();
             assert!(q.end - q.start <= Duration::days(7), "{q:?}");
         }
+    }
+
+    #[test]
+    fn windows_are_cut_on_the_utc_grid_whatever_the_range_start() {
+        let w = split(t("2024-01-01T05:30:00Z"), t("2024-01-03T02:00:00Z"), Duration::days(1));
+        let bounds: Vec<String> = w.iter().map(|x| x.end.to_rfc3339()).collect();
+        assert_eq!(
+            bounds,
+            [
+                "2024-01-02T00:00:00+00:00",
+                "2024-01-03T00:00:00+00:00",
+                "2024-01-03T02:00:00+00:00"
+            ]
+        );
+        let w = split(t("2024-01-01T05:30:00Z"), t("2024-01-01T20:00:00Z"), Duration::hours(6));
+        let bounds: Vec<String> = w.iter().map(|x| x.end.to_rfc3339()).collect();
+        assert_eq!(
+            bounds,
+            [
+                "2024-01-01T06:00:00+00:00",
+                "2024-01-01T12:00:00+00:00",
+                "2024-01-01T18:00:00+00:00",
+                "2024-01-01T20:00:00+00:00"
+            ]
+        );
+        // A size that does not divide a day still never straddles midnight.
+        let w = split(t("2024-01-01T20:00:00Z"), t("2024-01-02T12:00:00Z"), Duration::hours(7));
+        assert!(
+            w.iter()
+                .all(|x| x.start.date_naive() == (x.end - Duration::seconds(1)).date_naive()),
+            "{w:?}"
+        );
     }
 
     #[test]

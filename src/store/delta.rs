@@ -26,8 +26,8 @@ use delta_kernel::scan::state::ScanFile;
 use delta_kernel::schema::StructType;
 use delta_kernel::transaction::{CommitResult, UpdateTableOperation};
 use delta_kernel::{Snapshot, SnapshotRef};
-use delta_kernel_default_engine::DefaultEngine;
-use delta_kernel_default_engine::executor::tokio::TokioBackgroundExecutor;
+use delta_kernel_default_engine::executor::tokio::TokioMultiThreadExecutor;
+use delta_kernel_default_engine::{DefaultEngine, DefaultEngineBuilder};
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions};
 use url::Url;
@@ -90,7 +90,7 @@ pub struct DeltaTable {
     /// Set for a local table: the log folder, fsynced after every commit (object_store's local
     /// file system does not sync).
     local_log: Option<std::path::PathBuf>,
-    engine: Arc<DefaultEngine<TokioBackgroundExecutor>>,
+    engine: Arc<dyn delta_kernel::Engine>,
 }
 
 fn kernel(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -111,7 +111,16 @@ impl DeltaTable {
     /// The table whose root is `prefix` in `store` (bucket-rooted), named by `root` (the URL the
     /// kernel resolves log and data paths against: its path is `prefix`).
     pub fn new(store: Arc<dyn ObjectStore>, root: Url, prefix: &ObjPath, local_log: Option<std::path::PathBuf>) -> Self {
-        let engine = Arc::new(DefaultEngine::builder(store.clone()).build());
+        // Checkpoints write Parquet through the executor and need a multi-threaded one; the
+        // process's own runtime is shared when it is one.
+        let engine: Arc<dyn delta_kernel::Engine> = match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => Arc::new(
+                DefaultEngineBuilder::new(store.clone())
+                    .with_task_executor(Arc::new(TokioMultiThreadExecutor::new(h)))
+                    .build(),
+            ),
+            _ => Arc::new(DefaultEngine::builder(store.clone()).build()),
+        };
         let log_dir = prefix.clone().join("_delta_log");
         DeltaTable {
             root,
@@ -271,10 +280,16 @@ impl DeltaTable {
                     .map_err(|e| kernel("cannot begin a table commit", e))?;
                 txn.add_files(add_batch(&files2)?);
                 match txn.commit(engine.as_ref()).map_err(|e| kernel("table commit failed", e))? {
-                    CommitResult::Committed(c) => Ok(Some(Committed {
-                        version: c.commit_version(),
-                        app_version: previous + 1,
-                    })),
+                    CommitResult::Committed(c) => {
+                        let version = c.commit_version();
+                        if let Some(post) = c.post_commit_snapshot() {
+                            checkpoint_if_due(post, engine.as_ref());
+                        }
+                        Ok(Some(Committed {
+                            version,
+                            app_version: previous + 1,
+                        }))
+                    }
                     CommitResult::Conflicted(_) => Ok(None),
                     CommitResult::Retryable(_) => Err(kernel("table commit failed", "a retryable I/O error; the next run retries")),
                 }
@@ -327,6 +342,28 @@ impl super::Store {
         }
     }
 }
+
+/// Every `delta.checkpointInterval` commits (10 unless the table says otherwise, as Spark and
+/// delta-rs do), a checkpoint of the snapshot: a reader then replays at most that many commit
+/// files. A failed checkpoint costs readers time, never data: it is logged, not raised.
+fn checkpoint_if_due(s: &SnapshotRef, engine: &dyn delta_kernel::Engine) {
+    let interval = s
+        .table_properties()
+        .checkpoint_interval
+        .map_or(DEFAULT_CHECKPOINT_INTERVAL, |n| n.get());
+    if s.version() == 0 || s.version() % interval != 0 {
+        return;
+    }
+    match s.checkpoint(engine, None) {
+        Ok(_) => tracing::debug!(version = s.version(), "wrote a table checkpoint"),
+        Err(e) => {
+            tracing::warn!(version = s.version(), error = %e, "could not write a table checkpoint; readers replay more commit files until the next one")
+        }
+    }
+}
+
+/// `delta.checkpointInterval` when the table sets none.
+pub const DEFAULT_CHECKPOINT_INTERVAL: u64 = 10;
 
 /// The active files of a snapshot.
 fn view_of(s: &SnapshotRef, engine: &dyn delta_kernel::Engine) -> Result<TableView, StoreError> {
