@@ -351,7 +351,7 @@ fn checkpoint_if_due(s: &SnapshotRef, engine: &dyn delta_kernel::Engine) {
         .table_properties()
         .checkpoint_interval
         .map_or(DEFAULT_CHECKPOINT_INTERVAL, |n| n.get());
-    if s.version() == 0 || s.version() % interval != 0 {
+    if s.version() == 0 || !s.version().is_multiple_of(interval) {
         return;
     }
     match s.checkpoint(engine, None) {
