@@ -63,6 +63,16 @@ pub enum Command {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Delta mode: rewrite the closed days' small files into few large ones, one table commit
+    /// per day (also done after every `run`). Earlier table versions stay readable.
+    Compact {
+        /// Start: RFC 3339 instant, YYYY-MM-DD (UTC), or a duration before now (e.g. 30d).
+        #[arg(long)]
+        from: String,
+        /// End, exclusive (default: now); same forms as --from.
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// Long-running: `run` on schedule.cron; serves /healthz, /readyz and /metrics.
     Daemon,
     /// Checkpoints, lag, last runs and files written.

@@ -74,6 +74,7 @@ impl Shared {
         match result {
             Ok(sum) => {
                 self.failures.store(0, Ordering::Relaxed);
+                self.ex.compact_after_run(Utc::now()).await;
                 tracing::info!(
                     outcome = "ok",
                     written = sum.written,

@@ -175,7 +175,7 @@ impl Checkpoint {
     }
 }
 
-fn insert_file(
+pub(super) fn insert_file(
     c: &rusqlite::Connection,
     f: &FileRow,
     w: &Window,

@@ -20,10 +20,12 @@ use rusqlite::Connection;
 pub mod adopt;
 pub mod commit;
 pub mod read;
+pub mod rewrite;
 
 pub use adopt::{Adoption, CommitMarker};
 pub use commit::{Pending, Side, WindowCommit};
 pub use read::{FileRow, PartitionStatus, RunStatus, StatusReport, StreamStatus};
+pub use rewrite::Rewrite;
 
 /// Migrations in order; the index + 1 is the schema version.
 const MIGRATIONS: &[&str] = &[
@@ -67,6 +69,9 @@ pub enum CheckpointError {
         /// The newest schema version this build knows.
         known: i64,
     },
+    /// A value the state recorded cannot be read back.
+    #[error("checkpoint database: {0}")]
+    Corrupt(String),
     /// Any other SQLite error while migrating, reading or writing.
     #[error("checkpoint database: {0}")]
     Sql(#[from] rusqlite::Error),

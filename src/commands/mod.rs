@@ -138,6 +138,28 @@ pub async fn dispatch(cli: Cli, cancel: CancellationToken) -> anyhow::Result<u8>
             let s = ex.run_once(now, &cancel).await;
             push_metrics(&raw, "run", ex.metrics()).await;
             print_summary("run", &ex, &s?);
+            ex.compact_after_run(now).await;
+            Ok(error::OK)
+        }
+        Command::Compact { from, to } => {
+            let settings = raw.validate(now)?;
+            if !settings.export.delta {
+                bail!(ConfigError::Invalid {
+                    key: "export.format",
+                    message: "compact needs \"delta\": a folder of files cannot be compacted safely (a reader would see both copies)"
+                        .into()
+                });
+            }
+            let (from_t, to_t) = range_args(&from, to.as_deref(), now)?;
+            let ex = started(&raw, "compact", Exporter::new(settings).await).await?;
+            let c = ex.compact(from_t, to_t, now).await?;
+            println!(
+                "compact: {} closed days rewritten, {} files before, {} after (days closed before {})",
+                c.days,
+                c.files_before,
+                c.files_after,
+                ex.closed_before(now).to_rfc3339()
+            );
             Ok(error::OK)
         }
         Command::Backfill { from, to } => {

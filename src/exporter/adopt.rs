@@ -37,6 +37,7 @@ impl Exporter {
         // A marker being written when the process died leaves its staging copy (`.tmp-…`):
         // this process holds the lock, so every such copy is stale.
         self.store.remove_stale_marker_copies()?;
+        self.recover_rewrites().await?;
         self.clean_pending(true).await
     }
 
@@ -65,12 +66,23 @@ impl Exporter {
                         self.checkpoint.clear_pending(&p.prefix)?;
                         continue;
                     }
-                    // Another attempt at the same read is committed: delete this one.
-                    Adoption::Conflict if self.table.is_some() => {
-                        tracing::error!(prefix = %m.prefix, "a second committed attempt at a read the state already holds is in the Delta table; left in place (run `verify`)");
-                    }
+                    // Another attempt at the same read is committed: delete this one (in
+                    // Delta mode, below, only if the table does not list its files).
                     Adoption::Conflict => {}
                 }
+            }
+            // Delta mode: files the table lists are never deleted (readers would meet a
+            // missing file); the next adoption learns them for deduplication.
+            if let Some(listing) = &table
+                && listing.keys().any(|path| {
+                    path.rsplit_once('/')
+                        .is_some_and(|(_, n)| crate::model::is_attempt_file(n, &p.prefix))
+                })
+            {
+                tracing::warn!(prefix = %p.prefix, "an attempt the table holds but the state cannot commit as a window; its files are kept and learned for deduplication");
+                self.checkpoint.set_file_adoption_pending(true)?;
+                self.checkpoint.clear_pending(&p.prefix)?;
+                continue;
             }
             // The marker first: a lake without it never claims the attempt committed, even if
             // the files' deletion is interrupted and the state is lost afterwards.
@@ -178,6 +190,9 @@ impl Exporter {
                 Some(m) => match cp.adopt_window(&key, &m)? {
                     Adoption::Adopted => found.windows += 1,
                     Adoption::Known => {}
+                    // Delta mode: another writer's read of a window this state holds (both
+                    // committed through the table's validation); its files are learned below.
+                    Adoption::Conflict if self.table.is_some() => {}
                     Adoption::Conflict => {
                         // The same read committed twice in the lake: the state's attempt is
                         // the one kept; this one's records are all in it.

@@ -28,6 +28,7 @@ use crate::{
 
 mod adopt;
 mod bar;
+mod compact;
 mod table;
 pub use adopt::Adopted;
 
@@ -320,6 +321,7 @@ impl Exporter {
         total: &mut RunSummary,
         bar: Option<&indicatif::ProgressBar>,
     ) -> Result<(), ExportError> {
+        self.table_retries.store(0, Ordering::SeqCst);
         self.drive_with(stream, windows, cancel, total, bar, self.settings.export.concurrency)
             .await
     }

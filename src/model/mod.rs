@@ -33,7 +33,7 @@ pub const MAX_QUERY_WINDOW: chrono::Duration = chrono::Duration::seconds(7 * 86_
 pub type Range = (DateTime<Utc>, DateTime<Utc>);
 
 /// A half-open time range `[start, end)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Window {
     /// First instant inside the window.
     pub start: DateTime<Utc>,

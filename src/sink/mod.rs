@@ -8,6 +8,7 @@
 //! store's job, ordered by `window.rs`.
 
 mod format;
+pub mod merge;
 pub mod ndjson;
 pub mod parquet;
 pub mod quarantine;

@@ -13,7 +13,7 @@ use crate::common::*;
 /// Reads the table at `path` with `deltalake`: the latest version, its protocol, its active
 /// files, the stream's txn version, and for every version from 0 the rows and distinct ids.
 const READER: &str = r#"
-import json, os, sys
+import hashlib, json, os, sys
 from deltalake import DeltaTable
 path = sys.argv[1]
 t = DeltaTable(path)
@@ -22,7 +22,9 @@ p = t.protocol()
 versions = []
 for v in range(0, latest + 1):
     ids = DeltaTable(path, version=v).to_pyarrow_table(columns=["_record_id"]).column("_record_id").to_pylist()
-    versions.append({"version": v, "rows": len(ids), "distinct": len(set(ids))})
+    digest = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
+    versions.append({"version": v, "rows": len(ids), "distinct": len(set(ids)), "digest": digest,
+        "files": len(DeltaTable(path, version=v).file_uris())})
 files = [u[len("file://"):] if u.startswith("file://") else u for u in t.file_uris()]
 rows = t.to_pyarrow_table(columns=["_record_id", "dt"]).num_rows
 print(json.dumps({"version": latest, "protocol": [p.min_reader_version, p.min_writer_version],
@@ -121,14 +123,27 @@ async fn a_delta_table_holds_every_record_once_at_every_version() {
     let (from, to) = range(4);
     let truth = emu.ground_truth(from, to);
     let r = assert_table_exact(&s.out(), &truth);
-    // One commit per window that wrote files, each with the stream's txn.
-    let version = r.json["version"].as_u64().unwrap();
-    assert!(version >= 8, "a commit per window: {version}");
-    assert_eq!(
-        r.json["txn"].as_u64(),
-        Some(version),
-        "every data commit carries txn(aos-audit-export/all)"
-    );
+    // One commit per window that wrote files, each with the stream's txn; compactions of
+    // the closed days (no data change) carry none.
+    let mut data_commits = 0;
+    for entry in std::fs::read_dir(s.out().join("_delta_log")).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".json") || name.starts_with('_') {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        if text.contains("\"dataChange\":true") {
+            data_commits += 1;
+            assert!(
+                text.contains("\"txn\":{\"appId\":\"aos-audit-export/all\""),
+                "{name}: a data commit without the stream's txn"
+            );
+        } else if text.contains("\"add\"") {
+            assert!(text.contains("\"operation\":\"OPTIMIZE\""), "{name}");
+        }
+    }
+    assert!(data_commits >= 8, "a commit per window: {data_commits}");
+    assert_eq!(r.json["txn"].as_u64(), Some(data_commits), "txn counts the stream's data commits");
     // Written files that no commit names are not read by anyone: a Parquet file of the same
     // shape dropped beside the table's files does not show.
     let stray = s.out().join("dt=2024-03-01").join("stray.parquet");
@@ -299,4 +314,59 @@ async fn two_exporters_on_one_table_write_every_record_once() {
     assert_ok(&cli(&b, &args, &[]).await);
     let (from, to) = range(8);
     assert_table_exact(&a.out(), &emu.ground_truth(from, to));
+}
+
+/// A simulated day of 96 scheduled runs (every 15 minutes, pinned clock) writes many small
+/// files into its day; once the day is closed, the run after it compacts the day into the
+/// files its size needs, in one commit: same records, the version before still readable, and
+/// exact when a crash interrupts the compaction before and after its table commit.
+#[tokio::test(flavor = "multi_thread")]
+async fn closed_days_are_compacted_exactly() {
+    if delta_skip() {
+        return;
+    }
+    let emu = start(emu_config(4, 2000)).await;
+    let s = setup(&emu, "format = \"delta\"\nwindow = \"1d\"\nlookback = \"1h\"");
+    let at = |minutes: i64| (day0() + chrono::Duration::days(1) + chrono::Duration::minutes(minutes)).to_rfc3339();
+    // Day 1 in one backfill, then day 2 as a CronJob every 15 minutes would see it.
+    assert_ok(&cli(&s, &["--now", &at(0), "run"], &[]).await);
+    for i in 1..=96 {
+        assert_ok(&cli(&s, &["--now", &at(15 * i), "run"], &[]).await);
+    }
+    let day2 = |r: &Read| r.files.iter().filter(|f| f.to_string_lossy().contains("dt=2024-03-02")).count();
+    let before = read_table(&s.out(), None);
+    let files_before = day2(&before);
+    assert!(files_before > 40, "a day of 15-minute runs writes many files: {files_before}");
+    // Closed once past lag + look-back + an hour: the compaction is interrupted before its
+    // table commit, then after it, then completes.
+    let closed = at(24 * 60 + 2 * 60 + 30);
+    for point in ["compact:1", "compact:2"] {
+        let o = cli(&s, &["--now", &closed, "run"], &[("AOS_TEST_CRASH_AT", point)]).await;
+        assert!(stderr(&o).contains("crashpoint: aborting at compact"), "{point}: {}", stderr(&o));
+    }
+    assert_ok(&cli(&s, &["--now", &closed, "run"], &[]).await);
+    let (from, _) = range(0);
+    let truth: Vec<Value> = emu.ground_truth(from, day0() + chrono::Duration::days(2) + chrono::Duration::minutes(150));
+    let after = assert_table_exact(&s.out(), &truth);
+    let files_after = day2(&after);
+    eprintln!("compaction of a day of 96 runs: {files_before} files before, {files_after} after");
+    assert_eq!(files_after, 1, "a closed day of a few MiB is one file");
+    // The compaction commit changed no record: the version before it reads the same ids.
+    let versions = after.json["versions"].as_array().unwrap();
+    let last = versions.last().unwrap();
+    let compaction = versions
+        .iter()
+        .rposition(|v| v["files"].as_u64() < versions[versions.len() - 2]["files"].as_u64() && v["version"] != versions[0]["version"])
+        .expect("a version with fewer files");
+    assert_eq!(
+        versions[compaction]["digest"],
+        versions[compaction - 1]["digest"],
+        "time travel to the version before the compaction shows the same records"
+    );
+    assert_eq!(versions[compaction]["digest"], last["digest"]);
+    // The next compaction finds nothing to do; verify vouches for the table's files.
+    let o = cli(&s, &["--now", &closed, "compact", "--from", "2024-03-01"], &[]).await;
+    assert_ok(&o);
+    assert!(stdout(&o).contains("compact: 0 closed days rewritten"), "{}", stdout(&o));
+    assert_ok(&cli(&s, &["verify"], &[]).await);
 }
