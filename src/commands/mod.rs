@@ -21,7 +21,12 @@ pub fn init_tracing(level: &str, format: &str) {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
-        .or_else(|| EnvFilter::try_new(format!("{level},tokio_cron_scheduler=warn,hyper_util=info,hyper=info")).ok())
+        .or_else(|| {
+            EnvFilter::try_new(format!(
+                "{level},tokio_cron_scheduler=warn,hyper_util=info,hyper=info,delta_kernel=warn,delta_kernel_default_engine=warn"
+            ))
+            .ok()
+        })
         .unwrap_or_else(|| EnvFilter::new("info"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -195,7 +200,7 @@ pub async fn dispatch(cli: Cli, cancel: CancellationToken) -> anyhow::Result<u8>
             Ok(error::OK)
         }
         // These commands do not stop at a checkpoint: a signal simply ends them.
-        Command::Status { json } => interruptible(&cancel, async { report::status(&raw, json, now) }).await,
+        Command::Status { json } => interruptible(&cancel, report::status(&raw, json, now)).await,
         Command::Verify { json } => interruptible(&cancel, report::verify(&raw, json, now)).await,
         Command::Token => interruptible(&cancel, token(&raw, now, &cancel)).await,
         #[cfg(feature = "emulator")]

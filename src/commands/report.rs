@@ -34,13 +34,41 @@ fn gaps(coverage: &[(DateTime<Utc>, DateTime<Utc>)], start: DateTime<Utc>, until
     crate::planner::gaps(start, until, coverage)
 }
 
+/// Delta mode: the table's version and active files per partition (files, rows, bytes).
+struct TableInfo {
+    version: Option<u64>,
+    per_partition: std::collections::BTreeMap<String, (u64, u64, u64)>,
+    files: std::collections::HashMap<String, crate::store::delta::ActiveFile>,
+}
+
+async fn table_info(output: &str, state: &std::path::Path) -> anyhow::Result<TableInfo> {
+    let store = crate::store::Store::open(output, &spool_path(state))?;
+    let view = store.delta_table()?.view().await?;
+    let mut per_partition: std::collections::BTreeMap<String, (u64, u64, u64)> = Default::default();
+    for f in view.files.values() {
+        let part = f.path.split_once('/').map_or("", |p| p.0).to_string();
+        let e = per_partition.entry(part).or_default();
+        *e = (e.0 + 1, e.1 + f.rows.unwrap_or(0), e.2 + f.size);
+    }
+    Ok(TableInfo {
+        version: view.version,
+        per_partition,
+        files: view.files,
+    })
+}
+
 /// `status [--json]`.
-pub(super) fn status(raw: &RawConfig, json: bool, now: DateTime<Utc>) -> anyhow::Result<u8> {
+pub(super) async fn status(raw: &RawConfig, json: bool, now: DateTime<Utc>) -> anyhow::Result<u8> {
     let export = raw.validate_export(now)?;
     let state = raw.validate_state()?;
     let cp = crate::checkpoint::Checkpoint::open_read(&state)
         .with_context(|| format!("no state at state.path {} (has a run happened yet?)", state.display()))?;
     let r = cp.report()?;
+    let table = if export.delta {
+        Some(table_info(&export.output, &state).await?)
+    } else {
+        None
+    };
     // Whole seconds, as window bounds are: a sub-second `now` would show a phantom gap below a
     // second after every run.
     let until = DateTime::from_timestamp((now - export.lag).timestamp(), 0).unwrap_or(now - export.lag);
@@ -64,6 +92,14 @@ pub(super) fn status(raw: &RawConfig, json: bool, now: DateTime<Utc>) -> anyhow:
             for id in configured.iter().filter(|c| !r.streams.iter().any(|s| &s.id == *c)) {
                 streams.push(serde_json::json!({"id": id, "in_effect": true, "coverage": [], "gaps": gaps(&[], export.start, until), "watermark": null, "exported_to": null, "lag_seconds": null}));
             }
+        }
+        if let Some(t) = &table {
+            let per_day: serde_json::Map<String, serde_json::Value> = t
+                .per_partition
+                .iter()
+                .map(|(p, (n, rows, bytes))| (p.clone(), serde_json::json!({"files": n, "rows": rows, "bytes": bytes})))
+                .collect();
+            v["table"] = serde_json::json!({"version": t.version, "active_files": t.files.len(), "partitions": per_day});
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(error::OK);
@@ -139,6 +175,15 @@ pub(super) fn status(raw: &RawConfig, json: bool, now: DateTime<Utc>) -> anyhow:
             human_bytes(p.bytes)
         );
     }
+    if let Some(t) = &table {
+        match t.version {
+            Some(v) => println!("Delta table: version {v}, {} active files", t.files.len()),
+            None => println!("Delta table: not created yet"),
+        }
+        for (p, (n, rows, bytes)) in &t.per_partition {
+            println!("  {p:<16} files {n:>4}  rows {rows:>10}  {:>10}", human_bytes(*bytes));
+        }
+    }
     println!("last runs:");
     for run in &r.runs {
         let secs = run
@@ -193,6 +238,34 @@ pub(super) async fn verify(raw: &RawConfig, json: bool, now: DateTime<Utc>) -> a
             Ok(n) if n == f.rows => rows_total += n,
             Ok(n) => problems.push(format!("{}: {n} rows, manifest says {}", f.path, f.rows)),
             Err(e) => problems.push(format!("{}: unreadable ({e})", f.path)),
+        }
+    }
+    // Delta mode: every active file of the table against the log (exists, size, rows), and
+    // every data file of the manifest in the table.
+    if export.delta {
+        let t = table_info(&export.output, &state).await?;
+        let manifest: std::collections::HashMap<&str, &crate::checkpoint::FileRow> = files.iter().map(|f| (f.path.as_str(), f)).collect();
+        for a in t.files.values() {
+            let (size, rows) = match manifest.get(a.path.as_str()) {
+                Some(m) => (m.bytes, Some(m.rows)),
+                None => match store.read(&a.path).await {
+                    Ok(d) => (d.len() as u64, readback::count_rows(&a.path, d).ok()),
+                    Err(e) => {
+                        problems.push(format!("{}: in the table's log, missing or unreadable ({e})", a.path));
+                        continue;
+                    }
+                },
+            };
+            if size != a.size {
+                problems.push(format!("{}: {size} bytes, the table's log says {}", a.path, a.size));
+            } else if a.rows.is_some() && rows != a.rows {
+                problems.push(format!("{}: {rows:?} rows, the table's log says {:?}", a.path, a.rows));
+            }
+        }
+        for f in files.iter().filter(|f| !crate::model::is_quarantine(&f.partition)) {
+            if !t.files.contains_key(&f.path) {
+                problems.push(format!("{}: in the manifest but not in the Delta table", f.path));
+            }
         }
     }
     if json {

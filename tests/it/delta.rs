@@ -150,6 +150,18 @@ async fn a_delta_table_holds_every_record_once_at_every_version() {
     std::fs::copy(&r.files[0], &stray).unwrap();
     let again = assert_table_exact(&s.out(), &truth);
     assert_eq!(again.files.len(), r.files.len());
+    // `status` shows the table's version and its files per day; `verify` checks every active
+    // file against the log, and finds one deleted behind the table's back.
+    let st = status_json(&cli(&s, &["status", "--json"], &[]).await);
+    assert_eq!(st["table"]["version"], r.json["version"]);
+    assert_eq!(st["table"]["active_files"].as_u64(), Some(r.files.len() as u64));
+    assert!(st["table"]["partitions"]["dt=2024-03-02"]["files"].as_u64() >= Some(1), "{st}");
+    assert!(stdout(&cli(&s, &["status"], &[]).await).contains(&format!("Delta table: version {}", r.json["version"])));
+    assert_ok(&cli(&s, &["verify"], &[]).await);
+    std::fs::remove_file(&r.files[0]).unwrap();
+    let v = cli(&s, &["verify"], &[]).await;
+    assert_eq!(v.status.code(), Some(7), "{}", stdout(&v));
+    assert!(stdout(&v).contains("MISMATCH"), "{}", stdout(&v));
 }
 
 #[tokio::test(flavor = "multi_thread")]
