@@ -133,6 +133,9 @@ pub async fn child(args: &[String]) {
             if let Ok(v) = std::env::var("BENCH_DEDUP_MEMORY") {
                 raw.export.dedup_memory = v;
             }
+            if let Ok(v) = std::env::var("BENCH_FORMAT") {
+                raw.export.format = v;
+            }
             let ex = Exporter::new(raw.validate(Utc::now()).unwrap()).await.unwrap();
             let t = Instant::now();
             let s = ex.backfill(from, to, Utc::now(), &CancellationToken::new()).await.unwrap();

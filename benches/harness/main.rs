@@ -58,7 +58,7 @@ async fn emulator(cfg: EmulatorConfig) -> EmulatorHandle {
     EmulatorHandle::start(cfg, "127.0.0.1:0".parse().unwrap()).await.unwrap()
 }
 
-/// Whether the section `name` runs (`BENCH_ONLY=same,latency,naive,capacity,large,year,page`;
+/// Whether the section `name` runs (`BENCH_ONLY=same,latency,naive,capacity,large,year,page,delta`;
 /// all by default).
 fn enabled(name: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |v| v.split(',').any(|x| x.trim() == name))
@@ -294,6 +294,24 @@ async fn main() {
             Some(big.rss_mib),
             "peak RSS of the exporter process alone",
         );
+        drop(emu);
+    }
+    // 8. Delta mode against Parquet mode: the same backfill, one table commit per window.
+    if enabled("delta") {
+        let per_day = 100_000u64;
+        let days = (size("BENCH_DELTA_RECORDS", 1_000_000) / per_day).max(1) as u32;
+        let emu = emulator(emulator_config(days, per_day as u32, 1000, 0)).await;
+        let mut secs = Vec::new();
+        for format in ["parquet", "delta"] {
+            let m = cases::export(&emu, w, &format!("format-{format}"), "1d", &[("BENCH_FORMAT", format)]);
+            secs.push(m.secs);
+            let note = if format == "delta" {
+                format!("{:.2}x Parquet mode's time", m.secs / secs[0])
+            } else {
+                "the same backfill as Parquet files".to_string()
+            };
+            row(&format!("{} M-record backfill, export.format = {format}", days as u64 * per_day / 1_000_000), m.records, m.secs, Some(m.rss_mib), &note);
+        }
         drop(emu);
     }
     if enabled("year") {
