@@ -310,7 +310,13 @@ async fn main() {
             } else {
                 "the same backfill as Parquet files".to_string()
             };
-            row(&format!("{} M-record backfill, export.format = {format}", days as u64 * per_day / 1_000_000), m.records, m.secs, Some(m.rss_mib), &note);
+            row(
+                &format!("{} M-record backfill, export.format = {format}", days as u64 * per_day / 1_000_000),
+                m.records,
+                m.secs,
+                Some(m.rss_mib),
+                &note,
+            );
         }
         drop(emu);
     }

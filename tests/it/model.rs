@@ -19,6 +19,10 @@
 //! identical twins at one instant and some identical an hour apart, are part of the ground
 //! truth.
 //!
+//! A third of the sequences write a Delta table (`export.format = "delta"`); for those the
+//! oracle reads the table's snapshot (the Delta kernel's view of the log) after every
+//! operation, and at the end the `deltalake` package (delta-rs) reads every version.
+//!
 //! CI runs `PROPTEST_CASES` sequences (default 12) of up to 16 operations; the `--ignored` soak
 //! runs 200. A failure prints the shrunk sequence.
 
@@ -79,7 +83,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => prop::sample::select(vec!["1h", "5h", "1d", "3d"]).prop_map(Op::Window),
         1 => prop::sample::select(vec!["0s", "15m", "2h"]).prop_map(Op::Lag),
         1 => prop::sample::select(vec!["0s", "1h", "6h", "2d"]).prop_map(Op::Lookback),
-        1 => prop::sample::select(vec!["parquet", "ndjson"]).prop_map(Op::Format),
+        1 => prop::sample::select(vec!["parquet", "ndjson", "delta"]).prop_map(Op::Format),
         1 => (1usize..5).prop_map(Op::Concurrency),
         1 => Just(Op::LoseState),
         1 => Just(Op::Snapshot),
@@ -140,8 +144,8 @@ impl World {
             .expect("exporter starts")
     }
 
-    fn check_no_duplicate(&self, step: &str) -> Result<(), TestCaseError> {
-        let rows = read_all(&self.dir.path().join("out"));
+    async fn check_no_duplicate(&self, step: &str) -> Result<(), TestCaseError> {
+        let rows = lake_rows(&self.dir.path().join("out")).await;
         let got = multiset(rows.iter().map(|r| &r.record));
         let mut truth = self.emu.all_records();
         truth.extend(self.extras.iter().cloned());
@@ -152,6 +156,22 @@ impl World {
         }
         Ok(())
     }
+}
+
+/// Sequences whose lake ended as a Delta table.
+static DELTA_SEQUENCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// What the lake holds: a Delta table's active files (as the Delta kernel reads its log: files
+/// written and never committed are not in the table), or every data file of the folder.
+async fn lake_rows(out: &std::path::Path) -> Vec<Row> {
+    if !out.join("_delta_log").exists() {
+        return read_all(out);
+    }
+    let spool = out.with_extension("spool");
+    let store = aos_audit_export::store::Store::open(out.to_str().expect("utf-8 path"), &spool).expect("output opens");
+    let view = store.delta_table().expect("a table").view().await.expect("the table reads");
+    let files: Vec<std::path::PathBuf> = view.files.keys().map(|p| out.join(p)).collect();
+    read_files(&files)
 }
 
 async fn play(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
@@ -192,6 +212,11 @@ async fn play(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
         raw,
         extras,
     };
+    // A third of the lifecycles write a Delta table from the start (others may switch to one
+    // while the output is empty).
+    if seed % 3 == 0 {
+        w.raw.export.format = "delta".into();
+    }
     let state_dir = w.dir.path().join("state");
     let snapshot = w.dir.path().join("snapshot");
     let cancel = CancellationToken::new();
@@ -203,11 +228,12 @@ async fn play(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
                 w.emu.set_now(Some(w.now));
             }
             Op::Run => {
-                w.exporter()
-                    .await
-                    .run_once(w.now, &cancel)
+                let ex = w.exporter().await;
+                ex.run_once(w.now, &cancel)
                     .await
                     .map_err(|e| TestCaseError::fail(format!("{step}: {e}")))?;
+                // As the `run` command does: a Delta table's closed days are compacted.
+                ex.compact_after_run(w.now).await;
             }
             Op::Backfill { from_h, len_h } | Op::Reconcile { from_h, len_h } => {
                 let from = day0() + Duration::hours(*from_h);
@@ -241,7 +267,11 @@ async fn play(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
                 let before = std::mem::replace(&mut w.raw.export.format, (*v).into());
                 if let Err(e) = Exporter::new(w.exporter_config().validate(w.now).expect("valid")).await {
                     prop_assert!(
-                        matches!(e, aos_audit_export::window::ExportError::FormatSwitch { .. }),
+                        matches!(
+                            e,
+                            aos_audit_export::window::ExportError::FormatSwitch { .. }
+                                | aos_audit_export::window::ExportError::NotATable { .. }
+                        ),
                         "{step}: {e}"
                     );
                     w.raw.export.format = before;
@@ -305,7 +335,7 @@ async fn play(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
                 drop(first);
             }
         }
-        w.check_no_duplicate(&step)?;
+        w.check_no_duplicate(&step).await?;
     }
     // Every record visible, no filter, then one reconcile over everything: the lake is the
     // ground truth.
@@ -318,9 +348,17 @@ async fn play(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
         .reconcile(day0(), day0() + Duration::days(DAYS), w.now, &cancel)
         .await
         .map_err(|e| TestCaseError::fail(format!("final reconcile: {e}")))?;
-    let rows = read_all(&w.dir.path().join("out"));
+    let out = w.dir.path().join("out");
+    let rows = lake_rows(&out).await;
     let mut truth = w.emu.ground_truth(day0(), day0() + Duration::days(DAYS));
     truth.extend(w.extras.iter().cloned());
+    // A Delta table is also read by an independent implementation (delta-rs), at every version.
+    if out.join("_delta_log").exists() {
+        DELTA_SEQUENCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    if out.join("_delta_log").exists() && crate::delta::deltalake_available() {
+        crate::delta::assert_table_exact_with(&out, &truth, false);
+    }
     let (got, want) = (multiset(rows.iter().map(|r| &r.record)), multiset(truth.iter()));
     let wrong: Vec<_> = want
         .iter()
@@ -361,9 +399,10 @@ fn check(cases: u32) {
         rt.block_on(play(ops, seed))
     });
     eprintln!(
-        "model: {} sequences, {} operations (incl. shrinking)",
+        "model: {} sequences, {} operations (incl. shrinking), {} ending as a Delta table",
         sequences.into_inner(),
-        operations.into_inner()
+        operations.into_inner(),
+        DELTA_SEQUENCES.load(std::sync::atomic::Ordering::Relaxed)
     );
     if let Err(e) = result {
         panic!("{e}");

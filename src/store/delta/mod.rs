@@ -101,11 +101,15 @@ fn kernel(what: &str, e: impl std::fmt::Display) -> StoreError {
     }
 }
 
-/// Runs kernel work (synchronous, blocking on its own executor) off the async workers.
+/// Runs kernel work (synchronous: it blocks on the engine's executor) where the caller is,
+/// telling a multi-threaded runtime that this worker blocks. Never on a task of its own: a
+/// caller that is dropped (a cancelled pass) must not leave a table commit running behind its
+/// back, to land after the next exporter's recovery decided the attempt never committed.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| kernel("a table operation stopped", e))?
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 impl DeltaTable {
