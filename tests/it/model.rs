@@ -214,7 +214,7 @@ async fn play(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
     };
     // A third of the lifecycles write a Delta table from the start (others may switch to one
     // while the output is empty).
-    if seed % 3 == 0 {
+    if seed.is_multiple_of(3) {
         w.raw.export.format = "delta".into();
     }
     let state_dir = w.dir.path().join("state");
