@@ -104,6 +104,14 @@ fn cases() -> Vec<Case> {
         // Configuration (2).
         c("unknown key", Plain, |s| export(s, "colour = \"blue\""), RUN, 2, "colour"),
         c(
+            "compact of a folder lake",
+            Plain,
+            |_| {},
+            &["compact", "--from", "2024-03-01"],
+            2,
+            "export.format",
+        ),
+        c(
             "window over 7 days",
             Plain,
             |s| export(s, "window = \"8d\""),

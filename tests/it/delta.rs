@@ -397,3 +397,37 @@ async fn closed_days_are_compacted_exactly() {
     assert!(stdout(&o).contains("compact: 0 closed days rewritten"), "{}", stdout(&o));
     assert_ok(&cli(&s, &["verify"], &[]).await);
 }
+
+/// A folder of Parquet files is not taken for a table, nor a table for a folder: either way
+/// readers would miss what is written. Both are refused before anything is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_folder_lake_and_a_table_are_not_mixed() {
+    let emu = start(emu_config(2, 100)).await;
+    let s = setup(&emu, "");
+    assert_ok(&cli(&s, &["backfill", "--from", "2024-03-01", "--to", "2024-03-02"], &[]).await);
+    let o = cli(
+        &s,
+        &["--format", "delta", "backfill", "--from", "2024-03-01", "--to", "2024-03-03"],
+        &[],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).trim_end().lines().last().unwrap().contains("_delta_log"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!s.out().join("_delta_log").exists());
+    let t = setup(&emu, "format = \"delta\"");
+    assert_ok(&cli(&t, &["backfill", "--from", "2024-03-01", "--to", "2024-03-02"], &[]).await);
+    let files = data_files(&t.out()).len();
+    let o = cli(
+        &t,
+        &["--format", "parquet", "backfill", "--from", "2024-03-01", "--to", "2024-03-03"],
+        &[],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("delta"), "{}", stderr(&o));
+    assert_eq!(data_files(&t.out()).len(), files, "nothing written");
+}
