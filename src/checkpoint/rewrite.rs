@@ -22,6 +22,9 @@ pub struct Rewrite {
     pub adds: Vec<FileRow>,
     /// The window the merged files' names carry (the span of the inputs' windows).
     pub window: Window,
+    /// The day's partition (`dt=YYYY-MM-DD`), where the merged files are written.
+    #[serde(default)]
+    pub partition: String,
 }
 
 impl Checkpoint {
@@ -56,6 +59,17 @@ impl Checkpoint {
             super::adopt::insert_file(&tx, f, &r.window, 0, id_scheme, us(Utc::now()))?;
         }
         tx.execute("DELETE FROM meta WHERE key = ?1", [format!("rewrite:{}", r.prefix)])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removes manifest rows of files the lake no longer holds.
+    pub fn forget_files(&self, paths: &[String]) -> Result<(), CheckpointError> {
+        let mut c = self.conn();
+        let tx = c.transaction()?;
+        for p in paths {
+            tx.execute("DELETE FROM files WHERE path = ?1", [p])?;
+        }
         tx.commit()?;
         Ok(())
     }

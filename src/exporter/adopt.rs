@@ -175,12 +175,15 @@ impl Exporter {
         let keys = committed;
         // Listed once, and only when there is something to check or learn.
         // An adoption interrupted before it had read every file is taken up again.
-        let listing: Option<HashMap<String, u64>> = if keys.is_empty() && had_windows && !cp.file_adoption_pending()? {
-            None
-        } else {
-            cp.set_file_adoption_pending(true)?;
-            Some(self.lake_files().await?)
-        };
+        // Delta mode: always, as the table may have changed under another writer (files added,
+        // or replaced by a compaction).
+        let listing: Option<HashMap<String, u64>> =
+            if keys.is_empty() && had_windows && !cp.file_adoption_pending()? && self.table.is_none() {
+                None
+            } else {
+                cp.set_file_adoption_pending(true)?;
+                Some(self.lake_files().await?)
+            };
         let mut skipped = 0;
         for key in keys {
             // A marker whose files are not all there (deleted since, or a marker that landed
@@ -208,6 +211,20 @@ impl Exporter {
             }
         }
         let found_listing = listing.is_some();
+        if let (Some(listing), Some(_)) = (&listing, &self.table) {
+            // Files the table no longer lists (another writer compacted or removed them) leave
+            // the manifest: their records are in the files that replaced them, learned below.
+            let gone: Vec<String> = cp
+                .files()?
+                .into_iter()
+                .filter(|f| !crate::model::is_quarantine(&f.partition) && !listing.contains_key(&f.path))
+                .map(|f| f.path)
+                .collect();
+            if !gone.is_empty() {
+                tracing::info!(files = gone.len(), "files the Delta table no longer lists leave the manifest");
+                cp.forget_files(&gone)?;
+            }
+        }
         if let Some(listing) = listing {
             let known: HashSet<String> = cp.files()?.into_iter().map(|f| f.path).collect();
             let mut files: Vec<(String, u64)> = listing.into_iter().collect();

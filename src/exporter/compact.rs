@@ -65,9 +65,10 @@ impl Exporter {
         }
         let mut done = Compacted::default();
         for (day, mut files) in days {
-            let total: u64 = files.iter().map(|f| f.1).sum();
-            let needed = total.div_ceil(TARGET_BYTES).max(1);
-            if files.len() as u64 <= needed {
+            // Only the small files are merged: a day already in large files (merged files
+            // end up somewhat under the target) is left as it is, not rewritten every run.
+            files.retain(|f| f.1 < TARGET_BYTES / 2);
+            if files.len() < 2 {
                 continue;
             }
             files.sort();
@@ -112,11 +113,37 @@ impl Exporter {
             end: windows.iter().map(|w| w.end).max().unwrap_or_default(),
         };
         let prefix = attempt_prefix(COMPACT_STREAM, &window, 0, rand::random());
+        // Recorded before anything is written: recovery deletes what a crash leaves of it.
+        let mut rewrite = Rewrite {
+            prefix: prefix.clone(),
+            removes: files.iter().map(|f| f.0.clone()).collect(),
+            adds: vec![],
+            window,
+            partition: partition.clone(),
+        };
+        self.checkpoint.begin_rewrite(&rewrite)?;
+        // Object storage: each input is downloaded to the spool first, so the merge holds one
+        // row group in memory, never a day of files.
         let mut inputs = Vec::with_capacity(files.len());
         for (path, _) in files {
             let source = match self.store.open_local(path) {
                 Some(f) => Source::File(f?),
-                None => Source::Bytes(self.store.read(path).await?),
+                None => {
+                    let spooled = self
+                        .settings
+                        .spool_path()
+                        .join(format!("compact-input-{}", path.replace('/', "__")));
+                    let io = |source| crate::store::StoreError::Io {
+                        path: spooled.clone(),
+                        source,
+                    };
+                    std::fs::create_dir_all(self.settings.spool_path()).map_err(io)?;
+                    std::fs::write(&spooled, self.store.read(path).await?).map_err(io)?;
+                    let f = std::fs::File::open(&spooled).map_err(io)?;
+                    // The open handle keeps the data; the name goes at once.
+                    let _ = std::fs::remove_file(&spooled);
+                    Source::File(f)
+                }
             };
             inputs.push((path.clone(), source));
         }
@@ -143,14 +170,7 @@ impl Exporter {
                 sha256: f.sha256.clone(),
             })
             .collect();
-        let rewrite = Rewrite {
-            prefix: prefix.clone(),
-            removes: files.iter().map(|f| f.0.clone()).collect(),
-            adds: adds.clone(),
-            window,
-        };
-        // Recorded before anything is published: recovery deletes what it names if the table
-        // never got it.
+        rewrite.adds = adds.clone();
         self.checkpoint.begin_rewrite(&rewrite)?;
         for f in &written {
             self.store.publish(&f.temp_path, &f.rel_path).await?;
@@ -173,8 +193,8 @@ impl Exporter {
             }
             Err(why) => {
                 tracing::warn!(partition = %partition, reason = %why, "compaction skipped this day");
-                self.store.remove_attempt(std::slice::from_ref(&partition), &prefix).await?;
-                self.checkpoint.drop_rewrite(&prefix)?;
+                // Never delete what the table may name: recovery decides from the table.
+                self.recover_rewrites().await?;
                 Ok(None)
             }
         }
@@ -194,7 +214,9 @@ impl Exporter {
                 self.checkpoint.finish_rewrite(&r, ID_SCHEME)?;
                 tracing::info!(prefix = %r.prefix, "finished a compaction the table holds");
             } else {
-                let parts: Vec<String> = r.adds.iter().map(|f| f.partition.clone()).collect();
+                let mut parts: Vec<String> = r.adds.iter().map(|f| f.partition.clone()).collect();
+                parts.push(r.partition.clone());
+                parts.dedup();
                 self.store.remove_attempt(&parts, &r.prefix).await?;
                 self.checkpoint.drop_rewrite(&r.prefix)?;
                 tracing::info!(prefix = %r.prefix, "deleted the files of a compaction that never reached the table");

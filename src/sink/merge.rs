@@ -62,6 +62,8 @@ fn merge_into(
     };
     let props = WriterProperties::builder()
         .set_compression(codec)
+        // Bounds the merge's memory: a row group is held until it is written.
+        .set_max_row_group_row_count(Some(50_000))
         .set_created_by(format!("aos-audit-export {} (compaction)", env!("CARGO_PKG_VERSION")))
         .build();
     let mut out: Option<Out> = None;
