@@ -73,6 +73,20 @@ pub enum Command {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Delta mode: delete the data files no table version within the retention reads (replaced
+    /// by a compaction, or written by attempts that never reached the table).
+    Vacuum {
+        /// Keep what versions younger than this read (time travel), e.g. 7d.
+        #[arg(long, default_value = "7d")]
+        retention: String,
+        /// Only report what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow a retention shorter than lag + lookback + 1h (a writer's attempt in flight may
+        /// then lose its files).
+        #[arg(long)]
+        force: bool,
+    },
     /// Long-running: `run` on schedule.cron; serves /healthz, /readyz and /metrics.
     Daemon,
     /// Checkpoints, lag, last runs and files written.

@@ -146,6 +146,36 @@ pub async fn dispatch(cli: Cli, cancel: CancellationToken) -> anyhow::Result<u8>
             ex.compact_after_run(now).await;
             Ok(error::OK)
         }
+        Command::Vacuum { retention, dry_run, force } => {
+            let settings = raw.validate(now)?;
+            if !settings.export.delta {
+                bail!(ConfigError::Invalid {
+                    key: "export.format",
+                    message: "vacuum needs \"delta\"".into()
+                });
+            }
+            let retention = crate::config::parse::parse_chrono("--retention", &retention)?;
+            let floor = settings.export.lag + settings.export.lookback + chrono::Duration::hours(1);
+            if retention < floor && !force {
+                bail!(ConfigError::Invalid {
+                    key: "--retention",
+                    message: format!(
+                        "is shorter than lag + lookback + 1h ({}s): files of an attempt in flight could go; add --force to mean it",
+                        floor.num_seconds()
+                    )
+                });
+            }
+            let ex = started(&raw, "vacuum", Exporter::new(settings).await).await?;
+            let v = ex.vacuum(retention, dry_run).await?;
+            println!(
+                "vacuum: {} {} files ({:.1} MiB) no version within the retention reads; {} kept for time travel",
+                if dry_run { "would delete" } else { "deleted" },
+                v.files,
+                v.bytes as f64 / (1 << 20) as f64,
+                v.kept
+            );
+            Ok(error::OK)
+        }
         Command::Compact { from, to } => {
             let settings = raw.validate(now)?;
             if !settings.export.delta {

@@ -82,6 +82,14 @@ impl Exporter {
         Ok(done)
     }
 
+    /// Delta mode: `vacuum` of the table (see [`crate::store::delta::DeltaTable::vacuum`]).
+    pub async fn vacuum(&self, retention: Duration, dry_run: bool) -> Result<crate::store::delta::Vacuumed, ExportError> {
+        let Some(table) = &self.table else {
+            return Err(ExportError::Internal("vacuum needs export.format = \"delta\"".into()));
+        };
+        Ok(table.vacuum(retention, dry_run).await?)
+    }
+
     /// Delta mode, after a `run`: compacts what is closed since `export.start`. A failure is
     /// logged and left to the next run (the export itself succeeded).
     pub async fn compact_after_run(&self, now: DateTime<Utc>) {

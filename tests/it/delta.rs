@@ -396,6 +396,52 @@ async fn closed_days_are_compacted_exactly() {
     assert_ok(&o);
     assert!(stdout(&o).contains("compact: 0 closed days rewritten"), "{}", stdout(&o));
     assert_ok(&cli(&s, &["verify"], &[]).await);
+    // Vacuum: within the default retention nothing goes (time travel reads the old files); a
+    // short retention needs --force; with it, the replaced files go and the table is intact.
+    let o = cli(&s, &["--now", &closed, "vacuum"], &[]).await;
+    assert_ok(&o);
+    assert!(stdout(&o).contains("deleted 0 files"), "{}", stdout(&o));
+    let o = cli(&s, &["--now", &closed, "vacuum", "--retention", "0s"], &[]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--retention"), "{}", stderr(&o));
+    let stray = s.out().join("dt=2024-03-02").join("stray.parquet");
+    std::fs::write(&stray, b"not in any commit").unwrap();
+    let o = cli(&s, &["--now", &closed, "vacuum", "--retention", "0s", "--force"], &[]).await;
+    assert_ok(&o);
+    assert!(
+        stdout(&o).contains(&format!("deleted {} files", files_before + 1)),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!stray.exists());
+    let tables_files: usize = data_files(&s.out()).len();
+    let vacuumed = assert_table_exact_latest(&s.out(), &truth);
+    assert_eq!(tables_files, vacuumed, "only the table's active files are left");
+    assert_ok(&cli(&s, &["verify"], &[]).await);
+}
+
+/// The latest version read by `deltalake` equals `truth`; returns its file count.
+fn assert_table_exact_latest(path: &Path, truth: &[Value]) -> usize {
+    const LATEST: &str = r#"
+import os, sys
+from deltalake import DeltaTable
+t = DeltaTable(sys.argv[1])
+print("\n".join(u[len("file://"):] if u.startswith("file://") else u for u in t.file_uris()))
+sys.stdout.flush()
+os._exit(0)
+"#;
+    let o = std::process::Command::new("python3")
+        .args(["-c", LATEST])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let files: Vec<PathBuf> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|f| if f.starts_with('/') { PathBuf::from(f) } else { path.join(f) })
+        .collect();
+    assert_same_multiset(&read_files(&files), truth);
+    files.len()
 }
 
 /// A folder of Parquet files is not taken for a table, nor a table for a folder: either way

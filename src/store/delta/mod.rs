@@ -31,6 +31,9 @@ use super::StoreError;
 
 mod log;
 mod rewrite;
+mod vacuum;
+
+pub use vacuum::Vacuumed;
 
 pub use log::DEFAULT_CHECKPOINT_INTERVAL;
 use log::{add_batch, checkpoint_if_due, view_of};
@@ -87,6 +90,8 @@ pub type Validate<'a> = &'a (dyn Fn(&TableView) -> Result<(), String> + Send + S
 pub struct DeltaTable {
     root: Url,
     store: Arc<dyn ObjectStore>,
+    /// The table root's path in `store`.
+    prefix: ObjPath,
     log_dir: ObjPath,
     /// Set for a local table: the log folder, fsynced after every commit (object_store's local
     /// file system does not sync).
@@ -130,6 +135,7 @@ impl DeltaTable {
         DeltaTable {
             root,
             store,
+            prefix: prefix.clone(),
             log_dir,
             local_log,
             engine,
