@@ -140,7 +140,7 @@ impl Exporter {
                     let spooled = self
                         .settings
                         .spool_path()
-                        .join(format!("compact-input-{}", path.replace('/', "__")));
+                        .join(format!("compact-input-{prefix}-{}", path.replace('/', "__")));
                     let io = |source| crate::store::StoreError::Io {
                         path: spooled.clone(),
                         source,
@@ -217,9 +217,18 @@ impl Exporter {
         }
         let Some(table) = &self.table else { return Ok(()) };
         let view = table.view().await?;
-        for r in rewrites {
-            if !r.adds.is_empty() && r.adds.iter().all(|f| view.files.contains_key(&f.path)) {
+        for mut r in rewrites {
+            // Any file of the rewrite in the table means its commit landed (one commit adds them
+            // all): finished, never deleted. Files the record does not name (it was taken
+            // before the merge) are learned by the next adoption.
+            let in_table = view
+                .files
+                .keys()
+                .any(|p| p.rsplit_once('/').is_some_and(|(_, n)| crate::model::is_attempt_file(n, &r.prefix)));
+            if in_table {
+                r.adds.retain(|f| view.files.contains_key(&f.path));
                 self.checkpoint.finish_rewrite(&r, ID_SCHEME)?;
+                self.checkpoint.set_file_adoption_pending(true)?;
                 tracing::info!(prefix = %r.prefix, "finished a compaction the table holds");
             } else {
                 let mut parts: Vec<String> = r.adds.iter().map(|f| f.partition.clone()).collect();

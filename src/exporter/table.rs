@@ -121,6 +121,20 @@ impl Exporter {
         if files.is_empty() {
             return Ok(None);
         }
+        // The files are where the commit will say (a vacuum by another writer, or anything
+        // else, may have removed a published file since): never commit a missing file.
+        for f in &files {
+            let size = self.store.size(&f.path).await?;
+            if size != Some(f.size) {
+                return Err(ExportError::Store(crate::store::StoreError::Object {
+                    path: f.path.clone(),
+                    message: format!(
+                        "published with {} bytes, now {size:?}: not committed to the table; the next run reads the window again",
+                        f.size
+                    ),
+                }));
+            }
+        }
         let ours: std::collections::HashSet<String> = files.iter().map(|f| f.path.clone()).collect();
         let w = o.window;
         let cp = &self.checkpoint;

@@ -240,7 +240,9 @@ impl Store {
                 source,
             };
             std::fs::create_dir_all(root).map_err(io)?;
-            let probe = root.join(".aos-audit-export-write-test");
+            // Named per process: two exporters starting on one output must not remove each
+            // other's probe.
+            let probe = root.join(format!(".aos-audit-export-write-test-{}", std::process::id()));
             std::fs::write(&probe, b"ok").map_err(io)?;
             std::fs::remove_file(&probe).map_err(io)?;
         }

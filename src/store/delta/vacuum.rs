@@ -61,6 +61,23 @@ impl DeltaTable {
                 }
             }
         }
+        // Paths a log may hold as absolute URIs: relative to the root, or vacuum stops (a file
+        // outside the root, or under another spelling of it, could be taken for an orphan).
+        let root = self.root.as_str().to_string();
+        let relative = |p: String| -> Result<String, StoreError> {
+            if !p.contains("://") && !p.starts_with('/') {
+                return Ok(p);
+            }
+            p.strip_prefix(&root)
+                .map(str::to_string)
+                .ok_or_else(|| kernel("vacuum refused", format!("the log names {p}, outside the table root {root}")))
+        };
+        let added: HashSet<String> = added.into_iter().map(relative).collect::<Result<_, _>>()?;
+        let removed: HashMap<String, i64> = removed
+            .into_iter()
+            .map(|(p, t)| relative(p).map(|p| (p, t)))
+            .collect::<Result<_, _>>()?;
+        let active: HashSet<String> = active.into_iter().map(relative).collect::<Result<_, _>>()?;
         let mut out = Vacuumed::default();
         let mut listed = self.store.list(Some(&self.prefix));
         let mut doomed = Vec::new();
