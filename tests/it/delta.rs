@@ -378,6 +378,14 @@ async fn closed_days_are_compacted_exactly() {
     let files_after = day2(&after);
     eprintln!("compaction of a day of 96 runs: {files_before} files before, {files_after} after");
     assert_eq!(files_after, 1, "a closed day of a few MiB is one file");
+    // Checkpoints every 10 commits: the reader (above) opened the table from one.
+    let checkpoints = std::fs::read_dir(s.out().join("_delta_log"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".checkpoint.parquet"))
+        .count();
+    assert!(checkpoints >= 9, "a checkpoint every 10 of about 100 commits: {checkpoints}");
+    assert!(s.out().join("_delta_log/_last_checkpoint").exists());
     // The compaction commit changed no record: the version before it reads the same ids.
     let versions = after.json["versions"].as_array().unwrap();
     let last = versions.last().unwrap();
