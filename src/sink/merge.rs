@@ -3,13 +3,14 @@
 //! columns, `_record_id` and `_ingested_at` included, are not re-derived), so the merged files
 //! hold exactly the records of their inputs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression as PqCompression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
+use super::parquet::pq_err;
 use super::readback::Source;
 use super::{Compression, SinkError, WrittenFile, create, seal};
 
@@ -38,13 +39,6 @@ struct Out {
     rel: String,
     temp: PathBuf,
     rows: u64,
-}
-
-fn pq_err(path: &Path) -> impl Fn(parquet::errors::ParquetError) -> SinkError + '_ {
-    move |e| SinkError::Parquet {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    }
 }
 
 fn merge_into(

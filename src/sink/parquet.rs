@@ -125,7 +125,7 @@ pub struct ParquetFile {
     batch_rows: usize,
 }
 
-fn pq_err(path: &Path) -> impl Fn(parquet::errors::ParquetError) -> SinkError + '_ {
+pub(super) fn pq_err(path: &Path) -> impl Fn(parquet::errors::ParquetError) -> SinkError + '_ {
     move |e| SinkError::Parquet {
         path: path.to_path_buf(),
         message: e.to_string(),

@@ -241,6 +241,16 @@ impl DeltaTable {
         .await
     }
 
+    /// The latest snapshot and its active files, for a commit to be made against.
+    async fn latest(&self, what: &str) -> Result<(SnapshotRef, TableView), StoreError> {
+        let Some(snap) = self.snapshot().await? else {
+            return Err(kernel(what, "the table has no log (was it deleted?)"));
+        };
+        let (engine, s2) = (self.engine.clone(), snap.clone());
+        let view = blocking(move || view_of(&s2, engine.as_ref())).await?;
+        Ok((snap, view))
+    }
+
     /// The table's latest version and active files.
     pub async fn view(&self) -> Result<TableView, StoreError> {
         match self.snapshot().await? {
@@ -275,12 +285,7 @@ impl DeltaTable {
         validate: Validate<'_>,
     ) -> Result<Result<Committed, String>, StoreError> {
         loop {
-            let Some(snap) = self.snapshot().await? else {
-                return Err(kernel("cannot commit", "the table has no log (was it deleted?)"));
-            };
-            let engine = self.engine.clone();
-            let s2 = snap.clone();
-            let view = blocking(move || view_of(&s2, engine.as_ref())).await?;
+            let (snap, view) = self.latest("cannot commit").await?;
             // A put that landed although its answer was lost (a timeout, a retried request
             // answered "exists") is committed: adding the same files again would show their
             // records twice to a reader of the table's changes.

@@ -6,7 +6,7 @@ use delta_kernel::committer::FileSystemCommitter;
 use delta_kernel::engine::arrow_data::ArrowEngineData;
 use delta_kernel::transaction::{CommitResult, UpdateTableOperation};
 
-use super::log::{add_batch, checkpoint_if_due, percent_decode, view_of};
+use super::log::{add_batch, checkpoint_if_due, percent_decode};
 use super::{AddFile, DeltaTable, ENGINE_INFO, StoreError, blocking, kernel};
 
 impl DeltaTable {
@@ -15,14 +15,9 @@ impl DeltaTable {
     /// active: another writer compacted or removed it since.
     pub async fn commit_rewrite(&self, removes: Vec<String>, adds: Vec<AddFile>) -> Result<Result<u64, String>, StoreError> {
         loop {
-            let Some(snap) = self.snapshot().await? else {
-                return Err(kernel("cannot compact", "the table has no log"));
-            };
+            let (snap, view) = self.latest("cannot compact").await?;
             // A commit that landed although its answer was lost: done, not refused (its
             // inputs are gone from the table, and the merged files are what it names).
-            let engine = self.engine.clone();
-            let s2 = snap.clone();
-            let view = blocking(move || view_of(&s2, engine.as_ref())).await?;
             if !adds.is_empty() && adds.iter().all(|f| view.files.contains_key(&f.path)) {
                 return Ok(Ok(view.version.unwrap_or(0)));
             }
