@@ -18,7 +18,7 @@ pub struct Cli {
     /// Overrides export.output.
     #[arg(long, global = true, value_name = "DIR_OR_URL")]
     pub output: Option<String>,
-    /// Overrides export.format (parquet | ndjson).
+    /// Overrides export.format (parquet | ndjson | delta).
     #[arg(long, global = true)]
     pub format: Option<String>,
     /// Overrides state.path.
@@ -87,6 +87,9 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Make a Parquet-folder lake this program wrote a Delta table in place (no file is
+    /// rewritten); then set export.format = "delta".
+    Convert,
     /// Long-running: `run` on schedule.cron; serves /healthz, /readyz and /metrics.
     Daemon,
     /// Checkpoints, lag, last runs and files written.

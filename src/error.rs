@@ -128,6 +128,7 @@ pub fn exit_code(err: &(dyn Error + 'static)) -> u8 {
                 ExportError::OutOfRange { .. } | ExportError::RepeatedNextLink(_) | ExportError::InvalidRecord { .. } => API,
                 ExportError::Rebuild { .. } | ExportError::TableChanged { .. } => OUTPUT,
                 ExportError::NotATable { .. } => CONFIG,
+                ExportError::NotConvertible { .. } => MISMATCH,
                 ExportError::FormatSwitch { .. } => CONFIG,
             };
         }

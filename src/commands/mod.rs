@@ -176,6 +176,38 @@ pub async fn dispatch(cli: Cli, cancel: CancellationToken) -> anyhow::Result<u8>
             );
             Ok(error::OK)
         }
+        Command::Convert => {
+            let mut settings = raw.validate(now)?;
+            if settings.export.sink.format != crate::sink::Format::Parquet {
+                bail!(ConfigError::Invalid {
+                    key: "export.format",
+                    message: "convert needs a Parquet lake: a Delta table holds Parquet files only (export an NDJSON lake's range again into a new export.output)".into()
+                });
+            }
+            // Opened as the folder it is; a table there already is refused as a format switch.
+            settings.export.delta = false;
+            let ex = match Exporter::new(settings).await {
+                Err(crate::window::ExportError::FormatSwitch { existing, .. }) if existing == "delta" => {
+                    println!("convert: export.output is a Delta table already; nothing to do (set export.format = \"delta\")");
+                    return Ok(error::OK);
+                }
+                other => started(&raw, "convert", other).await?,
+            };
+            let c = ex.convert().await?;
+            println!(
+                "convert: export.output is a Delta table now, holding {} files ({} records, {:.1} MiB) as they were; set export.format = \"delta\" before the next run",
+                c.files,
+                c.rows,
+                c.bytes as f64 / (1 << 20) as f64
+            );
+            if let Some(first) = c.left_out.first() {
+                println!(
+                    "  {} files this program did not write are not in the table (first: {first})",
+                    c.left_out.len()
+                );
+            }
+            Ok(error::OK)
+        }
         Command::Compact { from, to } => {
             let settings = raw.validate(now)?;
             if !settings.export.delta {

@@ -29,6 +29,7 @@ use crate::{
 mod adopt;
 mod bar;
 mod compact;
+mod convert;
 mod table;
 pub use adopt::Adopted;
 

@@ -55,6 +55,36 @@ pub fn count_rows(path: &str, data: Vec<u8>) -> Result<u64, ReadbackError> {
     Ok(text.iter().filter(|b| **b == b'\n').count() as u64)
 }
 
+/// What a Parquet file's footer says.
+#[derive(Debug, Clone)]
+pub struct Footer {
+    /// Rows in the file.
+    pub rows: u64,
+    /// Its columns, as Arrow reads them.
+    pub schema: arrow::datatypes::Schema,
+}
+
+/// Parses a Parquet file's footer from its last bytes `tail`: `Ok(Err(n))` when the footer needs
+/// the file's last `n` bytes and `tail` holds fewer.
+pub fn parquet_footer(path: &str, tail: &[u8]) -> Result<Result<Footer, u64>, ReadbackError> {
+    use parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
+    let Some(last) = tail.len().checked_sub(8).map(|at| &tail[at..]) else {
+        return Err(err(path, "too short to be a Parquet file"));
+    };
+    let ft = FooterTail::try_from(last).map_err(|e| err(path, e))?;
+    let need = ft.metadata_length() + 8;
+    if tail.len() < need {
+        return Ok(Err(need as u64));
+    }
+    let meta = ParquetMetaDataReader::decode_metadata(&tail[tail.len() - need..tail.len() - 8]).map_err(|e| err(path, e))?;
+    let fm = meta.file_metadata();
+    let schema = parquet::arrow::parquet_to_arrow_schema(fm.schema_descr(), fm.key_value_metadata()).map_err(|e| err(path, e))?;
+    Ok(Ok(Footer {
+        rows: fm.num_rows().max(0) as u64,
+        schema,
+    }))
+}
+
 /// Where a published file's bytes come from: a local file is read in place (Parquet: only the
 /// `_record_id` column chunks; NDJSON: line by line), object-store bytes are in memory.
 pub enum Source {
@@ -135,4 +165,36 @@ fn parquet_ids<R: parquet::file::reader::ChunkReader + 'static>(path: &str, data
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn a_footer_is_read_from_the_tail_or_asks_for_more() {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![1, 2, 3]))]).unwrap();
+        let mut file = Vec::new();
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut file, schema.clone(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        // Eight bytes name the footer's length, and ask for it.
+        let need = match parquet_footer("f.parquet", &file[file.len() - 8..]).unwrap() {
+            Err(n) => n as usize,
+            Ok(_) => panic!("a footer cannot fit in eight bytes"),
+        };
+        assert!(need > 8 && need < file.len());
+        let f = parquet_footer("f.parquet", &file[file.len() - need..]).unwrap().unwrap();
+        assert_eq!(f.rows, 3);
+        assert_eq!(f.schema.fields().len(), 1);
+        assert_eq!(f.schema.field(0).name(), "n");
+        assert!(parquet_footer("f.parquet", b"not parquet at all").is_err());
+        assert!(parquet_footer("f.parquet", b"PAR1").is_err());
+    }
 }

@@ -34,6 +34,35 @@ impl Store {
         }
     }
 
+    /// The last `n` bytes of the object at `rel`, whose size is `size` (all of it when smaller):
+    /// a Parquet footer without reading the file.
+    pub async fn read_tail(&self, rel: &str, size: u64, n: u64) -> Result<Vec<u8>, StoreError> {
+        let start = size.saturating_sub(n);
+        match self {
+            Store::Local { root } => {
+                use std::io::{Read, Seek};
+                let path = root.join(rel);
+                let io = |source| StoreError::Io {
+                    path: path.clone(),
+                    source,
+                };
+                let mut f = std::fs::File::open(&path).map_err(io)?;
+                f.seek(std::io::SeekFrom::Start(start)).map_err(io)?;
+                let mut out = Vec::with_capacity((size - start) as usize);
+                f.take(size - start).read_to_end(&mut out).map_err(io)?;
+                Ok(out)
+            }
+            Store::Object { store, prefix, .. } => {
+                let path = Self::obj_path(prefix, rel);
+                let got = store.get_range(&path, start..size).await.map_err(|e| StoreError::Object {
+                    path: path.to_string(),
+                    message: e.to_string(),
+                })?;
+                Ok(got.to_vec())
+            }
+        }
+    }
+
     /// The size of the object at `rel`, or `None` if there is none.
     pub async fn size(&self, rel: &str) -> Result<Option<u64>, StoreError> {
         match self {

@@ -99,11 +99,19 @@ pub enum ExportError {
     },
     /// `export.format = "delta"`, but the output already holds data files and no table.
     #[error(
-        "export.format is delta, but export.output {output} already holds data files and no _delta_log/: a table there would not contain them; write the table to a new export.output with a new state.path"
+        "export.format is delta, but export.output {output} already holds data files and no _delta_log/: a table there would not contain them; make them a table in place with `aos-audit-export convert` (docs/delta.md), or write the table to a new export.output with a new state.path"
     )]
     NotATable {
         /// `export.output`.
         output: String,
+    },
+    /// `convert`: a file the manifest lists is not in the output as recorded.
+    #[error("cannot convert export.output to a Delta table: {path}: {message}; nothing was converted (run `verify` for every such file)")]
+    NotConvertible {
+        /// The file, relative to the output root.
+        path: String,
+        /// What differs.
+        message: String,
     },
     /// Delta mode: another writer added a file that can hold records of the window after its
     /// deduplication read the table, so the window's commit was refused.

@@ -11,6 +11,7 @@ mod bad_input;
 mod boundaries;
 mod certs;
 mod config_errors;
+mod convert;
 mod crash;
 mod daemon;
 mod delta;

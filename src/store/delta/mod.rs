@@ -150,6 +150,32 @@ impl DeltaTable {
     /// Creates the table (version 0: protocol reader 1 / writer 2, the schema, partitioned by
     /// `dt`) unless it exists. `columns`: the data files' columns (without `dt`).
     pub async fn create_if_missing(&self, columns: &Schema) -> Result<bool, StoreError> {
+        self.create(columns, &[], "CREATE TABLE").await
+    }
+
+    /// Creates the table with `files` in it, in one conditional put of version 0 (`convert`: a
+    /// folder of files becomes a table whole, or not at all). `Ok(false)`: a table exists.
+    pub async fn create_with(&self, columns: &Schema, files: &[AddFile]) -> Result<bool, StoreError> {
+        let created = self.create(columns, files, "CONVERT").await?;
+        if created && !files.is_empty() {
+            // A checkpoint of version 0 at once: readers then read its adds from Parquet.
+            let (engine, root) = (self.engine.clone(), self.root.clone());
+            blocking(move || {
+                let snap = Snapshot::builder_for(root.as_str())
+                    .build(engine.as_ref())
+                    .map_err(|e| kernel("cannot read the table's log", e))?;
+                if let Err(e) = snap.checkpoint(engine.as_ref(), None) {
+                    tracing::warn!(error = %e, "could not write a checkpoint of the converted table; readers replay its first commit");
+                }
+                Ok(())
+            })
+            .await?;
+            self.sync_log(0)?;
+        }
+        Ok(created)
+    }
+
+    async fn create(&self, columns: &Schema, files: &[AddFile], operation: &str) -> Result<bool, StoreError> {
         let v0 = self.log_dir.clone().join(format!("{:020}.json", 0));
         match self.store.head(&v0).await {
             Ok(_) => return Ok(false),
@@ -161,9 +187,9 @@ impl DeltaTable {
         let schema = StructType::try_from_arrow(&Schema::new(fields)).map_err(|e| kernel("cannot describe the table's schema", e))?;
         let schema_string = serde_json::to_string(&schema).map_err(|e| kernel("cannot describe the table's schema", e))?;
         let now = chrono::Utc::now().timestamp_millis();
-        let lines = [
+        let mut lines = vec![
             serde_json::json!({"commitInfo": {
-                "timestamp": now, "operation": "CREATE TABLE", "engineInfo": ENGINE_INFO,
+                "timestamp": now, "operation": operation, "engineInfo": ENGINE_INFO,
                 "operationParameters": {"partitionBy": format!("[\"{PARTITION_COLUMN}\"]")},
             }}),
             serde_json::json!({"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}}),
@@ -176,6 +202,19 @@ impl DeltaTable {
                 "createdTime": now,
             }}),
         ];
+        for f in files {
+            let dt = f
+                .path
+                .split('/')
+                .next()
+                .and_then(|p| p.strip_prefix("dt="))
+                .ok_or_else(|| kernel("cannot convert", format!("{} is not in a dt= partition", f.path)))?;
+            lines.push(serde_json::json!({"add": {
+                "path": f.path, "partitionValues": {PARTITION_COLUMN: dt}, "size": f.size,
+                "modificationTime": now, "dataChange": true,
+                "stats": serde_json::json!({"numRecords": f.rows}).to_string(),
+            }}));
+        }
         let mut body = Vec::new();
         for l in &lines {
             body.extend_from_slice(l.to_string().as_bytes());
