@@ -24,11 +24,18 @@
 //! 7. **Worst page**: the largest page the default `api.max_page_bytes` (16 MiB) admits, at its
 //!    worst for memory (5.6 M `{}` records; one record with a 16 MiB array): peak RSS.
 //!
+//! 8. **Delta**: the same backfill in `export.format = "delta"` against Parquet mode
+//!    (`BENCH_DELTA_RECORDS`, 1 M; 5 M for the second case): time and peak RSS.
+//! 9. **Reader open time** after a year of 15-minute runs into a Delta table (35,000 commits,
+//!    daily compactions; `BENCH_READER_DAYS`, 365), by `deltalake` and by the exporter, without
+//!    and with a checkpoint.
+//!
 //! Cases that report memory run in a child process (this binary with `--case`), so their peak
 //! RSS (VmHWM) is theirs alone; the emulator stays in the parent.
 
 mod cases;
 mod client;
+mod reader;
 
 use std::time::{Duration, Instant};
 
@@ -58,7 +65,7 @@ async fn emulator(cfg: EmulatorConfig) -> EmulatorHandle {
     EmulatorHandle::start(cfg, "127.0.0.1:0".parse().unwrap()).await.unwrap()
 }
 
-/// Whether the section `name` runs (`BENCH_ONLY=same,latency,naive,capacity,large,year,page,delta`;
+/// Whether the section `name` runs (`BENCH_ONLY=same,latency,naive,capacity,large,year,page,delta,reader`;
 /// all by default).
 fn enabled(name: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |v| v.split(',').any(|x| x.trim() == name))
@@ -319,6 +326,38 @@ async fn main() {
             );
         }
         drop(emu);
+    }
+    // 9. A reader opening a Delta table after a year of 15-minute runs, without and with the
+    //    checkpoint the exporter keeps within 10 commits of the end.
+    if enabled("reader") {
+        let days = size("BENCH_READER_DAYS", 365) as i64;
+        let root = w.join("reader-table");
+        let t = Instant::now();
+        let last = reader::write_year(&root, days).await;
+        eprintln!("wrote {last} commits in {:.1}s", t.elapsed().as_secs_f64());
+        for with in [false, true] {
+            if with {
+                reader::checkpoint(&root).await;
+            }
+            let label = if with { "with a checkpoint" } else { "no checkpoint" };
+            let (secs, files) = reader::kernel_open(&root).await;
+            row(
+                &format!("open a table after {days} days of 15-minute runs ({last} commits), {label}: the exporter"),
+                files as u64,
+                secs,
+                None,
+                "records column: active files; delta_kernel snapshot + file list, best of 3",
+            );
+            if let Some((secs, files)) = reader::deltalake_open(&root) {
+                row(
+                    &format!("open a table after {days} days of 15-minute runs ({last} commits), {label}: deltalake"),
+                    files as u64,
+                    secs,
+                    None,
+                    "records column: active files; DeltaTable() + file_uris(), best of 3",
+                );
+            }
+        }
     }
     if enabled("year") {
         let emu = emulator(emulator_config(size("BENCH_STATE_DAYS", 365) as u32, 20_000, 1000, 0)).await;

@@ -159,20 +159,28 @@ impl DeltaTable {
         let created = self.create(columns, files, "CONVERT").await?;
         if created && !files.is_empty() {
             // A checkpoint of version 0 at once: readers then read its adds from Parquet.
-            let (engine, root) = (self.engine.clone(), self.root.clone());
-            blocking(move || {
-                let snap = Snapshot::builder_for(root.as_str())
-                    .build(engine.as_ref())
-                    .map_err(|e| kernel("cannot read the table's log", e))?;
-                if let Err(e) = snap.checkpoint(engine.as_ref(), None) {
-                    tracing::warn!(error = %e, "could not write a checkpoint of the converted table; readers replay its first commit");
-                }
-                Ok(())
-            })
-            .await?;
-            self.sync_log(0)?;
+            if let Err(e) = self.checkpoint_latest().await {
+                tracing::warn!(error = %e, "could not write a checkpoint of the converted table; readers replay its first commit");
+            }
         }
         Ok(created)
+    }
+
+    /// Writes a checkpoint of the latest version (made durable on a local table), whatever
+    /// `delta.checkpointInterval` says; returns its version.
+    pub async fn checkpoint_latest(&self) -> Result<u64, StoreError> {
+        let Some(snap) = self.snapshot().await? else {
+            return Err(kernel("cannot checkpoint", "the table has no log"));
+        };
+        let engine = self.engine.clone();
+        let version = blocking(move || {
+            snap.checkpoint(engine.as_ref(), None)
+                .map_err(|e| kernel("cannot write a checkpoint", e))?;
+            Ok(snap.version())
+        })
+        .await?;
+        self.sync_log(version)?;
+        Ok(version)
     }
 
     async fn create(&self, columns: &Schema, files: &[AddFile], operation: &str) -> Result<bool, StoreError> {
