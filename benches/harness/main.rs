@@ -309,11 +309,13 @@ async fn main() {
         let days = (size("BENCH_DELTA_RECORDS", 1_000_000) / per_day).max(1) as u32;
         let emu = emulator(emulator_config(days, per_day as u32, 1000, 0)).await;
         let mut secs = Vec::new();
+        let mut rss = Vec::new();
         for format in ["parquet", "delta"] {
             let m = cases::export(&emu, w, &format!("format-{format}"), "1d", &[("BENCH_FORMAT", format)]);
             secs.push(m.secs);
+            rss.push(m.rss_mib);
             let note = if format == "delta" {
-                format!("{:.2}x Parquet mode's time", m.secs / secs[0])
+                format!("{:.2}x Parquet mode's time, {:.2}x its peak RSS", m.secs / secs[0], m.rss_mib / rss[0])
             } else {
                 "the same backfill as Parquet files".to_string()
             };
