@@ -98,11 +98,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Re-read every published file and check it against the manifest (rows, bytes, SHA-256).
+    /// Re-read every published file and check it against the manifest (rows, bytes, SHA-256);
+    /// report data files the manifest does not know.
     Verify {
         /// Print the result as JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Export again exactly the records of missing or corrupt files (set aside, never
+        /// deleted), and set aside the folder's stray files; then verify again.
+        #[arg(long)]
+        repair: bool,
     },
     /// Obtain a token and print client, method, scope and expiry (never the token).
     Token,

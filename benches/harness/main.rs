@@ -315,7 +315,11 @@ async fn main() {
             secs.push(m.secs);
             rss.push(m.rss_mib);
             let note = if format == "delta" {
-                format!("{:.2}x Parquet mode's time, {:.2}x its peak RSS", m.secs / secs[0], m.rss_mib / rss[0])
+                format!(
+                    "{:.2}x Parquet mode's time, {:.2}x its peak RSS",
+                    m.secs / secs[0],
+                    m.rss_mib / rss[0]
+                )
             } else {
                 "the same backfill as Parquet files".to_string()
             };

@@ -20,6 +20,7 @@ use rusqlite::Connection;
 pub mod adopt;
 pub mod commit;
 pub mod read;
+pub mod repair;
 pub mod rewrite;
 
 pub use adopt::{Adoption, CommitMarker};

@@ -40,6 +40,14 @@ impl Checkpoint {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The id scheme of the manifest's file at `path` (`None`: not in the manifest).
+    pub fn id_scheme_of(&self, path: &str) -> Result<Option<i64>, CheckpointError> {
+        use rusqlite::OptionalExtension;
+        let c = self.conn();
+        let mut st = c.prepare_cached("SELECT id_scheme FROM files WHERE path = ?1")?;
+        Ok(st.query_row([path], |r| r.get(0)).optional()?)
+    }
+
     /// Whether the manifest holds a file at `path`.
     pub fn has_file(&self, path: &str) -> Result<bool, CheckpointError> {
         let c = self.conn();

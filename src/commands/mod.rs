@@ -186,8 +186,15 @@ pub async fn dispatch(cli: Cli, cancel: CancellationToken) -> anyhow::Result<u8>
             }
             // Opened as the folder it is; a table there already is refused as a format switch.
             settings.export.delta = false;
+            let (output, spool) = (settings.export.output.clone(), settings.spool_path());
             let ex = match Exporter::new(settings).await {
                 Err(crate::window::ExportError::FormatSwitch { existing, .. }) if existing == "delta" => {
+                    // A conversion that stopped between its put and its checkpoint: the
+                    // checkpoint now.
+                    let table = crate::store::Store::open(&output, &spool)?.delta_table()?;
+                    if table.view().await?.version == Some(0) && !table.has_checkpoint().await? {
+                        table.checkpoint_latest().await?;
+                    }
                     println!("convert: export.output is a Delta table already; nothing to do (set export.format = \"delta\")");
                     return Ok(error::OK);
                 }
@@ -263,7 +270,38 @@ pub async fn dispatch(cli: Cli, cancel: CancellationToken) -> anyhow::Result<u8>
         }
         // These commands do not stop at a checkpoint: a signal simply ends them.
         Command::Status { json } => interruptible(&cancel, report::status(&raw, json, now)).await,
-        Command::Verify { json } => interruptible(&cancel, report::verify(&raw, json, now)).await,
+        Command::Verify { json, repair: false } => interruptible(&cancel, report::verify(&raw, json, now)).await,
+        Command::Verify { json, repair: true } => {
+            let found = report::check(&raw, now).await?;
+            if !found.problems.is_empty() || !found.strays.is_empty() {
+                let ex = started(&raw, "repair", Exporter::new(raw.validate(now)?).await).await?;
+                let paths: Vec<String> = found.problems.iter().map(|p| p.0.clone()).collect();
+                let r = ex.repair(&paths, now, &cancel).await;
+                push_metrics(&raw, "repair", ex.metrics()).await;
+                let r = r?;
+                let line = format!(
+                    "repair: {} files whose records the lake lost ({} rows by the manifest) read again: {} records written; {} files set aside in {}/ ({} strays)",
+                    r.files,
+                    r.rows,
+                    r.summary.written,
+                    r.set_aside,
+                    crate::exporter::SET_ASIDE_DIR,
+                    r.strays
+                );
+                if json {
+                    tracing::info!("{line}")
+                } else {
+                    println!("{line}")
+                }
+                if r.summary.written < r.rows {
+                    tracing::warn!(
+                        missing = r.rows - r.summary.written,
+                        "records of the repaired files the API did not serve again (older than its retention?); the set-aside copies keep what they hold"
+                    );
+                }
+            }
+            report::verify(&raw, json, now).await
+        }
         Command::Token => interruptible(&cancel, token(&raw, now, &cancel)).await,
         #[cfg(feature = "emulator")]
         Command::Demo { out } => emulator::demo(&out, cli.format.as_deref(), now, &cancel).await,

@@ -207,39 +207,55 @@ pub(super) async fn status(raw: &RawConfig, json: bool, now: DateTime<Utc>) -> a
     Ok(error::OK)
 }
 
-/// `verify [--json]`.
-pub(super) async fn verify(raw: &RawConfig, json: bool, now: DateTime<Utc>) -> anyhow::Result<u8> {
+/// What `verify` found.
+pub(super) struct Verified {
+    /// Files in the manifest.
+    pub files: usize,
+    /// Rows in the files that matched.
+    pub rows: u64,
+    /// `(path, what is wrong)`, one per problem.
+    pub problems: Vec<(String, String)>,
+    /// Folder mode: data files the manifest does not know (nor an attempt in flight).
+    pub strays: Vec<String>,
+    /// The output, as logs name it.
+    pub output: String,
+}
+
+/// Checks every manifest file (and, in Delta mode, the table) against the lake; reads only.
+pub(super) async fn check(raw: &RawConfig, now: DateTime<Utc>) -> anyhow::Result<Verified> {
     use sha2::Digest;
     let export = raw.validate_export(now)?;
     let state = raw.validate_state()?;
     let cp = crate::checkpoint::Checkpoint::open_read(&state).with_context(|| format!("no state at state.path {}", state.display()))?;
     let store = crate::store::Store::open(&export.output, &spool_path(&state))?;
     let files = cp.files()?;
-    let mut problems = Vec::new();
+    let mut problems: Vec<(String, String)> = Vec::new();
     let mut rows_total = 0;
     for f in &files {
+        let mut bad = |m: String| problems.push((f.path.clone(), m));
         let data = match store.read(&f.path).await {
             Ok(d) => d,
             Err(e) => {
-                problems.push(format!("{}: missing or unreadable ({e})", f.path));
+                bad(format!("missing or unreadable ({e})"));
                 continue;
             }
         };
         if data.len() as u64 != f.bytes {
-            problems.push(format!("{}: {} bytes, manifest says {}", f.path, data.len(), f.bytes));
+            bad(format!("{} bytes, manifest says {}", data.len(), f.bytes));
             continue;
         }
         let sha = hex::encode(sha2::Sha256::digest(&data));
         if sha != f.sha256 {
-            problems.push(format!("{}: SHA-256 {sha} differs from the manifest's {}", f.path, f.sha256));
+            bad(format!("SHA-256 {sha} differs from the manifest's {}", f.sha256));
             continue;
         }
         match readback::count_rows(&f.path, data) {
             Ok(n) if n == f.rows => rows_total += n,
-            Ok(n) => problems.push(format!("{}: {n} rows, manifest says {}", f.path, f.rows)),
-            Err(e) => problems.push(format!("{}: unreadable ({e})", f.path)),
+            Ok(n) => bad(format!("{n} rows, manifest says {}", f.rows)),
+            Err(e) => bad(format!("unreadable ({e})")),
         }
     }
+    let mut strays = Vec::new();
     // Delta mode: every active file of the table against the log (exists, size, rows), and
     // every data file of the manifest in the table.
     if export.delta {
@@ -251,37 +267,66 @@ pub(super) async fn verify(raw: &RawConfig, json: bool, now: DateTime<Utc>) -> a
                 None => match store.read(&a.path).await {
                     Ok(d) => (d.len() as u64, readback::count_rows(&a.path, d).ok()),
                     Err(e) => {
-                        problems.push(format!("{}: in the table's log, missing or unreadable ({e})", a.path));
+                        problems.push((a.path.clone(), format!("in the table's log, missing or unreadable ({e})")));
                         continue;
                     }
                 },
             };
             if size != a.size {
-                problems.push(format!("{}: {size} bytes, the table's log says {}", a.path, a.size));
+                problems.push((a.path.clone(), format!("{size} bytes, the table's log says {}", a.size)));
             } else if a.rows.is_some() && rows != a.rows {
-                problems.push(format!("{}: {rows:?} rows, the table's log says {:?}", a.path, a.rows));
+                problems.push((a.path.clone(), format!("{rows:?} rows, the table's log says {:?}", a.rows)));
             }
         }
         for f in files.iter().filter(|f| !crate::model::is_quarantine(&f.partition)) {
             if !t.files.contains_key(&f.path) {
-                problems.push(format!("{}: in the manifest but not in the Delta table", f.path));
+                problems.push((f.path.clone(), "in the manifest but not in the Delta table".into()));
             }
         }
+    } else {
+        // Folder mode: every file a reader of the folder sees is one the manifest accounts for
+        // (a file of an attempt in flight, published and not yet committed, excepted).
+        let known: std::collections::HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        let pending: Vec<String> = cp.pending()?.into_iter().map(|p| p.prefix).collect();
+        for (path, _) in store.data_files().await? {
+            let name = path.rsplit_once('/').map_or(path.as_str(), |p| p.1);
+            if !known.contains(path.as_str()) && !pending.iter().any(|p| crate::model::is_attempt_file(name, p)) {
+                strays.push(path);
+            }
+        }
+        strays.sort();
     }
+    Ok(Verified {
+        files: files.len(),
+        rows: rows_total,
+        problems,
+        strays,
+        output: store.describe(),
+    })
+}
+
+/// `verify [--json]`: prints what [`check`] found.
+pub(super) async fn verify(raw: &RawConfig, json: bool, now: DateTime<Utc>) -> anyhow::Result<u8> {
+    let v = check(raw, now).await?;
+    let mut problems: Vec<String> = v.problems.iter().map(|(p, m)| format!("{p}: {m}")).collect();
+    problems.extend(
+        v.strays.iter().map(|p| {
+            format!("{p}: a data file the manifest does not know (readers of the folder see it; `verify --repair` sets it aside)")
+        }),
+    );
+    let (files, rows_total) = (v.files, v.rows);
     if json {
         println!(
             "{}",
-            serde_json::json!({"files": files.len(), "rows": rows_total, "problems": problems})
+            serde_json::json!({"files": files, "rows": rows_total, "problems": problems, "strays": v.strays})
         );
     } else {
         for p in &problems {
             println!("MISMATCH {p}");
         }
         println!(
-            "verified {} files in {}: {} rows, {} problems",
-            files.len(),
-            store.describe(),
-            rows_total,
+            "verified {files} files in {}: {rows_total} rows, {} problems",
+            v.output,
             problems.len()
         );
     }

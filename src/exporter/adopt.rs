@@ -38,6 +38,7 @@ impl Exporter {
         // this process holds the lock, so every such copy is stale.
         self.store.remove_stale_marker_copies()?;
         self.recover_rewrites().await?;
+        self.finish_table_removes().await?;
         self.clean_pending(true).await
     }
 

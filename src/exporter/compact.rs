@@ -61,6 +61,12 @@ impl Exporter {
             if start < from || start + Duration::days(1) > closed || parse_attempt_file(name).is_none() {
                 continue;
             }
+            // Only files whose ids are of the current scheme: a merged file is recorded with it,
+            // and a re-read would not match older ids (a lake converted from files an earlier
+            // version wrote keeps those files as they are).
+            if self.checkpoint.id_scheme_of(&f.path)? != Some(ID_SCHEME) {
+                continue;
+            }
             days.entry(day).or_default().push((f.path.clone(), f.size));
         }
         let mut done = Compacted::default();
@@ -87,7 +93,7 @@ impl Exporter {
         let Some(table) = &self.table else {
             return Err(ExportError::Internal("vacuum needs export.format = \"delta\"".into()));
         };
-        Ok(table.vacuum(retention, dry_run).await?)
+        Ok(table.vacuum(retention, dry_run, &|name| parse_attempt_file(name).is_some()).await?)
     }
 
     /// Delta mode, after a `run`: compacts what is closed since `export.start`. A failure is

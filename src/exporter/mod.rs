@@ -1,6 +1,5 @@
 //! The exporter: owns the adapters of one configuration and drives windows through
-//! [`crate::window`] for `run` (coverage gaps up to now − lag, plus the look-back) and
-//! `backfill` (a historical range, resumable).
+//! [`crate::window`] for `run` (coverage gaps up to now − lag, plus the look-back) and others.
 //!
 //! Windows are fetched up to `export.concurrency` at once but committed strictly in order, so
 //! the watermark only ever covers a contiguous prefix of committed windows. On start, attempts
@@ -30,8 +29,10 @@ mod adopt;
 mod bar;
 mod compact;
 mod convert;
+mod repair;
 mod table;
 pub use adopt::Adopted;
+pub use repair::SET_ASIDE_DIR;
 
 /// Totals of one run (printed, recorded in `runs`, exported as metrics).
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -237,8 +238,7 @@ impl Exporter {
         .await
     }
 
-    /// A pass over `[from, to)` (to clamped to now − lag) for every stream, reading the ranges
-    /// `plan` picks in it, in windows of `export.window`.
+    /// A pass over `[from, to)` (to clamped to now − lag), every stream: `plan`'s ranges in `export.window`s.
     async fn over_range<P>(
         &self,
         command: &'static str,

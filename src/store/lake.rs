@@ -171,6 +171,45 @@ impl Store {
         }
     }
 
+    /// Moves the object at `rel` to `to` (both relative to the root), bytes unchanged: a file
+    /// set aside by a repair, out of every reader's sight. `Ok(false)`: there is none at `rel`.
+    pub async fn move_aside(&self, rel: &str, to: &str) -> Result<bool, StoreError> {
+        match self {
+            Store::Local { root } => {
+                let (from, dest) = (root.join(rel), root.join(to));
+                let io = |source| StoreError::Io {
+                    path: dest.clone(),
+                    source,
+                };
+                if !from.exists() {
+                    return Ok(false);
+                }
+                let parent = dest.parent().unwrap_or(root);
+                std::fs::create_dir_all(parent).map_err(io)?;
+                std::fs::rename(&from, &dest).map_err(io)?;
+                sync_dir(parent).map_err(io)?;
+                sync_dir(from.parent().unwrap_or(root)).map_err(io)?;
+                Ok(true)
+            }
+            Store::Object { store, prefix, .. } => {
+                let (from, dest) = (Self::obj_path(prefix, rel), Self::obj_path(prefix, to));
+                let err = |e: object_store::Error| StoreError::Object {
+                    path: from.to_string(),
+                    message: e.to_string(),
+                };
+                match store.copy(&from, &dest).await {
+                    Ok(()) => {}
+                    Err(object_store::Error::NotFound { .. }) => return Ok(false),
+                    Err(e) => return Err(err(e)),
+                }
+                match store.delete(&from).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(true),
+                    Err(e) => Err(err(e)),
+                }
+            }
+        }
+    }
+
     /// Keys of the commit markers after `after` (all of them without), sorted.
     pub async fn marker_keys_after(&self, after: Option<&str>) -> Result<Vec<String>, StoreError> {
         let mut keys: Vec<String> = match self {

@@ -48,6 +48,13 @@ async fn a_parquet_lake_becomes_a_table_in_place_and_runs_on_exactly() {
     std::fs::write(&victim, &bytes).unwrap();
 
     std::fs::write(&foreign, b"PAR1 not ours").unwrap();
+    // Files an earlier version wrote (ids of an older scheme, as its manifest records): kept
+    // as they are, never compacted (a merged file is recorded with the current scheme, which
+    // a re-read would not match against their ids).
+    rusqlite::Connection::open(s.state())
+        .unwrap()
+        .execute("UPDATE files SET id_scheme = 2 WHERE partition = 'dt=2024-03-01'", [])
+        .unwrap();
     let o = cli(&s, &["convert"], &[]).await;
     assert_ok(&o);
     assert!(stdout(&o).contains(&format!("holding {ours} files")), "{}", stdout(&o));
@@ -69,18 +76,30 @@ async fn a_parquet_lake_becomes_a_table_in_place_and_runs_on_exactly() {
     let o = cli(&s, &["convert"], &[]).await;
     assert_ok(&o);
     assert!(stdout(&o).contains("already"), "{}", stdout(&o));
+    // Killed between the put and its checkpoint: the table is whole, and `convert` again
+    // writes the checkpoint.
+    let t = setup(&emu, "window = \"12h\"");
+    assert_ok(&cli(&t, &["backfill", "--from", "2024-03-01", "--to", "2024-03-02"], &[]).await);
+    let o = cli(&t, &["convert"], &[("AOS_TEST_CRASH_AT", "convert:2")]).await;
+    assert!(stderr(&o).contains("crashpoint: aborting at convert #2"), "{}", stderr(&o));
+    assert!(!t.out().join("_delta_log/_last_checkpoint").exists());
+    assert_table_exact(&t.out(), &emu.ground_truth(from, day0() + chrono::Duration::days(1)));
+    assert_ok(&cli(&t, &["convert"], &[]).await);
+    assert!(t.out().join("_delta_log/_last_checkpoint").exists());
     let o = cli(&s, &["--now", "2024-03-05T00:00:00Z", "run"], &[]).await;
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     for now in ["2024-03-05T00:00:00Z", "2024-03-06T06:00:00Z"] {
         assert_ok(&cli(&s, &["--format", "delta", "--now", now, "run"], &[]).await);
     }
     let truth = emu.ground_truth(from, day0() + chrono::Duration::days(5) + chrono::Duration::hours(6));
-    // The converted days compact like any other (the run after they closed did it).
+    // The converted days compact like any other (the run after they closed did it), but for
+    // the files of an older id scheme.
     let r = assert_table_exact(&s.out(), &truth);
-    for day in ["dt=2024-03-01", "dt=2024-03-02"] {
-        let n = r.files.iter().filter(|f| f.to_string_lossy().contains(day)).count();
-        assert_eq!(n, 1, "{day}: a closed converted day is compacted into one file");
-    }
+    let in_day = |day: &str| r.files.iter().filter(|f| f.to_string_lossy().contains(day)).count();
+    assert_eq!(in_day("dt=2024-03-02"), 1, "a closed converted day is compacted into one file");
+    let old_scheme = before.keys().filter(|p| p.starts_with("dt=2024-03-01/")).count();
+    assert!(old_scheme > 1);
+    assert_eq!(in_day("dt=2024-03-01"), old_scheme, "files of an older id scheme are not merged");
     assert_ok(&cli(&s, &["--format", "delta", "verify"], &[]).await);
 }
 
@@ -116,6 +135,11 @@ async fn a_lake_whose_state_is_lost_converts_whole() {
     assert!(!s.out().join("_delta_log").exists());
     std::fs::write(&victim, original).unwrap();
     std::fs::remove_dir_all(s.state().parent().unwrap()).unwrap();
+    // Killed before the table's put: no table, the folder as it was.
+    let o = cli(&s, &["--format", "delta", "convert"], &[("AOS_TEST_CRASH_AT", "convert:1")]).await;
+    assert!(stderr(&o).contains("crashpoint: aborting at convert"), "{}", stderr(&o));
+    assert!(!s.out().join("_delta_log").exists());
+    assert_eq!(data_files(&s.out()).len(), files);
     let o = cli(&s, &["--format", "delta", "convert"], &[]).await;
     assert_ok(&o);
     assert!(stdout(&o).contains(&format!("holding {files} files")), "{}", stdout(&o));

@@ -412,8 +412,14 @@ async fn closed_days_are_compacted_exactly() {
     let o = cli(&s, &["--now", &closed, "vacuum", "--retention", "0s"], &[]).await;
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--retention"), "{}", stderr(&o));
-    let stray = s.out().join("dt=2024-03-02").join("stray.parquet");
+    // An attempt's file that never reached the table goes; another tool's file stays.
+    let stray = s
+        .out()
+        .join("dt=2024-03-02")
+        .join("all-20240302T000000Z-20240302T120000Z-g9-0000abcd-p000.parquet");
     std::fs::write(&stray, b"not in any commit").unwrap();
+    let foreign = s.out().join("dt=2024-03-02").join("part-0000-foreign.parquet");
+    std::fs::write(&foreign, b"another tool's").unwrap();
     let o = cli(&s, &["--now", &closed, "vacuum", "--retention", "0s", "--force"], &[]).await;
     assert_ok(&o);
     assert!(
@@ -422,6 +428,8 @@ async fn closed_days_are_compacted_exactly() {
         stdout(&o)
     );
     assert!(!stray.exists());
+    assert!(foreign.exists(), "vacuum leaves a file this program did not name");
+    std::fs::remove_file(&foreign).unwrap();
     let tables_files: usize = data_files(&s.out()).len();
     let vacuumed = assert_table_exact_latest(&s.out(), &truth);
     assert_eq!(tables_files, vacuumed, "only the table's active files are left");
@@ -429,7 +437,7 @@ async fn closed_days_are_compacted_exactly() {
 }
 
 /// The latest version read by `deltalake` equals `truth`; returns its file count.
-fn assert_table_exact_latest(path: &Path, truth: &[Value]) -> usize {
+pub(crate) fn assert_table_exact_latest(path: &Path, truth: &[Value]) -> usize {
     const LATEST: &str = r#"
 import os, sys
 from deltalake import DeltaTable

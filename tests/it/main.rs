@@ -27,6 +27,7 @@ mod operability;
 mod page_reader;
 mod privacy;
 mod proxy;
+mod repair;
 mod resilience;
 mod robustness;
 mod rules;

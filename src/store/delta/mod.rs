@@ -157,6 +157,7 @@ impl DeltaTable {
     /// folder of files becomes a table whole, or not at all). `Ok(false)`: a table exists.
     pub async fn create_with(&self, columns: &Schema, files: &[AddFile]) -> Result<bool, StoreError> {
         let created = self.create(columns, files, "CONVERT").await?;
+        crate::crashpoint::hit("convert");
         if created && !files.is_empty() {
             // A checkpoint of version 0 at once: readers then read its adds from Parquet.
             if let Err(e) = self.checkpoint_latest().await {
@@ -164,6 +165,15 @@ impl DeltaTable {
             }
         }
         Ok(created)
+    }
+
+    /// Whether the log has a checkpoint (`_last_checkpoint`).
+    pub async fn has_checkpoint(&self) -> Result<bool, StoreError> {
+        match self.store.head(&self.log_dir.clone().join("_last_checkpoint")).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(kernel("cannot read the table's log", e)),
+        }
     }
 
     /// Writes a checkpoint of the latest version (made durable on a local table), whatever

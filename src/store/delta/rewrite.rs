@@ -14,6 +14,33 @@ impl DeltaTable {
     /// same records in fewer files). Refused (`Ok(Err)`) when a file to remove is no longer
     /// active: another writer compacted or removed it since.
     pub async fn commit_rewrite(&self, removes: Vec<String>, adds: Vec<AddFile>) -> Result<Result<u64, String>, StoreError> {
+        self.commit_changes(removes, adds, false).await
+    }
+
+    /// Removes `paths` from the table in one commit (`DELETE`, `dataChange = true`): files
+    /// whose records are gone (deleted or corrupt behind the table's back), before their
+    /// windows are read again. Those no longer in the table are skipped; none left: no commit.
+    pub async fn commit_removes(&self, paths: Vec<String>) -> Result<(), StoreError> {
+        let view = self.view().await?;
+        let present: Vec<String> = paths.into_iter().filter(|p| view.files.contains_key(p)).collect();
+        if present.is_empty() {
+            return Ok(());
+        }
+        match self.commit_changes(present, Vec::new(), true).await? {
+            Ok(_) => Ok(()),
+            // Another writer removed one of them meanwhile: the rest are removed next time.
+            Err(why) => Err(kernel("cannot remove files from the table", why)),
+        }
+    }
+
+    /// One commit removing `removes` and adding `adds`: a compaction (`OPTIMIZE`, no data
+    /// change), or a removal (`DELETE`, `data_change`).
+    async fn commit_changes(&self, removes: Vec<String>, adds: Vec<AddFile>, data_change: bool) -> Result<Result<u64, String>, StoreError> {
+        let op = if data_change {
+            UpdateTableOperation::Delete
+        } else {
+            UpdateTableOperation::Optimize
+        };
         loop {
             let (snap, view) = self.latest("cannot compact").await?;
             // A commit that landed although its answer was lost: done, not refused (its
@@ -21,12 +48,15 @@ impl DeltaTable {
             if !adds.is_empty() && adds.iter().all(|f| view.files.contains_key(&f.path)) {
                 return Ok(Ok(view.version.unwrap_or(0)));
             }
-            let (engine, removes2, adds2) = (self.engine.clone(), removes.clone(), adds.clone());
+            if adds.is_empty() && !removes.iter().any(|p| view.files.contains_key(p)) {
+                return Ok(Ok(view.version.unwrap_or(0)));
+            }
+            let (engine, removes2, adds2, op) = (self.engine.clone(), removes.clone(), adds.clone(), op.clone());
             let result = blocking(move || {
                 let wanted: std::collections::HashSet<&str> = removes2.iter().map(String::as_str).collect();
                 let mut txn = snap
                     .clone()
-                    .update_table(UpdateTableOperation::Optimize, ENGINE_INFO, false)
+                    .update_table(op, ENGINE_INFO, data_change)
                     .build(engine.as_ref(), Box::new(FileSystemCommitter::new()))
                     .map_err(|e| kernel("cannot begin a table commit", e))?;
                 let scan = snap
@@ -58,7 +88,9 @@ impl DeltaTable {
                 if found != wanted.len() {
                     return Ok(Err("a file to compact is no longer in the table".to_string()));
                 }
-                txn.add_files(add_batch(&adds2)?);
+                if !adds2.is_empty() {
+                    txn.add_files(add_batch(&adds2)?);
+                }
                 match txn.commit(engine.as_ref()).map_err(|e| kernel("table commit failed", e))? {
                     CommitResult::Committed(c) => {
                         if let Some(post) = c.post_commit_snapshot() {

@@ -27,8 +27,14 @@ pub struct Vacuumed {
 
 impl DeltaTable {
     /// Deletes (unless `dry_run`) the files of `dt=…` folders that no version within
-    /// `retention` reads.
-    pub async fn vacuum(&self, retention: chrono::Duration, dry_run: bool) -> Result<Vacuumed, StoreError> {
+    /// `retention` reads: removed by a commit before it, or never added and named as `ours`
+    /// says this program names files (another tool's file is left alone).
+    pub async fn vacuum(
+        &self,
+        retention: chrono::Duration,
+        dry_run: bool,
+        ours: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<Vacuumed, StoreError> {
         let cutoff = chrono::Utc::now() - retention;
         let active: HashSet<String> = self.view().await?.files.into_keys().collect();
         // Every path a commit added, and when a commit removed it (the log's JSON commits;
@@ -88,7 +94,7 @@ impl DeltaTable {
                 .prefix_match(&self.prefix)
                 .map(|it| it.map(|p| p.as_ref().to_string()).collect())
                 .unwrap_or_default();
-            let [part, _name] = rel.as_slice() else { continue };
+            let [part, name] = rel.as_slice() else { continue };
             if !part.starts_with("dt=") {
                 continue;
             }
@@ -98,7 +104,7 @@ impl DeltaTable {
             }
             let old = match removed.get(&path) {
                 Some(at) => *at < cutoff.timestamp_millis(),
-                None => !added.contains(&path) && m.last_modified < cutoff,
+                None => !added.contains(&path) && ours(name) && m.last_modified < cutoff,
             };
             if old {
                 out.files += 1;

@@ -1,0 +1,145 @@
+//! Repairs of the manifest (`verify --repair`): a file whose records the lake lost (deleted,
+//! or corrupt and set aside) leaves the manifest, and the windows it was read in lose their
+//! coverage, in one transaction; the next read of those windows (the repair's own, or any later
+//! `run`) writes exactly the records no other file holds.
+//!
+//! Delta mode: the file is also removed from the table after this transaction; until that
+//! commit is made it is recorded (`meta` key `table-remove:{path}`), so start-up recovery makes
+//! it before any window is read (a table listing a file the manifest does not know would refuse
+//! every commit of its windows).
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Checkpoint, CheckpointError, from_us};
+use crate::model::Window;
+
+impl Checkpoint {
+    /// Forgets the file at `path` and uncovers every committed window of its stream that
+    /// overlaps the window it was written by (the stream's watermark moves back to its start).
+    /// Returns the stream and that window; `None` when the manifest does not list the file.
+    /// `table`: the file is to be removed from the Delta table too (recorded until it is).
+    pub fn uncover_file(&self, path: &str, table: bool) -> Result<Option<(String, Window)>, CheckpointError> {
+        let mut c = self.conn();
+        let tx = c.transaction()?;
+        let row: Option<(String, i64, i64)> = tx
+            .query_row(
+                "SELECT stream_id, window_start_us, window_end_us FROM files WHERE path = ?1",
+                [path],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((stream, start, end)) = row else {
+            return Ok(None);
+        };
+        tx.execute("DELETE FROM files WHERE path = ?1", [path])?;
+        tx.execute(
+            "DELETE FROM windows WHERE stream_id = ?1 AND start_us < ?3 AND end_us > ?2",
+            params![stream, start, end],
+        )?;
+        tx.execute(
+            "UPDATE streams SET watermark_us = ?2 WHERE id = ?1 AND watermark_us > ?2",
+            params![stream, start],
+        )?;
+        if table {
+            tx.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, '')",
+                [format!("table-remove:{path}")],
+            )?;
+        }
+        tx.commit()?;
+        Ok(Some((
+            stream,
+            Window {
+                start: from_us(start),
+                end: from_us(end),
+            },
+        )))
+    }
+
+    /// Files uncovered and not yet removed from the Delta table.
+    pub fn table_removes(&self) -> Result<Vec<String>, CheckpointError> {
+        let c = self.conn();
+        let mut st = c.prepare("SELECT substr(key, 14) FROM meta WHERE key LIKE 'table-remove:%' ORDER BY key")?;
+        Ok(st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?)
+    }
+
+    /// The table no longer lists these files.
+    pub fn table_removed(&self, paths: &[String]) -> Result<(), CheckpointError> {
+        let mut c = self.conn();
+        let tx = c.transaction()?;
+        for p in paths {
+            tx.execute("DELETE FROM meta WHERE key = ?1", [format!("table-remove:{p}")])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::{FileRow, WindowCommit};
+    use crate::model::StreamSpec;
+
+    #[test]
+    fn an_uncovered_file_takes_its_windows_coverage_and_is_recorded_for_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = Checkpoint::open(&dir.path().join("s.db")).unwrap();
+        let spec = StreamSpec {
+            id: "all".into(),
+            name: None,
+            product_types: vec![],
+            geo_locations: vec![],
+        };
+        cp.ensure_stream(&spec).unwrap();
+        let win = |a: i64, b: i64| Window {
+            start: from_us(a),
+            end: from_us(b),
+        };
+        let file = |path: &str| FileRow {
+            path: path.into(),
+            stream_id: "all".into(),
+            partition: "dt=1970-01-01".into(),
+            rows: 1,
+            bytes: 10,
+            sha256: String::new(),
+        };
+        for (i, (a, b)) in [(0, 1_000), (1_000, 2_000), (2_000, 3_000)].into_iter().enumerate() {
+            let prefix = format!("all-{i}-g0");
+            cp.begin_attempt("all", &prefix, &["dt=1970-01-01".into()]).unwrap();
+            cp.commit_window(&WindowCommit {
+                stream_id: "all",
+                window: win(a, b),
+                generation: 0,
+                prefix: &prefix,
+                marker: &prefix,
+                files: vec![file(&format!("dt=1970-01-01/{prefix}-p000.parquet"))],
+                id_scheme: 2,
+                out_of_range: 0,
+                records_fetched: 1,
+                pages: 1,
+                run_id: None,
+                advance_watermark_to: Some(from_us(b)),
+            })
+            .unwrap();
+        }
+        assert_eq!(cp.uncover_file("dt=1970-01-01/none.parquet", true).unwrap(), None);
+        assert!(
+            cp.table_removes().unwrap().is_empty(),
+            "nothing recorded for a file it does not know"
+        );
+        let got = cp.uncover_file("dt=1970-01-01/all-1-g0-p000.parquet", true).unwrap();
+        assert_eq!(got, Some(("all".to_string(), win(1_000, 2_000))));
+        assert!(!cp.has_file("dt=1970-01-01/all-1-g0-p000.parquet").unwrap());
+        assert!(cp.has_file("dt=1970-01-01/all-0-g0-p000.parquet").unwrap());
+        assert_eq!(
+            cp.committed_ranges("all", from_us(0), from_us(3_000)).unwrap(),
+            vec![(from_us(0), from_us(1_000)), (from_us(2_000), from_us(3_000))],
+            "only the file's window loses its coverage"
+        );
+        assert_eq!(cp.watermark("all").unwrap(), Some(from_us(1_000)), "exported up to the hole");
+        assert_eq!(cp.table_removes().unwrap(), vec!["dt=1970-01-01/all-1-g0-p000.parquet".to_string()]);
+        cp.table_removed(&cp.table_removes().unwrap()).unwrap();
+        assert!(cp.table_removes().unwrap().is_empty());
+    }
+}
