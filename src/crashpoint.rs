@@ -11,17 +11,22 @@ pub const STEPS: &[&str] = &["fetch", "encode", "stage", "publish", "marker", "c
 pub fn hit(step: &'static str) {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
-    static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static ARMED: OnceLock<Option<(String, u64, bool)>> = OnceLock::new();
     static COUNT: AtomicU64 = AtomicU64::new(0);
+    // `step:n`, or `step:n:panic` to panic there instead (what a bug would do).
     let armed = ARMED.get_or_init(|| {
         let v = std::env::var("AOS_TEST_CRASH_AT").ok()?;
-        let (s, n) = v.split_once(':')?;
-        Some((s.to_string(), n.parse().ok()?))
+        let mut parts = v.split(':');
+        let (s, n) = (parts.next()?, parts.next()?);
+        Some((s.to_string(), n.parse().ok()?, parts.next() == Some("panic")))
     });
-    if let Some((s, n)) = armed
+    if let Some((s, n, panic)) = armed
         && s == step
         && COUNT.fetch_add(1, Ordering::SeqCst) + 1 == *n
     {
+        if *panic {
+            panic!("crashpoint: panicking at {step} #{n}");
+        }
         eprintln!("crashpoint: aborting at {step} #{n}");
         std::process::abort();
     }

@@ -38,6 +38,28 @@ pub fn init_tracing(level: &str, format: &str) {
     // event's fields beside them (where log shippers look), the run's span under `span`.
     let _ = if format == "json" {
         JSON_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);
+        // A panic is one JSON object too (the default hook's plain text would be the only
+        // line a shipper cannot parse, and the one that matters).
+        std::panic::set_hook(Box::new(|info| {
+            let at = info
+                .location()
+                .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            let what = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            let line = serde_json::json!({
+                "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                "level": "ERROR",
+                "message": format!("panic{at}: {what}"),
+                "cause": "internal",
+                "exit_code": 101,
+            });
+            eprintln!("{line}");
+        }));
         b.json()
             .flatten_event(true)
             .with_current_span(true)
@@ -126,10 +148,20 @@ fn range_args(from: &str, to: Option<&str>, now: DateTime<Utc>) -> anyhow::Resul
 /// Runs the command; returns the process exit code. `cancel` fires on SIGINT/SIGTERM.
 pub async fn dispatch(cli: Cli, cancel: CancellationToken) -> anyhow::Result<u8> {
     let ov = overrides(&cli);
-    let raw = config::load(cli.config.as_deref(), &ov)?;
-    crate::set_umask(raw.umask()?);
-    raw.check_log()?;
-    raw.push_target("run")?;
+    // An error before logging is set up is still reported as the operator asked (JSON).
+    let json_early = || {
+        if config::log_format_hint(cli.config.as_deref(), &ov).as_deref() == Some("json") {
+            init_tracing("info", "json");
+        }
+    };
+    let raw = config::load(cli.config.as_deref(), &ov).inspect_err(|_| json_early())?;
+    let early = || -> anyhow::Result<()> {
+        crate::set_umask(raw.umask()?);
+        raw.check_log()?;
+        raw.push_target("run")?;
+        Ok(())
+    };
+    early().inspect_err(|_| json_early())?;
     #[cfg(feature = "emulator")]
     let quiet = matches!(cli.command, Command::Demo { .. }) && cli.log_level.is_none();
     #[cfg(not(feature = "emulator"))]

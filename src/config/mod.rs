@@ -75,6 +75,21 @@ pub(crate) fn invalid(key: &'static str, message: impl Into<String>) -> ConfigEr
 /// Keys whose values are secrets (never echoed, even in errors).
 const SECRET_KEYS: &[&str] = &["auth.client_secret", "auth.certificate_password"];
 
+/// `log.format` as the layers give it, read alone: when the configuration as a whole is
+/// refused, its error is still reported in the format the operator asked for. `None` when the
+/// layers cannot be read at all (e.g. the file is not TOML).
+pub fn log_format_hint(file: Option<&Path>, overrides: &[(&str, String)]) -> Option<String> {
+    let mut fig = Figment::new();
+    if let Some(path) = file {
+        fig = fig.merge(Toml::file_exact(path));
+    }
+    fig = fig.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]));
+    for (k, v) in overrides {
+        fig = fig.merge((*k, v.clone()));
+    }
+    fig.extract_inner::<String>("log.format").ok()
+}
+
 /// Loads the layers. `overrides` are `(dotted.key, value)` pairs from command-line flags.
 pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<RawConfig, ConfigError> {
     let mut fig = Figment::new();

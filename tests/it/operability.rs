@@ -42,6 +42,57 @@ async fn json_logs_are_json_to_the_last_line_with_the_fatal_error() {
     assert!(o.stdout.is_empty(), "nothing on stdout for a failed run");
 }
 
+/// JSON to the very first and last line: a configuration refused before logging is set up,
+/// and a panic, are each one JSON object at level ERROR with `exit_code` and `cause`.
+#[tokio::test(flavor = "multi_thread")]
+async fn early_errors_and_panics_are_json_too() {
+    let emu = start(emu_config(1, 50)).await;
+    let s = setup(&emu, "");
+    let base = std::fs::read_to_string(&s.config).unwrap();
+    let parse = |o: &std::process::Output| -> Vec<serde_json::Value> {
+        stderr(o)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    };
+    // A bad value elsewhere in the file: log.format is still read alone.
+    std::fs::write(
+        &s.config,
+        base.replace("lag = \"0s\"", "lag = \"soon\"") + "\n[log]\nformat = \"json\"\n",
+    )
+    .unwrap();
+    let o = cli(&s, &["run"], &[]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let events = parse(&o);
+    assert_eq!(events.len(), 1, "{}", stderr(&o));
+    assert_eq!(events[0]["level"], "ERROR");
+    assert_eq!(events[0]["exit_code"], 2);
+    assert!(events[0]["message"].as_str().unwrap().contains("export.lag"), "{}", events[0]);
+    // The same from the command line's --log-format.
+    std::fs::write(&s.config, base.replace("lag = \"0s\"", "lag = \"soon\"")).unwrap();
+    let o = cli(&s, &["--log-format", "json", "run"], &[]).await;
+    assert_eq!(parse(&o).last().unwrap()["exit_code"], 2, "{}", stderr(&o));
+    // A panic (a bug) mid-run.
+    std::fs::write(&s.config, base.clone() + "\n[log]\nformat = \"json\"\n").unwrap();
+    let o = cli(
+        &s,
+        &["--now", "2024-03-02T00:00:00Z", "run"],
+        &[("AOS_TEST_CRASH_AT", "commit:1:panic")],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(101), "{}", stderr(&o));
+    let events = parse(&o);
+    let p = events
+        .iter()
+        .find(|e| e["message"].as_str().is_some_and(|m| m.starts_with("panic")))
+        .expect("the panic as an event");
+    assert_eq!(p["level"], "ERROR", "{p}");
+    assert_eq!(p["cause"], "internal", "{p}");
+    // And it was a crash like any other: the next run recovers and completes.
+    std::fs::write(&s.config, base).unwrap();
+    assert_ok(&cli(&s, &["--now", "2024-03-02T00:00:00Z", "run"], &[]).await);
+}
+
 /// Runs Python's Prometheus parsers (PyPI `prometheus-client`) on `text`: the classic one
 /// (`text_string_to_metric_families`) or the OpenMetrics one; returns `name type` per family.
 fn python_parse(text: &str, openmetrics: bool) -> Vec<String> {
