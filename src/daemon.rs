@@ -193,11 +193,11 @@ async fn readyz(State(s): State<Arc<Shared>>) -> (StatusCode, &'static str) {
 }
 
 /// The metrics in the format the scraper asks for, as Prometheus negotiates it: OpenMetrics
-/// when `Accept` names it, else the classic text format; each with its own Content-Type.
+/// when `Accept` prefers it, else the classic text format; each with its own Content-Type.
 async fn metrics(State(s): State<Arc<Shared>>, headers: axum::http::HeaderMap) -> impl axum::response::IntoResponse {
     s.ex.update_lag_metrics(Utc::now());
     let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if accept.contains("application/openmetrics-text") {
+    if prefers_openmetrics(accept) {
         (
             [(
                 axum::http::header::CONTENT_TYPE,
@@ -213,9 +213,55 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: axum::http::HeaderMap) -
     }
 }
 
+/// Whether `Accept` prefers OpenMetrics to the classic text format, by its q-values (as
+/// Prometheus' own servers negotiate): the higher q wins, a tie goes to the type listed first,
+/// `q=0` refuses a type, and `text/*` or `*/*` stand for the classic format.
+fn prefers_openmetrics(accept: &str) -> bool {
+    let (mut om, mut text) = (None::<(f32, usize)>, None::<(f32, usize)>);
+    for (i, part) in accept.split(',').enumerate() {
+        let mut params = part.split(';');
+        let media = params.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = params
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+            .and_then(|(_, v)| v.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        let slot = match media.as_str() {
+            "application/openmetrics-text" => &mut om,
+            "text/plain" | "text/*" | "*/*" => &mut text,
+            _ => continue,
+        };
+        // The best q a type is given, and where it was first given so.
+        if slot.is_none_or(|(best, _)| q > best) {
+            *slot = Some((q, i));
+        }
+    }
+    match (om, text) {
+        (Some((q, _)), _) if q <= 0.0 => false,
+        (Some(_), None) => true,
+        (Some((qo, io)), Some((qt, it))) => qo > qt || (qo == qt && io < it),
+        (None, _) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_metrics_format_follows_the_accept_headers_q_values() {
+        let prometheus = "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+        assert!(prefers_openmetrics(prometheus));
+        assert!(!prefers_openmetrics("text/plain;version=0.0.4;q=1,application/openmetrics-text;q=0.5"));
+        assert!(!prefers_openmetrics("application/openmetrics-text;q=0, text/plain"));
+        assert!(!prefers_openmetrics("application/openmetrics-text;q=0"));
+        assert!(prefers_openmetrics("application/openmetrics-text"));
+        assert!(prefers_openmetrics("application/openmetrics-text, text/plain"));
+        assert!(!prefers_openmetrics("text/plain, application/openmetrics-text"));
+        assert!(!prefers_openmetrics("*/*;q=0.9, application/openmetrics-text;q=0.8"));
+        assert!(!prefers_openmetrics(""));
+        assert!(!prefers_openmetrics("text/html"));
+    }
 
     #[test]
     fn staleness_looks_at_every_stream() {
