@@ -62,6 +62,29 @@ fn stale(ends: &[Option<chrono::DateTime<Utc>>], now: chrono::DateTime<Utc>, lim
     ends.iter().flatten().any(|e| now - *e > limit)
 }
 
+/// Why the daemon is not ready, for `/readyz`'s body: failed passes, or the lag (a stream's
+/// covered end further behind now than `daemon.unready_after_lag`).
+fn unready_reason(
+    failures: u32,
+    unready_after: u32,
+    lag: Option<(&str, chrono::DateTime<Utc>, chrono::Duration)>,
+    now: chrono::DateTime<Utc>,
+) -> Option<String> {
+    if failures >= unready_after {
+        return Some(format!(
+            "{failures} passes in a row failed (daemon.unready_after_failures = {unready_after})"
+        ));
+    }
+    lag.map(|(stream, end, limit)| {
+        format!(
+            "stream {stream} is exported up to {} only, {}s behind now (daemon.unready_after_lag = {}s)",
+            end.to_rfc3339(),
+            (now - end).num_seconds(),
+            limit.num_seconds()
+        )
+    })
+}
+
 impl Shared {
     /// One scheduled pass: clean up, run, record the outcome and log one summary line.
     async fn pass(&self, cancel: &CancellationToken) {
@@ -106,22 +129,21 @@ impl Shared {
         }
     }
 
-    fn ready(&self) -> bool {
-        if self.failures.load(Ordering::Relaxed) >= self.unready_after {
-            return false;
-        }
-        let Some(limit) = self.unready_after_lag else {
-            return true;
-        };
-        let ends: Vec<_> = self
-            .ex
-            .settings()
-            .api
-            .streams
-            .iter()
-            .map(|s| self.ex.checkpoint().watermark(&s.id).ok().flatten())
-            .collect();
-        !stale(&ends, Utc::now(), limit)
+    /// `None` when ready, else why not.
+    fn unready(&self) -> Option<String> {
+        let now = Utc::now();
+        let stale_stream = self.unready_after_lag.and_then(|limit| {
+            self.ex.settings().api.streams.iter().find_map(|s| {
+                let end = self.ex.checkpoint().watermark(&s.id).ok().flatten()?;
+                stale(&[Some(end)], now, limit).then(|| (s.id.clone(), end, limit))
+            })
+        });
+        unready_reason(
+            self.failures.load(Ordering::Relaxed),
+            self.unready_after,
+            stale_stream.as_ref().map(|(s, e, l)| (s.as_str(), *e, *l)),
+            now,
+        )
     }
 }
 
@@ -184,11 +206,10 @@ pub async fn serve(settings: Settings, cancel: CancellationToken) -> Result<(), 
     Ok(())
 }
 
-async fn readyz(State(s): State<Arc<Shared>>) -> (StatusCode, &'static str) {
-    if !s.ready() {
-        (StatusCode::SERVICE_UNAVAILABLE, "recent passes failed\n")
-    } else {
-        (StatusCode::OK, "ready\n")
+async fn readyz(State(s): State<Arc<Shared>>) -> (StatusCode, String) {
+    match s.unready() {
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+        None => (StatusCode::OK, "ready\n".into()),
     }
 }
 
@@ -252,7 +273,9 @@ mod tests {
     fn the_metrics_format_follows_the_accept_headers_q_values() {
         let prometheus = "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
         assert!(prefers_openmetrics(prometheus));
-        assert!(!prefers_openmetrics("text/plain;version=0.0.4;q=1,application/openmetrics-text;q=0.5"));
+        assert!(!prefers_openmetrics(
+            "text/plain;version=0.0.4;q=1,application/openmetrics-text;q=0.5"
+        ));
         assert!(!prefers_openmetrics("application/openmetrics-text;q=0, text/plain"));
         assert!(!prefers_openmetrics("application/openmetrics-text;q=0"));
         assert!(prefers_openmetrics("application/openmetrics-text"));
@@ -261,6 +284,18 @@ mod tests {
         assert!(!prefers_openmetrics("*/*;q=0.9, application/openmetrics-text;q=0.8"));
         assert!(!prefers_openmetrics(""));
         assert!(!prefers_openmetrics("text/html"));
+    }
+
+    #[test]
+    fn readyz_says_whether_failures_or_the_lag_make_it_unready() {
+        let now = Utc::now();
+        let h = chrono::Duration::hours(1);
+        assert_eq!(unready_reason(0, 1, None, now), None);
+        let f = unready_reason(2, 2, Some(("all", now - h * 3, h)), now).unwrap();
+        assert!(f.starts_with("2 passes in a row failed"), "{f}");
+        let l = unready_reason(0, 1, Some(("all", now - h * 3, h)), now).unwrap();
+        assert!(l.starts_with("stream all is exported up to") && l.contains("10800s behind"), "{l}");
+        assert!(!l.contains("failed"), "{l}");
     }
 
     #[test]
