@@ -93,11 +93,13 @@ impl Checkpoint {
 
     /// How many times `[start, end)` was committed before: the next read's generation.
     pub fn next_generation(&self, stream_id: &str, w: &Window) -> Result<u32, CheckpointError> {
-        Ok(self.conn().query_row(
+        let c = self.conn();
+        let next: u32 = c.query_row(
             "SELECT COALESCE(MAX(generation) + 1, 0) FROM windows WHERE stream_id = ?1 AND start_us = ?2 AND end_us = ?3",
             params![stream_id, us(w.start), us(w.end)],
             |r| r.get(0),
-        )?)
+        )?;
+        Ok(next.max(Self::generation_floor(&c, stream_id, w)?))
     }
 
     /// Committed `[start, end)` ranges of a stream overlapping `[from, to)`.

@@ -302,37 +302,38 @@ pub async fn dispatch(cli: Cli, cancel: CancellationToken) -> anyhow::Result<u8>
         }
         // These commands do not stop at a checkpoint: a signal simply ends them.
         Command::Status { json } => interruptible(&cancel, report::status(&raw, json, now)).await,
-        Command::Verify { json, repair: false } => interruptible(&cancel, report::verify(&raw, json, now)).await,
+        Command::Verify { json, repair: false } => interruptible(&cancel, report::verify(&raw, json, now, None)).await,
         Command::Verify { json, repair: true } => {
             let found = report::check(&raw, now).await?;
+            let mut repaired = None;
             if !found.problems.is_empty() || !found.strays.is_empty() {
                 let ex = started(&raw, "repair", Exporter::new(raw.validate(now)?).await).await?;
                 let paths: Vec<String> = found.problems.iter().map(|p| p.0.clone()).collect();
                 let r = ex.repair(&paths, now, &cancel).await;
                 push_metrics(&raw, "repair", ex.metrics()).await;
                 let r = r?;
-                let line = format!(
-                    "repair: {} files whose records the lake lost ({} rows by the manifest) read again: {} records written; {} files set aside in {}/ ({} strays)",
-                    r.files,
-                    r.rows,
-                    r.summary.written,
-                    r.set_aside,
-                    crate::exporter::SET_ASIDE_DIR,
-                    r.strays
-                );
-                if json {
-                    tracing::info!("{line}")
-                } else {
-                    println!("{line}")
-                }
-                if r.summary.written < r.rows {
-                    tracing::warn!(
-                        missing = r.rows - r.summary.written,
-                        "records of the repaired files the API did not serve again (older than its retention?); the set-aside copies keep what they hold"
+                if !json {
+                    println!(
+                        "repair: {} files whose records the lake lost ({} rows by the manifest) read again: {} records written; {} files set aside in {}/ ({} strays){}",
+                        r.files,
+                        r.rows,
+                        r.summary.written,
+                        r.set_aside,
+                        crate::exporter::SET_ASIDE_DIR,
+                        r.strays,
+                        if r.skipped > 0 {
+                            format!("; {} files of streams not configured here left as they are", r.skipped)
+                        } else {
+                            String::new()
+                        }
                     );
                 }
+                repaired = Some(serde_json::json!({
+                    "files": r.files, "rows": r.rows, "written": r.summary.written,
+                    "set_aside": r.set_aside, "strays": r.strays, "skipped": r.skipped,
+                }));
             }
-            report::verify(&raw, json, now).await
+            report::verify(&raw, json, now, repaired).await
         }
         Command::Token => interruptible(&cancel, token(&raw, now, &cancel)).await,
         #[cfg(feature = "emulator")]

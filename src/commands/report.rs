@@ -228,6 +228,12 @@ pub(super) async fn check(raw: &RawConfig, now: DateTime<Utc>) -> anyhow::Result
     let state = raw.validate_state()?;
     let cp = crate::checkpoint::Checkpoint::open_read(&state).with_context(|| format!("no state at state.path {}", state.display()))?;
     let store = crate::store::Store::open(&export.output, &spool_path(&state))?;
+    // Listed before the manifest is read: a window a running exporter commits meanwhile is in
+    // the manifest, never taken for a stray.
+    // Then the attempts in flight, then the manifest: a commit moves a file from the first to
+    // the second in one transaction, so a listed file of a live attempt is in one of them.
+    let listed = if export.delta { Vec::new() } else { store.data_files().await? };
+    let pending: Vec<String> = cp.pending()?.into_iter().map(|p| p.prefix).collect();
     let files = cp.files()?;
     let mut problems: Vec<(String, String)> = Vec::new();
     let mut rows_total = 0;
@@ -287,8 +293,7 @@ pub(super) async fn check(raw: &RawConfig, now: DateTime<Utc>) -> anyhow::Result
         // Folder mode: every file a reader of the folder sees is one the manifest accounts for
         // (a file of an attempt in flight, published and not yet committed, excepted).
         let known: std::collections::HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
-        let pending: Vec<String> = cp.pending()?.into_iter().map(|p| p.prefix).collect();
-        for (path, _) in store.data_files().await? {
+        for (path, _) in listed {
             let name = path.rsplit_once('/').map_or(path.as_str(), |p| p.1);
             if !known.contains(path.as_str()) && !pending.iter().any(|p| crate::model::is_attempt_file(name, p)) {
                 strays.push(path);
@@ -305,22 +310,24 @@ pub(super) async fn check(raw: &RawConfig, now: DateTime<Utc>) -> anyhow::Result
     })
 }
 
-/// `verify [--json]`: prints what [`check`] found.
-pub(super) async fn verify(raw: &RawConfig, json: bool, now: DateTime<Utc>) -> anyhow::Result<u8> {
+/// `verify [--json]`: prints what [`check`] found (after what a repair did, if one ran).
+pub(super) async fn verify(raw: &RawConfig, json: bool, now: DateTime<Utc>, repaired: Option<serde_json::Value>) -> anyhow::Result<u8> {
     let v = check(raw, now).await?;
     let mut problems: Vec<String> = v.problems.iter().map(|(p, m)| format!("{p}: {m}")).collect();
+    let (files, rows_total) = (v.files, v.rows);
+    if json {
+        let mut out = serde_json::json!({"files": files, "rows": rows_total, "problems": problems, "strays": v.strays});
+        if let Some(r) = repaired {
+            out["repair"] = r;
+        }
+        println!("{out}");
+    }
     problems.extend(
         v.strays.iter().map(|p| {
             format!("{p}: a data file the manifest does not know (readers of the folder see it; `verify --repair` sets it aside)")
         }),
     );
-    let (files, rows_total) = (v.files, v.rows);
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"files": files, "rows": rows_total, "problems": problems, "strays": v.strays})
-        );
-    } else {
+    if !json {
         for p in &problems {
             println!("MISMATCH {p}");
         }

@@ -39,6 +39,7 @@ impl Exporter {
         self.store.remove_stale_marker_copies()?;
         self.recover_rewrites().await?;
         self.finish_table_removes().await?;
+        self.finish_repairs().await?;
         self.clean_pending(true).await
     }
 

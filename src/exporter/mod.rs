@@ -177,11 +177,11 @@ impl Exporter {
             let until = planner::truncate_to_second(now - e.lag);
             let mut total = RunSummary::default();
             for stream in &self.settings.api.streams {
-                // A relative `export.start` (e.g. 30d) moves with every run: coverage before it
-                // still counts, and the gaps are measured from the earliest committed range, so a
-                // stream stalled for longer than `start` resumes where it stopped.
+                // A relative `export.start` (e.g. 30d) moves: gaps count from the earliest
+                // committed range (a stalled stream resumes), or what a repair uncovered.
                 let covered = self.checkpoint.committed_ranges(&stream.id, DateTime::UNIX_EPOCH, until)?;
                 let start = covered.iter().map(|r| r.0).min().map_or(e.start, |c| c.min(e.start));
+                let start = self.repaired_from(&stream.id)?.map_or(start, |r| r.min(start));
                 let ranges = planner::run_ranges(&covered, start, until, e.lookback);
                 if ranges.is_empty() {
                     tracing::info!(stream = %stream.id, "nothing final to export yet (now − lag is not past the covered range)");

@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 use sha2::Digest;
 use tokio_util::sync::CancellationToken;
 
+use super::compact::COMPACT_STREAM;
 use super::{Exporter, RunSummary};
 use crate::model::Window;
 use crate::window::ExportError;
@@ -37,6 +38,8 @@ pub struct Repaired {
     pub set_aside: u64,
     /// Stray files among them.
     pub strays: u64,
+    /// Lost files of streams this configuration does not export: left as they are.
+    pub skipped: u64,
     /// The read of the uncovered windows.
     pub summary: RunSummary,
 }
@@ -58,6 +61,49 @@ impl Exporter {
         Ok(())
     }
 
+    /// Start-up recovery: finishes the repairs begun (every step is idempotent).
+    pub(super) async fn finish_repairs(&self) -> Result<(), ExportError> {
+        for (path, aside) in self.checkpoint.repairs()? {
+            self.finish_repair(&path, &aside).await?;
+        }
+        Ok(())
+    }
+
+    /// One file's repair, after its intent was recorded: out of every reader's sight before the
+    /// manifest forgets it (folder: set aside first; Delta: the `DELETE` commit first, recorded
+    /// in the same transaction that forgets it), its windows uncovered, its bytes set aside.
+    async fn finish_repair(&self, path: &str, aside: &str) -> Result<Option<Window>, ExportError> {
+        let all = self.checkpoint.file_stream(path)?.as_deref() == Some(COMPACT_STREAM);
+        let uncovered = if self.table.is_some() {
+            let w = self.checkpoint.uncover_file(path, true, all)?;
+            crate::crashpoint::hit("repair");
+            self.finish_table_removes().await?;
+            self.store.move_aside(path, aside).await?;
+            w
+        } else {
+            self.store.move_aside(path, aside).await?;
+            crate::crashpoint::hit("repair");
+            self.checkpoint.uncover_file(path, false, all)?
+        };
+        self.checkpoint.end_repair(path)?;
+        Ok(uncovered)
+    }
+
+    /// Where `run` must start reading for `stream_id` to read again the windows a repair
+    /// uncovered (even before the stream's oldest coverage); forgets those read since.
+    pub(super) fn repaired_from(&self, stream_id: &str) -> Result<Option<DateTime<Utc>>, ExportError> {
+        let mut from = None::<DateTime<Utc>>;
+        for w in self.checkpoint.uncovered(stream_id)? {
+            let covered = self.checkpoint.committed_ranges(stream_id, w.start, w.end)?;
+            if crate::planner::gaps(w.start, w.end, &covered).is_empty() {
+                self.checkpoint.clear_uncovered(stream_id, &w)?;
+            } else {
+                from = Some(from.map_or(w.start, |f| f.min(w.start)));
+            }
+        }
+        Ok(from)
+    }
+
     /// Repairs the manifest files among `candidates` that are missing or corrupt, sets aside
     /// the folder's stray files, and reads the uncovered windows again.
     pub async fn repair(&self, candidates: &[String], now: DateTime<Utc>, cancel: &CancellationToken) -> Result<Repaired, ExportError> {
@@ -69,7 +115,7 @@ impl Exporter {
         let stamp = now.format("%Y%m%dT%H%M%SZ");
         let manifest: std::collections::HashMap<String, crate::checkpoint::FileRow> =
             self.checkpoint.files()?.into_iter().map(|f| (f.path.clone(), f)).collect();
-        let mut windows: Vec<Window> = Vec::new();
+        let streams: Vec<&str> = self.settings.api.streams.iter().map(|s| s.id.as_str()).collect();
         for path in candidates {
             let Some(row) = manifest.get(path) else { continue };
             let data = self.store.read_if_exists(path).await?;
@@ -79,27 +125,20 @@ impl Exporter {
             if intact {
                 continue;
             }
+            // Only a configured stream's windows can be read again (a compaction's file holds
+            // every stream's records).
+            if row.stream_id != COMPACT_STREAM && !streams.contains(&row.stream_id.as_str()) {
+                tracing::warn!(file = %path, stream = %row.stream_id, "a lost file of a stream this configuration does not export: not repaired (repair it with that stream's configuration)");
+                done.skipped += 1;
+                continue;
+            }
             let aside = format!("{SET_ASIDE_DIR}/{stamp}/{path}");
-            let uncovered = if self.table.is_some() {
-                let w = self.checkpoint.uncover_file(path, true)?;
-                crate::crashpoint::hit("repair");
-                self.finish_table_removes().await?;
-                if data.is_some() && self.store.move_aside(path, &aside).await? {
-                    done.set_aside += 1;
-                }
-                w
-            } else {
-                // Out of the folder first: the manifest forgets a file no reader sees.
-                if data.is_some() && self.store.move_aside(path, &aside).await? {
-                    done.set_aside += 1;
-                }
-                self.checkpoint.uncover_file(path, false)?
-            };
-            if let Some((_, w)) = uncovered {
+            self.checkpoint.begin_repair(path, &aside)?;
+            if self.finish_repair(path, &aside).await?.is_some() {
                 tracing::warn!(file = %path, rows = row.rows, set_aside = data.is_some(), "a file whose records the lake lost: its windows are read again");
                 done.files += 1;
                 done.rows += row.rows;
-                windows.push(w);
+                done.set_aside += u64::from(data.is_some());
             }
         }
         if self.table.is_none() {
@@ -117,13 +156,23 @@ impl Exporter {
                 }
             }
         }
-        if let (Some(from), Some(to)) = (windows.iter().map(|w| w.start).min(), windows.iter().map(|w| w.end).max()) {
+        // Every window a repair uncovered (this one's, or one that stopped before its read).
+        let mut span: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
+        for s in &streams {
+            for w in self.checkpoint.uncovered(s)? {
+                span = Some(span.map_or((w.start, w.end), |(a, b)| (a.min(w.start), b.max(w.end))));
+            }
+        }
+        if let Some((from, to)) = span {
             done.summary = self
                 .over_range("repair", from, to, now, cancel, |stream, from, to| {
                     let covered = self.checkpoint.committed_ranges(&stream.id, from, to)?;
                     Ok(crate::planner::gaps(from, to, &covered))
                 })
                 .await?;
+            for s in &streams {
+                self.repaired_from(s)?;
+            }
             self.checkpoint.recompute_watermarks(self.settings.export.start)?;
         }
         Ok(done)

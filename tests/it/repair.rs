@@ -121,3 +121,61 @@ async fn a_table_file_deleted_behind_its_back_is_repaired_exactly() {
     assert_table_exact_latest(&s.out(), &truth);
     assert_ok(&cli(&s, &["verify"], &[]).await);
 }
+
+/// A repair killed after the file was set aside and before the state forgot it is finished by
+/// the next start, and that run reads the window again even when it was the stream's oldest
+/// (a relative `export.start` would otherwise skip it); a state lost afterwards adopts the
+/// lake without deleting what the repair wrote (its reads took generations of their own).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_repair_is_finished_by_the_next_run() {
+    let emu = start(emu_config(4, 300)).await;
+    let s = setup(&emu, "window = \"12h\"\nlookback = \"1d\"");
+    let cfg = std::fs::read_to_string(&s.config).unwrap();
+    let start_line = cfg.lines().find(|l| l.starts_with("start = ")).unwrap().to_string();
+    std::fs::write(&s.config, cfg.replace(&start_line, "start = \"2d\"")).unwrap();
+    assert_ok(&cli(&s, &["backfill", "--from", "2024-03-01", "--to", "2024-03-04"], &[]).await);
+    let (from, _) = range(0);
+    let oldest = data_files(&s.out()).into_iter().next().unwrap();
+    assert!(oldest.to_string_lossy().contains("all-20240301T000000Z"), "{oldest:?}");
+    std::fs::remove_file(&oldest).unwrap();
+    let o = cli(&s, &["verify", "--repair"], &[("AOS_TEST_CRASH_AT", "repair:1")]).await;
+    assert!(stderr(&o).contains("crashpoint: aborting at repair"), "{}", stderr(&o));
+    let now = ["--now", "2024-03-04T00:00:00Z"];
+    assert_ok(&cli(&s, &[&now[..], &["run"]].concat(), &[]).await);
+    let truth = emu.ground_truth(from, day0() + chrono::Duration::days(3));
+    assert_same_multiset(&read_files(&data_files(&s.out())), &truth);
+    assert_ok(&cli(&s, &["verify"], &[]).await);
+    // The state lost: the lake's markers adopted, nothing deleted, nothing written twice.
+    std::fs::remove_dir_all(s.state().parent().unwrap()).unwrap();
+    assert_ok(&cli(&s, &["--now", "2024-03-04T06:00:00Z", "run"], &[]).await);
+    let truth = emu.ground_truth(from, day0() + chrono::Duration::days(3) + chrono::Duration::hours(6));
+    assert_same_multiset(&read_files(&data_files(&s.out())), &truth);
+}
+
+/// Delta mode: a closed day's compacted file (it holds every stream's records of the day) is
+/// lost; the repair reads the day again for every stream.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_compacted_file_is_repaired_exactly() {
+    if !deltalake_available() {
+        return;
+    }
+    let emu = start(emu_config(4, 300)).await;
+    let s = setup(&emu, "format = \"delta\"\nwindow = \"12h\"\nlookback = \"1h\"");
+    assert_ok(&cli(&s, &["backfill", "--from", "2024-03-01", "--to", "2024-03-04"], &[]).await);
+    assert_ok(&cli(&s, &["--now", "2024-03-04T06:00:00Z", "run"], &[]).await);
+    let compacted = data_files(&s.out())
+        .into_iter()
+        .find(|f| f.to_string_lossy().contains("dt=2024-03-02/compacted-"))
+        .expect("day 2 compacted");
+    std::fs::remove_file(&compacted).unwrap();
+    let o = cli(&s, &["verify", "--repair"], &[]).await;
+    assert_ok(&o);
+    assert!(stdout(&o).contains("repair: 1 files"), "{}", stdout(&o));
+    let (from, _) = range(0);
+    let truth = emu.ground_truth(from, day0() + chrono::Duration::days(3) + chrono::Duration::hours(6));
+    assert_table_exact_latest(&s.out(), &truth);
+    assert_ok(&cli(&s, &["--now", "2024-03-04T12:00:00Z", "run"], &[]).await);
+    let truth = emu.ground_truth(from, day0() + chrono::Duration::days(3) + chrono::Duration::hours(12));
+    assert_table_exact_latest(&s.out(), &truth);
+    assert_ok(&cli(&s, &["verify"], &[]).await);
+}
