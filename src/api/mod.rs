@@ -23,7 +23,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::auth::{AuthError, TokenProvider, without_url};
+use crate::auth::{AuthError, SendFailure, TokenProvider, send_failure, without_url};
 use crate::config::ApiSettings;
 use crate::metrics::Metrics;
 use crate::model::StreamSpec;
@@ -54,6 +54,9 @@ pub fn http_client(settings: &ApiSettings) -> Result<reqwest::Client, reqwest::E
 /// Why fetching a page from the audit API failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// The API's TLS certificate was refused; not retried.
+    #[error("the API request failed: {0}")]
+    Tls(String),
     /// The API answered HTTP 400; not retried.
     #[error("the API refused the request (HTTP 400): {error} (traceId {trace_id})")]
     BadRequest {
@@ -276,9 +279,13 @@ impl ApiClient {
             Ok(r) => r,
             Err(e) => {
                 self.metrics.api_response(None);
+                let why = match send_failure(&e, url.as_str()) {
+                    SendFailure::Tls(message) => return Err(ApiError::Tls(message)),
+                    SendFailure::Transport(why) => why,
+                };
                 return Ok(Attempt::Retry {
                     cause: if e.is_timeout() { "timeout" } else { "connection" },
-                    why: without_url(&e),
+                    why,
                     after: None,
                 });
             }

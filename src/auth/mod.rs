@@ -61,6 +61,14 @@ pub enum AuthError {
         /// What went wrong, without the request URL.
         message: String,
     },
+    /// The identity service's TLS certificate was refused; not retried.
+    #[error("token request to {url} failed: {message}")]
+    Tls {
+        /// The token endpoint.
+        url: String,
+        /// What was refused, and what to do.
+        message: String,
+    },
     /// Signing the RFC 7523 client assertion with the certificate's key failed.
     #[error("cannot sign the client assertion: {0}")]
     Signing(String),
@@ -309,7 +317,10 @@ impl TokenProvider {
             .form(&form)
             .send()
             .await
-            .map_err(|e| transport(without_url(&e)))?;
+            .map_err(|e| match send_failure(&e, url) {
+                SendFailure::Tls(message) => (AuthError::Tls { url: url.into(), message }, None),
+                SendFailure::Transport(message) => transport(message),
+            })?;
         let status = resp.status();
         let retry_after = resp
             .headers()
@@ -357,6 +368,89 @@ impl TokenProvider {
     }
 }
 
+/// Why a request could not be sent, for the error a user reads.
+pub(crate) enum SendFailure {
+    /// The server's TLS certificate was refused: retrying cannot help (a trust setting can).
+    Tls(String),
+    /// Anything else (connection, timeout…): retryable.
+    Transport(String),
+}
+
+/// Classifies a send error for `url`: a refused server certificate apart (rustls reports it as
+/// "invalid peer certificate"), and a failed connection attributed to the proxy the
+/// environment names for `url`, if any (only its scheme, host and port: it may carry
+/// credentials).
+pub(crate) fn send_failure(e: &reqwest::Error, url: &str) -> SendFailure {
+    let msg = without_url(e);
+    if msg.contains("invalid peer certificate") {
+        return SendFailure::Tls(format!(
+            "{msg}; the server's TLS certificate was refused (a TLS-inspecting proxy or a private CA? trust it with api.ca_bundle); not retried"
+        ));
+    }
+    match proxy_for(url).filter(|_| e.is_connect()) {
+        Some((var, proxy)) => SendFailure::Transport(format!(
+            "{msg} (connecting through the proxy {proxy} that {var} names; is it reachable?)"
+        )),
+        None => SendFailure::Transport(msg),
+    }
+}
+
+/// The proxy the environment names for `url` as reqwest picks it (`HTTPS_PROXY`/`HTTP_PROXY` by
+/// scheme, else `ALL_PROXY`, lower-case names too, unless `NO_PROXY` lists the host): the
+/// variable and the proxy's `scheme://host:port`.
+fn proxy_for(url: &str) -> Option<(String, String)> {
+    let u = url::Url::parse(url).ok()?;
+    let host = u.host_str()?.to_ascii_lowercase();
+    let var = |name: &str| {
+        std::env::var(name)
+            .or_else(|_| std::env::var(name.to_ascii_lowercase()))
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| (name.to_string(), v))
+    };
+    if let Some((_, no)) = var("NO_PROXY") {
+        let ip = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().ok();
+        let listed = no
+            .split(',')
+            .map(|h| h.trim().trim_start_matches('.').to_ascii_lowercase())
+            .any(|h| !h.is_empty() && (h == "*" || host == h || host.ends_with(&format!(".{h}")) || ip.is_some_and(|ip| in_cidr(ip, &h))));
+        if listed {
+            return None;
+        }
+    }
+    let by_scheme = if u.scheme() == "https" { "HTTPS_PROXY" } else { "HTTP_PROXY" };
+    let (name, value) = var(by_scheme).or_else(|| var("ALL_PROXY"))?;
+    let p = url::Url::parse(&value)
+        .or_else(|_| url::Url::parse(&format!("http://{value}")))
+        .ok()?;
+    let port = p.port_or_known_default().map(|n| format!(":{n}")).unwrap_or_default();
+    Some((name, format!("{}://{}{port}", p.scheme(), p.host_str()?)))
+}
+
+/// Whether `ip` is in `cidr` (`10.0.0.0/8`, `fd00::/8`, or one address).
+fn in_cidr(ip: std::net::IpAddr, cidr: &str) -> bool {
+    use std::net::IpAddr;
+    let (net, bits) = cidr.split_once('/').unwrap_or((cidr, ""));
+    let bits_of = |max: u32| {
+        if bits.is_empty() {
+            Some(max)
+        } else {
+            bits.parse::<u32>().ok().filter(|b| *b <= max)
+        }
+    };
+    match (ip, net.parse::<IpAddr>()) {
+        (IpAddr::V4(a), Ok(IpAddr::V4(n))) => bits_of(32).is_some_and(|b| {
+            let mask = if b == 0 { 0 } else { u32::MAX << (32 - b) };
+            u32::from(a) & mask == u32::from(n) & mask
+        }),
+        (IpAddr::V6(a), Ok(IpAddr::V6(n))) => bits_of(128).is_some_and(|b| {
+            let mask = if b == 0 { 0 } else { u128::MAX << (128 - b) };
+            u128::from(a) & mask == u128::from(n) & mask
+        }),
+        _ => false,
+    }
+}
+
 /// reqwest errors print the URL; ours carry it separately, and must never carry a query with
 /// credentials, so keep only the error kind and its source chain.
 pub(crate) fn without_url(e: &reqwest::Error) -> String {
@@ -371,4 +465,22 @@ pub(crate) fn without_url(e: &reqwest::Error) -> String {
         src = s.source();
     }
     msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_cidr;
+
+    #[test]
+    fn no_proxy_cidrs_match_as_reqwest_reads_them() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(in_cidr(ip("10.1.2.3"), "10.0.0.0/8"));
+        assert!(!in_cidr(ip("11.1.2.3"), "10.0.0.0/8"));
+        assert!(in_cidr(ip("127.0.0.1"), "127.0.0.1"));
+        assert!(!in_cidr(ip("127.0.0.2"), "127.0.0.1"));
+        assert!(in_cidr(ip("fd00::1"), "fd00::/8"));
+        assert!(!in_cidr(ip("10.1.2.3"), "fd00::/8"));
+        assert!(!in_cidr(ip("10.1.2.3"), "10.0.0.0/33"));
+        assert!(in_cidr(ip("8.8.8.8"), "0.0.0.0/0"));
+    }
 }

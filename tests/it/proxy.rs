@@ -152,6 +152,12 @@ async fn token_and_api_requests_go_through_the_forward_proxy() {
         "an unreachable proxy is a transport failure: {}",
         stderr(&o)
     );
+    // Attributed to the proxy, not to the token URL's host.
+    assert!(
+        stderr(&o).contains(&format!("through the proxy {dead} that HTTP_PROXY names")),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(proxy.requests().len(), seen.len(), "nothing else went through the live proxy");
 }
 
@@ -285,15 +291,17 @@ async fn a_private_ca_is_trusted_through_api_ca_bundle_or_ssl_cert_file() {
         .replace(&format!("\"{}\"", emu.base_url()), &format!("\"{front}\""));
     std::fs::write(&s.config, text).unwrap();
 
-    // Without the CA: the handshake fails, a transport failure (exit 4), not a credential one.
-    let o = cli(
-        &s,
-        &["backfill", "--from", "2024-03-01", "--to", "2024-03-02"],
-        &[("AOS_EXPORT_API__MAX_RETRIES", "0")],
-    )
-    .await;
+    // Without the CA: the handshake fails, a transport failure (exit 4), not a credential one;
+    // and not retried (a refused certificate does not heal), with the setting that fixes it.
+    let o = cli(&s, &["backfill", "--from", "2024-03-01", "--to", "2024-03-02"], &[]).await;
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(stderr(&o).to_lowercase().contains("certificate"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("api.ca_bundle"), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("retrying"),
+        "a refused certificate is not retried: {}",
+        stderr(&o)
+    );
     assert_eq!(emu.counters().token_requests.load(std::sync::atomic::Ordering::Relaxed), 0);
 
     // api.ca_bundle adds it to the system's roots.
