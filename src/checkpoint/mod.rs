@@ -190,3 +190,21 @@ impl Checkpoint {
         Ok(self.conn().query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
 }
+
+impl Checkpoint {
+    /// Records the settings the exporter writes with (JSON, for `status`): the last writer's.
+    pub fn set_written_with(&self, json: &str) -> Result<(), CheckpointError> {
+        self.conn()
+            .execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('written-with', ?1)", [json])?;
+        Ok(())
+    }
+
+    /// The settings the last writer recorded, if any (states of earlier versions have none).
+    pub fn written_with(&self) -> Result<Option<String>, CheckpointError> {
+        use rusqlite::OptionalExtension;
+        Ok(self
+            .conn()
+            .query_row("SELECT value FROM meta WHERE key = 'written-with'", [], |r| r.get(0))
+            .optional()?)
+    }
+}

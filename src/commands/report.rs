@@ -57,6 +57,76 @@ async fn table_info(output: &str, state: &std::path::Path) -> anyhow::Result<Tab
     })
 }
 
+/// The settings `status` reports from: those the last writer recorded in the state (the data
+/// was written with them), else this configuration's, saying so.
+struct ReportSettings {
+    start: DateTime<Utc>,
+    lag: chrono::Duration,
+    /// One line for people.
+    line: String,
+    /// The same for `--json` (`settings`).
+    json: serde_json::Value,
+}
+
+fn written_with(
+    cp: &crate::checkpoint::Checkpoint,
+    export: &crate::config::settings::ExportSettings,
+    state: &std::path::Path,
+) -> anyhow::Result<ReportSettings> {
+    let format = if export.delta {
+        "delta"
+    } else {
+        match export.sink.format {
+            crate::sink::Format::Parquet => "parquet",
+            crate::sink::Format::Ndjson => "ndjson",
+        }
+    };
+    let output = crate::store::Store::open(&export.output, &spool_path(state))?.describe();
+    let configured =
+        serde_json::json!({"start": export.start_setting, "lag_seconds": export.lag.num_seconds(), "output": output, "format": format});
+    let recorded: Option<serde_json::Value> = cp.written_with()?.and_then(|s| serde_json::from_str(&s).ok());
+    let Some(w) = recorded else {
+        return Ok(ReportSettings {
+            start: export.start,
+            lag: export.lag,
+            line: format!(
+                "settings: not recorded in this state (an earlier version wrote it): gaps follow this configuration (export.start {}, export.lag {}s)",
+                export.start_setting,
+                export.lag.num_seconds()
+            ),
+            json: serde_json::json!({"source": "configuration", "configured": configured}),
+        });
+    };
+    let now = Utc::now();
+    let rec_start = w["start"].as_str().unwrap_or_default();
+    let start = crate::config::parse_instant_or_ago(rec_start, now).unwrap_or(export.start);
+    let lag = w["lag_seconds"].as_i64().map_or(export.lag, chrono::Duration::seconds);
+    let differs: Vec<String> = ["start", "lag_seconds", "output", "format"]
+        .iter()
+        .filter(|k| w[**k] != configured[**k])
+        .map(|k| format!("{k} {} (recorded {})", configured[*k], w[*k]))
+        .collect();
+    let mut line = format!(
+        "settings: as the last writer recorded them at {}: export.start {rec_start}, export.lag {}s, output {}, format {}",
+        w["recorded_at"].as_str().unwrap_or("?"),
+        lag.num_seconds(),
+        w["output"].as_str().unwrap_or("?"),
+        w["format"].as_str().unwrap_or("?")
+    );
+    if !differs.is_empty() {
+        line.push_str(&format!(
+            "\n  this configuration differs ({}): what follows is reported with the recorded settings",
+            differs.join(", ")
+        ));
+    }
+    Ok(ReportSettings {
+        start,
+        lag,
+        line,
+        json: serde_json::json!({"source": "recorded", "recorded": w, "configured": configured, "configuration_differs": !differs.is_empty()}),
+    })
+}
+
 /// `status [--json]`.
 pub(super) async fn status(raw: &RawConfig, json: bool, now: DateTime<Utc>) -> anyhow::Result<u8> {
     let export = raw.validate_export(now)?;
@@ -69,9 +139,11 @@ pub(super) async fn status(raw: &RawConfig, json: bool, now: DateTime<Utc>) -> a
     } else {
         None
     };
+    let settings = written_with(&cp, &export, &state)?;
+    let (start, lag) = (settings.start, settings.lag);
     // Whole seconds, as window bounds are: a sub-second `now` would show a phantom gap below a
     // second after every run.
-    let until = DateTime::from_timestamp((now - export.lag).timestamp(), 0).unwrap_or(now - export.lag);
+    let until = DateTime::from_timestamp((now - lag).timestamp(), 0).unwrap_or(now - lag);
     // Streams in effect are the configured ones; others in the state are earlier filters.
     let configured: Vec<String> = raw.validate_streams()?.into_iter().map(|s| s.id).collect();
     let in_effect = |id: &str| configured.iter().any(|c| c == id);
@@ -83,14 +155,14 @@ pub(super) async fn status(raw: &RawConfig, json: bool, now: DateTime<Utc>) -> a
         if let Some(streams) = v.get_mut("streams").and_then(|s| s.as_array_mut()) {
             for (sv, s) in streams.iter_mut().zip(&r.streams) {
                 let active = in_effect(&s.id);
-                let g = if active { gaps(&s.coverage, export.start, until) } else { vec![] };
+                let g = if active { gaps(&s.coverage, start, until) } else { vec![] };
                 sv["gaps"] = serde_json::to_value(g)?;
                 sv["in_effect"] = active.into();
                 sv["exported_to"] = serde_json::to_value(exported_to(s))?;
                 sv["lag_seconds"] = serde_json::to_value(exported_to(s).map(|t| (now - t).num_seconds()))?;
             }
             for id in configured.iter().filter(|c| !r.streams.iter().any(|s| &s.id == *c)) {
-                streams.push(serde_json::json!({"id": id, "in_effect": true, "coverage": [], "gaps": gaps(&[], export.start, until), "watermark": null, "exported_to": null, "lag_seconds": null}));
+                streams.push(serde_json::json!({"id": id, "in_effect": true, "coverage": [], "gaps": gaps(&[], start, until), "watermark": null, "exported_to": null, "lag_seconds": null}));
             }
         }
         if let Some(t) = &table {
@@ -101,10 +173,12 @@ pub(super) async fn status(raw: &RawConfig, json: bool, now: DateTime<Utc>) -> a
                 .collect();
             v["table"] = serde_json::json!({"version": t.version, "active_files": t.files.len(), "partitions": per_day});
         }
+        v["settings"] = settings.json;
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(error::OK);
     }
     println!("state: {}", r.state_path);
+    println!("{}", settings.line);
     for s in &r.streams {
         let filters = match (s.product_types.is_empty(), s.geo_locations.is_empty()) {
             (true, true) => "all products, all locations".to_string(),
@@ -131,9 +205,9 @@ pub(super) async fn status(raw: &RawConfig, json: bool, now: DateTime<Utc>) -> a
                     s.windows_committed,
                     s.records_written,
                 );
-                let g = gaps(&s.coverage, export.start, until);
+                let g = gaps(&s.coverage, start, until);
                 if active && g.is_empty() {
-                    println!("  coverage: complete from {} to now − lag", export.start.to_rfc3339());
+                    println!("  coverage: complete from {} to now − lag", start.to_rfc3339());
                 }
                 for (a, b) in g.iter().filter(|_| active) {
                     println!("  gap: {} .. {} (the next run exports it)", a.to_rfc3339(), b.to_rfc3339());

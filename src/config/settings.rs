@@ -123,6 +123,8 @@ fn ca_bundle(path: &std::path::Path) -> Result<CaBundle, ConfigError> {
 pub struct ExportSettings {
     /// Where the first run begins.
     pub start: DateTime<Utc>,
+    /// `export.start` as configured (`30d`, a date or an instant), recorded for `status`.
+    pub start_setting: String,
     /// Length of one API query window.
     pub window: chrono::Duration,
     /// Time newer than now − lag is never final.
@@ -410,6 +412,7 @@ fn export_settings(e: &ExportSection, now: DateTime<Utc>) -> Result<ExportSettin
     Ok(ExportSettings {
         delta,
         start,
+        start_setting: e.start.trim().to_string(),
         window,
         lag: whole_seconds("export.lag", parse_chrono("export.lag", &e.lag)?)?,
         lookback: whole_seconds("export.lookback", parse_chrono("export.lookback", &e.lookback)?)?,

@@ -28,6 +28,31 @@ pub struct Adopted {
 }
 
 impl Exporter {
+    /// The configured streams enter the state, and the settings this exporter writes with are
+    /// recorded: `status` reports from the settings the data was written with.
+    pub(super) fn register_settings(&self) -> Result<(), ExportError> {
+        for s in &self.settings.api.streams {
+            self.checkpoint.ensure_stream(s)?;
+        }
+        let e = &self.settings.export;
+        let format = if e.delta {
+            "delta"
+        } else {
+            match e.sink.format {
+                crate::sink::Format::Parquet => "parquet",
+                crate::sink::Format::Ndjson => "ndjson",
+            }
+        };
+        let json = serde_json::json!({
+            "start": e.start_setting, "lag_seconds": e.lag.num_seconds(), "lookback_seconds": e.lookback.num_seconds(),
+            "output": self.store.describe(), "format": format,
+            "streams": self.settings.api.streams.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+            "recorded_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        });
+        self.checkpoint.set_written_with(&json.to_string())?;
+        Ok(())
+    }
+
     /// Start-up recovery of the attempts the state has pending (a crash, or a state restored
     /// from a copy taken mid-run): one whose marker is in the lake with every file it names
     /// published everything and is committed now (a restored state's pending attempt may have

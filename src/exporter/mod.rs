@@ -119,9 +119,7 @@ impl Exporter {
         ex.recover().await?;
         ex.adopt_lake().await?;
         ex.check_format()?;
-        for s in &ex.settings.api.streams {
-            ex.checkpoint.ensure_stream(s)?;
-        }
+        ex.register_settings()?;
         Ok(ex)
     }
 

@@ -404,3 +404,39 @@ async fn a_reconcile_longer_than_its_deadline_completes_across_runs() {
     let o = cli(&s, &["--now", now, "reconcile", "--from", "2024-03-01"], &[]).await;
     assert!(stdout(&o).contains("from 6 windows"), "{}", stdout(&o));
 }
+
+/// `status` reports from the settings the data was written with: given another configuration
+/// (the default `export.start` of `30d`, say, rather than the one the export used), it says so
+/// and computes the gaps as the writer would; a state that recorded none says it does not know.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_reports_from_the_settings_the_data_was_written_with() {
+    let emu = start(emu_config(3, 100)).await;
+    let s = setup(&emu, "window = \"1d\"");
+    let now = "2024-03-04T00:00:00Z";
+    assert_ok(&cli(&s, &["--now", now, "run"], &[]).await);
+    let right = status_json(&cli(&s, &["--now", now, "status", "--json"], &[]).await);
+    assert_eq!(right["settings"]["source"], "recorded", "{right}");
+    assert_eq!(right["settings"]["configuration_differs"], false, "{right}");
+    assert_eq!(right["streams"][0]["gaps"], serde_json::json!([]), "{right}");
+    // Another export.start (a window before the data, never exported).
+    let cfg = std::fs::read_to_string(&s.config).unwrap();
+    let start_line = cfg.lines().find(|l| l.starts_with("start = ")).unwrap().to_string();
+    std::fs::write(&s.config, cfg.replace(&start_line, "start = \"2024-02-20\"")).unwrap();
+    let other = status_json(&cli(&s, &["--now", now, "status", "--json"], &[]).await);
+    assert_eq!(other["settings"]["configuration_differs"], true, "{other}");
+    assert_eq!(
+        other["streams"][0]["gaps"], right["streams"][0]["gaps"],
+        "gaps as the writer sees them"
+    );
+    let text = stdout(&cli(&s, &["--now", now, "status"], &[]).await);
+    assert!(text.contains("this configuration differs (start \"2024-02-20\""), "{text}");
+    // A state without the record (an earlier version's): the configuration's, said so.
+    rusqlite::Connection::open(s.state())
+        .unwrap()
+        .execute("DELETE FROM meta WHERE key = 'written-with'", [])
+        .unwrap();
+    let unknown = status_json(&cli(&s, &["--now", now, "status", "--json"], &[]).await);
+    assert_eq!(unknown["settings"]["source"], "configuration", "{unknown}");
+    assert_ne!(unknown["streams"][0]["gaps"], serde_json::json!([]), "{unknown}");
+    assert!(stdout(&cli(&s, &["--now", now, "status"], &[]).await).contains("settings: not recorded"));
+}
