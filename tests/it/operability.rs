@@ -440,3 +440,61 @@ async fn status_reports_from_the_settings_the_data_was_written_with() {
     assert_ne!(unknown["streams"][0]["gaps"], serde_json::json!([]), "{unknown}");
     assert!(stdout(&cli(&s, &["--now", now, "status"], &[]).await).contains("settings: not recorded"));
 }
+
+/// Each workload of `deploy/` has its own deadline, and each stops cleanly before Kubernetes
+/// would kill it: the 15-minute run at the ConfigMap's `run_deadline`, under its Job's
+/// `activeDeadlineSeconds`; the reconcile at its own, under its own; the backfill has none (it
+/// runs to its end). A deadline stop (exit 75) ends a scheduled Job rather than retrying it.
+#[test]
+fn every_workload_has_its_own_deadline_within_kubernetes_limits() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = r#"
+import json, sys, yaml
+out = {}
+for f in sys.argv[1:]:
+    for d in yaml.safe_load_all(open(f)):
+        if not d or d.get("kind") not in ("CronJob", "Job", "ConfigMap"):
+            continue
+        key = d["kind"] + "/" + d["metadata"]["name"]
+        if d["kind"] == "ConfigMap":
+            out[key] = d.get("data", {}).get("config.toml", "")
+            continue
+        job = d["spec"]["jobTemplate"]["spec"] if d["kind"] == "CronJob" else d["spec"]
+        c = job["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        out[key] = {"active": job.get("activeDeadlineSeconds"), "run_deadline": env.get("AOS_EXPORT_EXPORT__RUN_DEADLINE"),
+                    "fail_on": [v for r in job.get("podFailurePolicy", {}).get("rules", []) for v in r["onExitCodes"]["values"]]}
+print(json.dumps(out))
+"#;
+    let files = ["cronjob.yaml", "reconcile-cronjob.yaml", "backfill-job.yaml", "base/configmap.yaml"];
+    let o = std::process::Command::new("python3")
+        .args(["-c", script])
+        .args(files.iter().map(|f| root.join("deploy").join(f)))
+        .output()
+        .expect("python3 runs");
+    if String::from_utf8_lossy(&o.stderr).contains("No module named 'yaml'") {
+        eprintln!("SKIPPED: PyYAML missing");
+        return;
+    }
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let w: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let secs = |s: &str| aos_audit_export::config::parse_duration("d", s).unwrap().as_secs();
+    let toml = w["ConfigMap/aos-audit-export"].as_str().expect("the ConfigMap's config.toml");
+    let line = toml.lines().find(|l| l.trim_start().starts_with("run_deadline")).unwrap();
+    let run = secs(line.split('"').nth(1).unwrap());
+    let cj = &w["CronJob/aos-audit-export"];
+    assert!(cj["run_deadline"].is_null(), "the run takes the ConfigMap's: {cj}");
+    assert!(
+        run < cj["active"].as_u64().unwrap(),
+        "run_deadline {run}s stops the run before Kubernetes: {cj}"
+    );
+    assert!(cj["fail_on"].as_array().unwrap().contains(&75.into()), "{cj}");
+    let rec = &w["CronJob/aos-audit-export-reconcile"];
+    let rec_deadline = secs(rec["run_deadline"].as_str().expect("the reconcile has its own"));
+    assert!(rec_deadline > run, "a reconcile gets longer than a run: {rec}");
+    assert!(rec_deadline < rec["active"].as_u64().unwrap(), "{rec}");
+    assert!(rec["fail_on"].as_array().unwrap().contains(&75.into()), "{rec}");
+    let back = &w["Job/aos-audit-export-backfill"];
+    assert_eq!(back["run_deadline"], "", "the backfill has none: {back}");
+    assert!(back["active"].is_null(), "nor does Kubernetes cut it short: {back}");
+}
