@@ -17,6 +17,7 @@ use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use crate::model::{STAGING_MARK, is_attempt_file};
 
 pub mod delta;
+mod gcs;
 mod lake;
 
 /// Why the output could not be opened, written, listed or read.
@@ -156,7 +157,14 @@ fn spool_staging(spool: &Path, rel: &str) -> PathBuf {
 fn env_options() -> Vec<(String, String)> {
     std::env::vars()
         .filter(|(k, _)| k.starts_with("AWS_") || k.starts_with("AZURE_") || k.starts_with("GOOGLE_") || k.starts_with("OBJECT_STORE_"))
-        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .map(|(k, v)| {
+            let v = if k == "GOOGLE_SERVICE_ACCOUNT_KEY" {
+                gcs::emulator_key(v)
+            } else {
+                v
+            };
+            (k.to_ascii_lowercase(), v)
+        })
         .collect()
 }
 
