@@ -235,10 +235,12 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: axum::http::HeaderMap) -
 }
 
 /// Whether `Accept` prefers OpenMetrics to the classic text format, by its q-values (as
-/// Prometheus' own servers negotiate): the higher q wins, a tie goes to the type listed first,
-/// `q=0` refuses a type, and `text/*` or `*/*` stand for the classic format.
+/// Prometheus' own servers negotiate): the higher q wins; at equal q a named type beats a
+/// wildcard, else the type listed first wins; `q=0` refuses a type; `text/*` or `*/*` stand for
+/// the classic format.
 fn prefers_openmetrics(accept: &str) -> bool {
-    let (mut om, mut text) = (None::<(f32, usize)>, None::<(f32, usize)>);
+    // (q, position, named) of the best entry of each.
+    let (mut om, mut text) = (None::<(f32, usize, bool)>, None::<(f32, usize, bool)>);
     for (i, part) in accept.split(',').enumerate() {
         let mut params = part.split(';');
         let media = params.next().unwrap_or("").trim().to_ascii_lowercase();
@@ -252,15 +254,17 @@ fn prefers_openmetrics(accept: &str) -> bool {
             "text/plain" | "text/*" | "*/*" => &mut text,
             _ => continue,
         };
-        // The best q a type is given, and where it was first given so.
-        if slot.is_none_or(|(best, _)| q > best) {
-            *slot = Some((q, i));
+        // The best q a type is given, and where it was first given so (a named type over a
+        // wildcard at the same q).
+        let named = !media.contains('*');
+        if slot.is_none_or(|(best, _, was_named)| q > best || (q == best && named && !was_named)) {
+            *slot = Some((q, i, named));
         }
     }
     match (om, text) {
-        (Some((q, _)), _) if q <= 0.0 => false,
+        (Some((q, ..)), _) if q <= 0.0 => false,
         (Some(_), None) => true,
-        (Some((qo, io)), Some((qt, it))) => qo > qt || (qo == qt && io < it),
+        (Some((qo, io, _)), Some((qt, it, text_named))) => qo > qt || (qo == qt && (!text_named || io < it)),
         (None, _) => false,
     }
 }
@@ -282,6 +286,11 @@ mod tests {
         assert!(prefers_openmetrics("application/openmetrics-text, text/plain"));
         assert!(!prefers_openmetrics("text/plain, application/openmetrics-text"));
         assert!(!prefers_openmetrics("*/*;q=0.9, application/openmetrics-text;q=0.8"));
+        assert!(
+            prefers_openmetrics("*/*, application/openmetrics-text"),
+            "named over a wildcard at equal q"
+        );
+        assert!(!prefers_openmetrics("*/*, text/plain, application/openmetrics-text"));
         assert!(!prefers_openmetrics(""));
         assert!(!prefers_openmetrics("text/html"));
     }

@@ -409,20 +409,27 @@ fn proxy_for(url: &str) -> Option<(String, String)> {
             .map(|v| (name.to_string(), v))
     };
     if let Some((_, no)) = var("NO_PROXY") {
+        // As hyper-util reads it: an IP host matches IP and CIDR entries only, a name matches
+        // `*`, itself or a parent domain.
         let ip = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().ok();
         let listed = no
             .split(',')
             .map(|h| h.trim().trim_start_matches('.').to_ascii_lowercase())
-            .any(|h| !h.is_empty() && (h == "*" || host == h || host.ends_with(&format!(".{h}")) || ip.is_some_and(|ip| in_cidr(ip, &h))));
+            .any(|h| match ip {
+                Some(ip) => !h.is_empty() && in_cidr(ip, &h),
+                None => !h.is_empty() && (h == "*" || host == h || host.ends_with(&format!(".{h}"))),
+            });
         if listed {
             return None;
         }
     }
     let by_scheme = if u.scheme() == "https" { "HTTPS_PROXY" } else { "HTTP_PROXY" };
     let (name, value) = var(by_scheme).or_else(|| var("ALL_PROXY"))?;
+    // A value without a scheme is an http:// proxy (`proxy.corp:3128`), as reqwest takes it.
+    let value = if value.contains("://") { value } else { format!("http://{value}") };
     let p = url::Url::parse(&value)
-        .or_else(|_| url::Url::parse(&format!("http://{value}")))
-        .ok()?;
+        .ok()
+        .filter(|p| matches!(p.scheme(), "http" | "https" | "socks5" | "socks5h"))?;
     let port = p.port_or_known_default().map(|n| format!(":{n}")).unwrap_or_default();
     Some((name, format!("{}://{}{port}", p.scheme(), p.host_str()?)))
 }

@@ -302,15 +302,17 @@ impl Checkpoint {
     /// Records how a run ended. Its windows and records are those it committed, counted from
     /// the windows it recorded: a run stopped by its deadline, a signal or an error reports what
     /// it did commit.
-    pub fn finish_run(&self, id: i64, status: &str, error: Option<&str>) -> Result<(), CheckpointError> {
-        self.conn().execute(
+    /// Returns the windows the run committed.
+    pub fn finish_run(&self, id: i64, status: &str, error: Option<&str>) -> Result<u64, CheckpointError> {
+        let c = self.conn();
+        c.execute(
             "UPDATE runs SET finished_at_us = ?2, status = ?3, error = ?4,
                 windows = (SELECT COUNT(*) FROM windows WHERE run_id = ?1),
                 records_written = (SELECT COALESCE(SUM(records_written), 0) FROM windows WHERE run_id = ?1)
              WHERE id = ?1",
             params![id, us(Utc::now()), status, error],
         )?;
-        Ok(())
+        Ok(c.query_row("SELECT windows FROM runs WHERE id = ?1", [id], |r| r.get::<_, i64>(0))? as u64)
     }
 }
 

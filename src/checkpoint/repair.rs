@@ -37,6 +37,17 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// The streams with a committed window overlapping the window the manifest's file at
+    /// `path` was written by (a compaction's file holds the records of all of them).
+    pub fn streams_under(&self, path: &str) -> Result<Vec<String>, CheckpointError> {
+        let c = self.conn();
+        let mut st = c.prepare(
+            "SELECT DISTINCT w.stream_id FROM windows w JOIN files f ON f.path = ?1
+             WHERE w.start_us < f.window_end_us AND w.end_us > f.window_start_us ORDER BY 1",
+        )?;
+        Ok(st.query_map([path], |r| r.get(0))?.collect::<Result<_, _>>()?)
+    }
+
     /// The stream that wrote the manifest's file at `path`.
     pub fn file_stream(&self, path: &str) -> Result<Option<String>, CheckpointError> {
         let c = self.conn();

@@ -59,6 +59,10 @@ pub fn init_tracing(level: &str, format: &str) {
                 "exit_code": 101,
             });
             eprintln!("{line}");
+            // A bug ends the process like a kill (every commit is atomic; the next run
+            // recovers), even when it struck a task the runtime would have kept running (a
+            // daemon pass).
+            std::process::exit(101);
         }));
         b.json()
             .flatten_event(true)
@@ -66,6 +70,11 @@ pub fn init_tracing(level: &str, format: &str) {
             .with_span_list(false)
             .try_init()
     } else {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            default(info);
+            std::process::exit(101);
+        }));
         b.try_init()
     };
 }

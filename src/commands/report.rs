@@ -71,7 +71,7 @@ struct ReportSettings {
 fn written_with(
     cp: &crate::checkpoint::Checkpoint,
     export: &crate::config::settings::ExportSettings,
-    state: &std::path::Path,
+    now: DateTime<Utc>,
 ) -> anyhow::Result<ReportSettings> {
     let format = if export.delta {
         "delta"
@@ -81,7 +81,7 @@ fn written_with(
             crate::sink::Format::Ndjson => "ndjson",
         }
     };
-    let output = crate::store::Store::open(&export.output, &spool_path(state))?.describe();
+    let output = crate::config::without_credentials(&export.output);
     let configured =
         serde_json::json!({"start": export.start_setting, "lag_seconds": export.lag.num_seconds(), "output": output, "format": format});
     let recorded: Option<serde_json::Value> = cp.written_with()?.and_then(|s| serde_json::from_str(&s).ok());
@@ -97,13 +97,17 @@ fn written_with(
             json: serde_json::json!({"source": "configuration", "configured": configured}),
         });
     };
-    let now = Utc::now();
     let rec_start = w["start"].as_str().unwrap_or_default();
     let start = crate::config::parse_instant_or_ago(rec_start, now).unwrap_or(export.start);
     let lag = w["lag_seconds"].as_i64().map_or(export.lag, chrono::Duration::seconds);
+    // Starts compare as the instants they mean now (`2024-03-01` is `2024-03-01T00:00:00Z`).
+    let same = |k: &str| match k {
+        "start" => crate::config::parse_instant_or_ago(&export.start_setting, now) == Some(start),
+        _ => w[k] == configured[k],
+    };
     let differs: Vec<String> = ["start", "lag_seconds", "output", "format"]
         .iter()
-        .filter(|k| w[**k] != configured[**k])
+        .filter(|k| !same(k))
         .map(|k| format!("{k} {} (recorded {})", configured[*k], w[*k]))
         .collect();
     let mut line = format!(
@@ -139,7 +143,7 @@ pub(super) async fn status(raw: &RawConfig, json: bool, now: DateTime<Utc>) -> a
     } else {
         None
     };
-    let settings = written_with(&cp, &export, &state)?;
+    let settings = written_with(&cp, &export, now)?;
     let (start, lag) = (settings.start, settings.lag);
     // Whole seconds, as window bounds are: a sub-second `now` would show a phantom gap below a
     // second after every run.

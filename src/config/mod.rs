@@ -75,10 +75,31 @@ pub(crate) fn invalid(key: &'static str, message: impl Into<String>) -> ConfigEr
 /// Keys whose values are secrets (never echoed, even in errors).
 const SECRET_KEYS: &[&str] = &["auth.client_secret", "auth.certificate_password"];
 
+/// `export.output` without what a URL may carry of credentials (user info, query): safe to
+/// record and print.
+pub fn without_credentials(output: &str) -> String {
+    match url::Url::parse(output) {
+        Ok(mut u) if u.has_host() || u.scheme() != "file" => {
+            let _ = u.set_password(None);
+            let _ = u.set_username("");
+            u.set_query(None);
+            u.to_string()
+        }
+        _ => output.to_string(),
+    }
+}
+
 /// `log.format` as the layers give it, read alone: when the configuration as a whole is
 /// refused, its error is still reported in the format the operator asked for. `None` when the
 /// layers cannot be read at all (e.g. the file is not TOML).
 pub fn log_format_hint(file: Option<&Path>, overrides: &[(&str, String)]) -> Option<String> {
+    // Each layer alone, the strongest first: one that cannot be read does not hide the others.
+    if let Some((_, v)) = overrides.iter().find(|(k, _)| *k == "log.format") {
+        return Some(v.clone());
+    }
+    if let Ok(v) = std::env::var(format!("{ENV_PREFIX}LOG__FORMAT")) {
+        return Some(v);
+    }
     let mut fig = Figment::new();
     if let Some(path) = file {
         fig = fig.merge(Toml::file_exact(path));

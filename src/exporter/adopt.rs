@@ -28,11 +28,11 @@ pub struct Adopted {
 }
 
 impl Exporter {
-    /// The configured streams enter the state, and the settings this exporter writes with are
-    /// recorded: `status` reports from the settings the data was written with.
-    pub(super) fn register_settings(&self) -> Result<(), ExportError> {
-        for s in &self.settings.api.streams {
-            self.checkpoint.ensure_stream(s)?;
+    /// Ends the run's record; a run that committed windows also records the settings it wrote
+    /// them with (`status` reports from those: the data was written with them).
+    pub(super) fn finish_run(&self, run_id: i64, status: &str, error: Option<&str>) -> Result<(), ExportError> {
+        if self.checkpoint.finish_run(run_id, status, error)? == 0 {
+            return Ok(());
         }
         let e = &self.settings.export;
         let format = if e.delta {
@@ -45,7 +45,7 @@ impl Exporter {
         };
         let json = serde_json::json!({
             "start": e.start_setting, "lag_seconds": e.lag.num_seconds(), "lookback_seconds": e.lookback.num_seconds(),
-            "output": self.store.describe(), "format": format,
+            "output": crate::config::without_credentials(&e.output), "format": format,
             "streams": self.settings.api.streams.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
             "recorded_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         });

@@ -119,7 +119,9 @@ impl Exporter {
         ex.recover().await?;
         ex.adopt_lake().await?;
         ex.check_format()?;
-        ex.register_settings()?;
+        for s in &ex.settings.api.streams {
+            ex.checkpoint.ensure_stream(s)?;
+        }
         Ok(ex)
     }
 
@@ -301,7 +303,7 @@ impl Exporter {
             Err(ExportError::Deadline) => ("deadline", None),
             Err(e) => ("failed", Some(e.to_string())),
         };
-        self.checkpoint.finish_run(run_id, status, err.as_deref())?;
+        self.finish_run(run_id, status, err.as_deref())?;
         let failure = result.as_ref().err().map(|e| crate::error::cause(crate::error::exit_code(e)));
         self.metrics.pass(command, failure, started.elapsed().as_secs_f64());
         self.update_lag_metrics(Utc::now());

@@ -126,9 +126,14 @@ impl Exporter {
                 continue;
             }
             // Only a configured stream's windows can be read again (a compaction's file holds
-            // every stream's records).
-            if row.stream_id != COMPACT_STREAM && !streams.contains(&row.stream_id.as_str()) {
-                tracing::warn!(file = %path, stream = %row.stream_id, "a lost file of a stream this configuration does not export: not repaired (repair it with that stream's configuration)");
+            // the records of every stream with windows under it).
+            let owners = if row.stream_id == COMPACT_STREAM {
+                self.checkpoint.streams_under(path)?
+            } else {
+                vec![row.stream_id.clone()]
+            };
+            if let Some(other) = owners.iter().find(|s| !streams.contains(&s.as_str())) {
+                tracing::warn!(file = %path, stream = %other, "a lost file holding records of a stream this configuration does not export: not repaired (repair it with a configuration that exports every stream it holds)");
                 done.skipped += 1;
                 continue;
             }
@@ -156,7 +161,8 @@ impl Exporter {
                 }
             }
         }
-        // Every window a repair uncovered (this one's, or one that stopped before its read).
+        // Every window a repair uncovered (this one's, or one that stopped before its read),
+        // each stream over its own only.
         let mut span: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
         for s in &streams {
             for w in self.checkpoint.uncovered(s)? {
@@ -166,10 +172,34 @@ impl Exporter {
         if let Some((from, to)) = span {
             done.summary = self
                 .over_range("repair", from, to, now, cancel, |stream, from, to| {
-                    let covered = self.checkpoint.committed_ranges(&stream.id, from, to)?;
-                    Ok(crate::planner::gaps(from, to, &covered))
+                    let mut plan = Vec::new();
+                    for w in self.checkpoint.uncovered(&stream.id)? {
+                        let (a, b) = (w.start.max(from), w.end.min(to));
+                        if a < b {
+                            let covered = self.checkpoint.committed_ranges(&stream.id, a, b)?;
+                            plan.extend(crate::planner::gaps(a, b, &covered));
+                        }
+                    }
+                    // Merged: windows read in one pass never overlap (each deduplicates
+                    // against the lake as it was when it was read).
+                    plan.sort();
+                    let mut merged: Vec<(DateTime<Utc>, DateTime<Utc>)> = Vec::new();
+                    for (a, b) in plan {
+                        match merged.last_mut() {
+                            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                            _ => merged.push((a, b)),
+                        }
+                    }
+                    Ok(merged)
                 })
                 .await?;
+            if done.summary.written < done.rows {
+                tracing::warn!(
+                    written = done.summary.written,
+                    rows = done.rows,
+                    "the reads wrote fewer records than the repaired files held: the API may no longer serve some of them (older than its retention?); the set-aside copies keep what they held"
+                );
+            }
             for s in &streams {
                 self.repaired_from(s)?;
             }

@@ -189,3 +189,32 @@ async fn daemon_metrics_readiness_after_failures_and_sigterm_mid_pass() {
     assert!(to - from > chrono::Duration::days(2), "{from}..{to}");
     assert_same_multiset(&read_all(&s.out()), &emu.ground_truth(from, to));
 }
+
+/// A panic (a bug) in a scheduled pass ends the daemon like a kill, with exit 101: the runtime
+/// would otherwise swallow it, leaving a daemon that reports ready and never passes again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panic_in_a_pass_ends_the_daemon() {
+    let today = aos_emulator::data::midnight(Utc::now());
+    let mut cfg = emu_config(2, 100);
+    cfg.data.start = today - chrono::Duration::days(1);
+    let emu = start(cfg).await;
+    let s = setup(&emu, "");
+    let port = free_port();
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let text = text.replace(&format!("start = \"{}\"", day0().to_rfc3339()), "start = \"1d\"");
+    std::fs::write(
+        &s.config,
+        format!("{text}\n[schedule]\ncron = \"* * * * * *\"\n[daemon]\nlisten = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let o = tokio::time::timeout(
+        Duration::from_secs(60),
+        cli(&s, &["daemon"], &[("AOS_TEST_CRASH_AT", "commit:1:panic")]),
+    )
+    .await
+    .expect("the daemon exits after the panic");
+    assert_eq!(o.status.code(), Some(101), "{}", stderr(&o));
+    assert!(stderr(&o).contains("crashpoint: panicking at commit"), "{}", stderr(&o));
+    // Like a kill: the next run recovers and completes.
+    assert_ok(&cli(&s, &["run"], &[]).await);
+}

@@ -439,6 +439,16 @@ async fn status_reports_from_the_settings_the_data_was_written_with() {
     assert_eq!(unknown["settings"]["source"], "configuration", "{unknown}");
     assert_ne!(unknown["streams"][0]["gaps"], serde_json::json!([]), "{unknown}");
     assert!(stdout(&cli(&s, &["--now", now, "status"], &[]).await).contains("settings: not recorded"));
+    // A relative start is recorded as written, and resolved against status's own now.
+    let t = setup(&emu, "window = \"1d\"");
+    let cfg = std::fs::read_to_string(&t.config).unwrap();
+    let start_line = cfg.lines().find(|l| l.starts_with("start = ")).unwrap().to_string();
+    std::fs::write(&t.config, cfg.replace(&start_line, "start = \"3d\"")).unwrap();
+    assert_ok(&cli(&t, &["--now", now, "run"], &[]).await);
+    let text = stdout(&cli(&t, &["--now", now, "status"], &[]).await);
+    assert!(text.contains("export.start 3d"), "{text}");
+    assert!(text.contains("coverage: complete from 2024-03-01T00:00:00+00:00"), "{text}");
+    assert!(!text.contains("differs"), "{text}");
 }
 
 /// Each workload of `deploy/` has its own deadline, and each stops cleanly before Kubernetes

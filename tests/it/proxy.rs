@@ -303,6 +303,21 @@ async fn a_private_ca_is_trusted_through_api_ca_bundle_or_ssl_cert_file() {
         stderr(&o)
     );
     assert_eq!(emu.counters().token_requests.load(std::sync::atomic::Ordering::Relaxed), 0);
+    // The same for the API (the token from the emulator directly): exit 4 at once.
+    let api_only = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace(&format!("{front}/connect/token"), &emu.token_url());
+    let t = setup(&emu, "");
+    let (from_dir, to_dir) = (s.dir.path().display().to_string(), t.dir.path().display().to_string());
+    std::fs::write(&t.config, api_only.replace(&from_dir, &to_dir)).unwrap();
+    let o = cli(&t, &["backfill", "--from", "2024-03-01", "--to", "2024-03-02"], &[]).await;
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the API request failed") && stderr(&o).contains("api.ca_bundle"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("retrying"), "{}", stderr(&o));
 
     // api.ca_bundle adds it to the system's roots.
     let ca_env = ca_pem.to_str().unwrap();
