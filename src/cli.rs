@@ -21,6 +21,9 @@ pub struct Cli {
     /// Overrides export.format (parquet | ndjson | delta).
     #[arg(long, global = true)]
     pub format: Option<String>,
+    /// Overrides export.run_deadline (`none`: no deadline), e.g. per Kubernetes workload.
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub run_deadline: Option<String>,
     /// Overrides state.path.
     #[arg(long, global = true, value_name = "PATH")]
     pub state: Option<PathBuf>,

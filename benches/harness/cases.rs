@@ -260,3 +260,25 @@ fn pipeline(spool: &Path) {
     let secs = t.elapsed().as_secs_f64();
     report(written.load(Ordering::Relaxed) as u64, secs, 0, dir_bytes(out.path()));
 }
+
+/// Delta mode, a CronJob's day: the second day of `emu`'s data read by 96 runs 15 minutes
+/// apart (pinned clock, in this process), then compacted once it is closed. Returns the files
+/// the day held before and after, and the compaction's seconds.
+pub async fn day_of_runs(emu: &EmulatorHandle, dir: &Path) -> (u64, u64, f64) {
+    let (from, _) = emu.data_range();
+    let _ = std::fs::remove_dir_all(dir);
+    let mut raw = config(&emu.token_url(), &emu.base_url(), from, dir);
+    raw.export.format = "delta".into();
+    raw.export.window = "1d".into();
+    raw.export.lookback = "1h".into();
+    let day = from + chrono::Duration::days(1);
+    let cancel = CancellationToken::new();
+    let ex = Exporter::new(raw.validate(day).unwrap()).await.unwrap();
+    for i in 0..=96 {
+        ex.run_once(day + chrono::Duration::minutes(15 * i), &cancel).await.unwrap();
+    }
+    let closed = day + chrono::Duration::days(1) + chrono::Duration::minutes(150);
+    let t = Instant::now();
+    let c = ex.compact(from, closed, closed).await.unwrap();
+    (c.files_before, c.files_after, t.elapsed().as_secs_f64())
+}

@@ -26,6 +26,9 @@
 //!
 //! 8. **Delta**: the same backfill in `export.format = "delta"` against Parquet mode
 //!    (`BENCH_DELTA_RECORDS`, 1 M; 5 M for the second case): time and peak RSS.
+//!    **Compaction**: a day of 96 runs 15 minutes apart in Delta mode (pinned clock,
+//!    `BENCH_COMPACTION_PER_DAY` records, 100,000), then compacted once closed: files before
+//!    and after, and the compaction's time.
 //! 9. **Reader open time** after a year of 15-minute runs into a Delta table (35,000 commits,
 //!    daily compactions; `BENCH_READER_DAYS`, 365), by `deltalake` and by the exporter, without
 //!    and with a checkpoint.
@@ -65,7 +68,7 @@ async fn emulator(cfg: EmulatorConfig) -> EmulatorHandle {
     EmulatorHandle::start(cfg, "127.0.0.1:0".parse().unwrap()).await.unwrap()
 }
 
-/// Whether the section `name` runs (`BENCH_ONLY=same,latency,naive,capacity,large,year,page,delta,reader`;
+/// Whether the section `name` runs (`BENCH_ONLY=same,latency,naive,capacity,large,year,page,delta,compaction,reader`;
 /// all by default).
 fn enabled(name: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |v| v.split(',').any(|x| x.trim() == name))
@@ -331,6 +334,20 @@ async fn main() {
                 &note,
             );
         }
+        drop(emu);
+    }
+    // 8b. Delta compaction of a CronJob's day: 96 runs 15 minutes apart, then the day closes.
+    if enabled("compaction") {
+        let per_day = size("BENCH_COMPACTION_PER_DAY", 100_000);
+        let emu = emulator(emulator_config(3, per_day as u32, 1000, 0)).await;
+        let (before, after, secs) = cases::day_of_runs(&emu, &w.join("compaction")).await;
+        row(
+            "Delta: a day of 96 runs 15 minutes apart, compacted once closed",
+            per_day,
+            secs,
+            None,
+            &format!("files in the day: {before} before, {after} after; seconds: the compaction"),
+        );
         drop(emu);
     }
     // 9. A reader opening a Delta table after a year of 15-minute runs, without and with the

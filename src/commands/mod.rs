@@ -100,6 +100,9 @@ fn overrides(cli: &Cli) -> Vec<(&'static str, String)> {
     if let Some(v) = &cli.format {
         o.push(("export.format", v.clone()));
     }
+    if let Some(v) = &cli.run_deadline {
+        o.push(("export.run_deadline", v.clone()));
+    }
     if let Some(v) = &cli.state {
         o.push(("state.path", v.display().to_string()));
     }

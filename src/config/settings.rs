@@ -428,7 +428,7 @@ fn export_settings(e: &ExportSection, now: DateTime<Utc>) -> Result<ExportSettin
         dedup_memory: usize::try_from(parse_size("export.dedup_memory", &e.dedup_memory)?).unwrap_or(usize::MAX),
         concurrency: e.concurrency,
         run_deadline: match &e.run_deadline {
-            Some(d) if !d.trim().is_empty() => Some(parse_duration("export.run_deadline", d)?),
+            Some(d) if !d.trim().is_empty() && d.trim() != "none" => Some(parse_duration("export.run_deadline", d)?),
             _ => None,
         },
         on_invalid_record: match e.on_invalid_record.trim() {

@@ -471,8 +471,9 @@ for f in sys.argv[1:]:
             continue
         job = d["spec"]["jobTemplate"]["spec"] if d["kind"] == "CronJob" else d["spec"]
         c = job["template"]["spec"]["containers"][0]
-        env = {e["name"]: e.get("value") for e in c.get("env", [])}
-        out[key] = {"active": job.get("activeDeadlineSeconds"), "run_deadline": env.get("AOS_EXPORT_EXPORT__RUN_DEADLINE"),
+        args = c.get("args", [])
+        flag = args[args.index("--run-deadline") + 1] if "--run-deadline" in args else None
+        out[key] = {"active": job.get("activeDeadlineSeconds"), "run_deadline": flag,
                     "fail_on": [v for r in job.get("podFailurePolicy", {}).get("rules", []) for v in r["onExitCodes"]["values"]]}
 print(json.dumps(out))
 "#;
@@ -505,6 +506,6 @@ print(json.dumps(out))
     assert!(rec_deadline < rec["active"].as_u64().unwrap(), "{rec}");
     assert!(rec["fail_on"].as_array().unwrap().contains(&75.into()), "{rec}");
     let back = &w["Job/aos-audit-export-backfill"];
-    assert_eq!(back["run_deadline"], "", "the backfill has none: {back}");
+    assert_eq!(back["run_deadline"], "none", "the backfill has none: {back}");
     assert!(back["active"].is_null(), "nor does Kubernetes cut it short: {back}");
 }
