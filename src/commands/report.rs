@@ -73,14 +73,7 @@ fn written_with(
     export: &crate::config::settings::ExportSettings,
     now: DateTime<Utc>,
 ) -> anyhow::Result<ReportSettings> {
-    let format = if export.delta {
-        "delta"
-    } else {
-        match export.sink.format {
-            crate::sink::Format::Parquet => "parquet",
-            crate::sink::Format::Ndjson => "ndjson",
-        }
-    };
+    let format = export.format_name();
     let output = crate::config::without_credentials(&export.output);
     let configured =
         serde_json::json!({"start": export.start_setting, "lag_seconds": export.lag.num_seconds(), "output": output, "format": format});

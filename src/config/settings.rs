@@ -148,6 +148,17 @@ pub struct ExportSettings {
     pub delta: bool,
 }
 
+impl ExportSettings {
+    /// `export.format` as its user names it: `parquet`, `ndjson` or `delta`.
+    pub fn format_name(&self) -> &'static str {
+        match (self.delta, self.sink.format) {
+            (true, _) => "delta",
+            (false, crate::sink::Format::Parquet) => "parquet",
+            (false, crate::sink::Format::Ndjson) => "ndjson",
+        }
+    }
+}
+
 /// `[schedule]` and `[daemon]`, validated.
 #[derive(Debug, Clone)]
 pub struct DaemonSettings {

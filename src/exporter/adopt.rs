@@ -35,14 +35,7 @@ impl Exporter {
             return Ok(());
         }
         let e = &self.settings.export;
-        let format = if e.delta {
-            "delta"
-        } else {
-            match e.sink.format {
-                crate::sink::Format::Parquet => "parquet",
-                crate::sink::Format::Ndjson => "ndjson",
-            }
-        };
+        let format = e.format_name();
         let json = serde_json::json!({
             "start": e.start_setting, "lag_seconds": e.lag.num_seconds(), "lookback_seconds": e.lookback.num_seconds(),
             "output": crate::config::without_credentials(&e.output), "format": format,

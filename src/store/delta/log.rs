@@ -89,6 +89,14 @@ pub(super) fn percent_decode(p: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The `dt` value of a data file's path (`dt=2024-03-01/…` → `2024-03-01`).
+pub(super) fn partition_value<'a>(path: &'a str, what: &str) -> Result<&'a str, StoreError> {
+    path.split('/')
+        .next()
+        .and_then(|p| p.strip_prefix("dt="))
+        .ok_or_else(|| kernel(what, format!("{path} is not in a dt= partition")))
+}
+
 /// The add-file metadata the kernel takes ([`delta_kernel::transaction::Transaction::add_files`]):
 /// path, partition values, size, modification time, statistics (row count).
 pub(super) fn add_batch(files: &[AddFile]) -> Result<Box<ArrowEngineData>, StoreError> {
@@ -99,12 +107,7 @@ pub(super) fn add_batch(files: &[AddFile]) -> Result<Box<ArrowEngineData>, Store
     };
     let mut parts = MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new());
     for f in files {
-        let dt = f
-            .path
-            .split('/')
-            .next()
-            .and_then(|p| p.strip_prefix("dt="))
-            .ok_or_else(|| kernel("cannot commit", format!("{} is not in a dt= partition", f.path)))?;
+        let dt = partition_value(&f.path, "cannot commit")?;
         parts.keys().append_value(PARTITION_COLUMN);
         parts.values().append_value(dt);
         parts.append(true).map_err(|e| kernel("cannot commit", e))?;

@@ -221,12 +221,7 @@ impl DeltaTable {
             }}),
         ];
         for f in files {
-            let dt = f
-                .path
-                .split('/')
-                .next()
-                .and_then(|p| p.strip_prefix("dt="))
-                .ok_or_else(|| kernel("cannot convert", format!("{} is not in a dt= partition", f.path)))?;
+            let dt = log::partition_value(&f.path, "cannot convert")?;
             lines.push(serde_json::json!({"add": {
                 "path": f.path, "partitionValues": {PARTITION_COLUMN: dt}, "size": f.size,
                 "modificationTime": now, "dataChange": true,
