@@ -90,7 +90,8 @@ impl Store {
 
     /// Deletes the staging copies (`.tmp-…`) that [`Store::put_small`] leaves in the markers
     /// folder when the process dies mid-write (a local output only: an object store's put is
-    /// atomic). Only for the lock holder: another writer's copy would be in flight.
+    /// atomic). A second writer's copy in flight (another deployment on the same output) is
+    /// written again by [`Store::put_small`] when it vanishes.
     pub fn remove_stale_marker_copies(&self) -> Result<usize, StoreError> {
         let Store::Local { root } = self else { return Ok(0) };
         let dir = root.join(crate::model::MARKER_DIR);
@@ -120,17 +121,30 @@ impl Store {
                 };
                 let dir = dest.parent().unwrap_or(root);
                 std::fs::create_dir_all(dir).map_err(io)?;
-                let tmp = dir.join(format!(
-                    ".tmp-{}",
-                    dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
-                ));
-                {
-                    use std::io::Write as _;
-                    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-                    f.write_all(&data).map_err(io)?;
-                    f.sync_all().map_err(io)?;
+                // Another writer on the same output (a second deployment, with its own state
+                // and lock) deletes staging copies at its start-up: a copy of ours that
+                // vanishes before its rename is written again. The nonce keeps two writers'
+                // copies apart.
+                let mut attempts = 0;
+                loop {
+                    let tmp = dir.join(format!(
+                        "{}{:08x}-{}",
+                        crate::model::STAGING_MARK,
+                        rand::random::<u32>(),
+                        dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+                    ));
+                    {
+                        use std::io::Write as _;
+                        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+                        f.write_all(&data).map_err(io)?;
+                        f.sync_all().map_err(io)?;
+                    }
+                    match std::fs::rename(&tmp, &dest) {
+                        Ok(()) => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 8 => attempts += 1,
+                        Err(e) => return Err(io(e)),
+                    }
                 }
-                std::fs::rename(&tmp, &dest).map_err(io)?;
                 for d in [Some(dir), dir.parent()].into_iter().flatten() {
                     sync_dir(d).map_err(io)?;
                 }
