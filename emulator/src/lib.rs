@@ -118,6 +118,9 @@ pub struct EmulatorConfig {
     /// object `{"$raw": text}` is served as `text` itself: a record no JSON value can hold
     /// (a lone surrogate escape, a number out of range), as a .NET serializer may send it.
     pub extra_records: Vec<(DateTime<Utc>, Value)>,
+    /// Late extra records: `extra_records[k]` is served only from the instant
+    /// `extra_arrivals[&k]` on (the emulator's now), like a record the API ingests late.
+    pub extra_arrivals: std::collections::HashMap<usize, DateTime<Utc>>,
     /// Days of record metadata kept in memory (least recently used evicted; 16 bytes a record).
     /// A query scans the metadata of the days it touches; an evicted day is rebuilt (a few ms for
     /// 85,000 records).
@@ -164,6 +167,7 @@ impl Default for EmulatorConfig {
             next_link_base: None,
             capacity: None,
             extra_records: Vec::new(),
+            extra_arrivals: Default::default(),
             token_unavailable_until: None,
             meta_cache_days: DEFAULT_META_CACHE_DAYS,
         }

@@ -87,6 +87,9 @@ pub(crate) fn find_page(st: &State, q: &Query, resume: Option<u64>, offset: usiz
         if !st.dialect().0.matches(ns(*served_at), ns(q.start), ns(q.end)) {
             continue;
         }
+        if st.cfg.extra_arrivals.get(&k).is_some_and(|arrival| *arrival > q.snapshot) {
+            continue;
+        }
         if skip > 0 {
             skip -= 1;
         } else if items.len() == page_size {

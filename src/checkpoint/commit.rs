@@ -206,13 +206,13 @@ impl Checkpoint {
     }
 
     /// Committed files that can hold records a read of `w` returns again (path, id scheme,
-    /// side): every file whose window overlaps `w` (side [`Side::Overlap`]), and the
+    /// side, the window they were read in): every file whose window overlaps `w` (side [`Side::Overlap`]), and the
     /// `dt=unknown` files of the neighbouring windows that only meet `w`'s padded query
     /// ([`Window::query`]; [`Side::Before`], [`Side::After`]), since a record without a usable
     /// `actionTime` near a bound comes back from both neighbours. Every stream's files count: a
     /// record's id does not depend on its stream, and a stream whose filters changed must find
     /// what the old one wrote into the same output.
-    pub fn files_overlapping(&self, w: &Window) -> Result<Vec<(String, i64, Side)>, CheckpointError> {
+    pub fn files_overlapping(&self, w: &Window) -> Result<Vec<(String, i64, Side, Window)>, CheckpointError> {
         let c = self.conn();
         let q = w.query();
         let mut st = c.prepare_cached(
@@ -232,7 +232,11 @@ impl Checkpoint {
                 } else {
                     Side::Overlap
                 };
-                Ok((r.get(0)?, r.get(1)?, side))
+                let window = Window {
+                    start: from_us(a),
+                    end: from_us(b),
+                };
+                Ok((r.get(0)?, r.get(1)?, side, window))
             },
         )?;
         Ok(rows.collect::<Result<_, _>>()?)

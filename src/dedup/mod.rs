@@ -19,6 +19,9 @@
 //! never duplicates the look-back.
 
 pub mod canonical;
+mod counts;
+pub use counts::IdCounts;
+use counts::held_in;
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -262,25 +265,6 @@ pub enum Unplaced {
     },
 }
 
-/// How many copies of `content` the ids in `map` stand for: every occurrence number up to
-/// 256, and on while they keep being found (a read numbers its copies 0, 1, …, but a re-read
-/// may hold a later number without an earlier one).
-fn held_in(map: &KeyMap, content: Content, probes: &mut u64) -> u32 {
-    if map.is_empty() {
-        return 0;
-    }
-    let mut total = 0;
-    for n in 0u32.. {
-        *probes += 1;
-        let c = map.get(&Key(id_of(content, n))).copied().unwrap_or(0);
-        if c == 0 && n >= 256 {
-            break;
-        }
-        total += c;
-    }
-    total
-}
-
 /// The id of the `occurrence`-th record with this content.
 fn id_of(content: [u8; 32], occurrence: u32) -> RecordId {
     let mut h = Sha256::new();
@@ -306,9 +290,12 @@ pub struct Deduper {
     /// Ids in the `dt=unknown` files of windows overlapping this one (records without a usable
     /// `actionTime`: the only ones [`Deduper::admit_unplaced`] looks up).
     known_unplaced: KeyMap,
-    /// Copies held per content (overlapping, before, after), computed once per content: N
-    /// identical records cost N lookups, not N² (each count walks the content's ids).
-    held_memo: HashMap<Content, [u32; 3]>,
+    /// Ids in the `dt=unknown` files of windows that overlap this one without lying inside it:
+    /// their copies of a content may lie inside this window or outside it.
+    straddling: KeyMap,
+    /// Copies held per content (overlapping, before, after, straddling), computed once per
+    /// content: N identical records cost N lookups, not N² (each count walks the content's ids).
+    held_memo: HashMap<Content, [u32; 4]>,
     /// Copies of a content among `known` (for [`Deduper::admit`] of an unplaced record), memoized.
     known_memo: HashMap<Content, u32>,
     /// Ids probed while counting copies (see [`Deduper::probes`]).
@@ -336,6 +323,7 @@ impl Deduper {
         Deduper {
             known: counts,
             known_unplaced: KeyMap::default(),
+            straddling: KeyMap::default(),
             held_memo: HashMap::new(),
             known_memo: HashMap::new(),
             probes: 0,
@@ -354,9 +342,17 @@ impl Deduper {
         }
     }
 
-    /// Copies of `content` held: in the overlapping windows' `dt=unknown` files, and in the
-    /// neighbours' before and after.
-    fn held(&mut self, content: Content) -> [u32; 3] {
+    /// Adds the ids of the `dt=unknown` files of windows that overlap this one without lying
+    /// inside it (also given to [`Deduper::add_unplaced`]).
+    pub fn add_straddling(&mut self, ids: impl IntoIterator<Item = RecordId>) {
+        for id in ids {
+            *self.straddling.entry(Key(id)).or_insert(0) += 1;
+        }
+    }
+
+    /// Copies of `content` held: in the overlapping windows' `dt=unknown` files, in the
+    /// neighbours' before and after, and in the straddling windows' files.
+    fn held(&mut self, content: Content) -> [u32; 4] {
         if let Some(h) = self.held_memo.get(&content) {
             return *h;
         }
@@ -364,6 +360,7 @@ impl Deduper {
             held_in(&self.known_unplaced, content, &mut self.probes),
             held_in(&self.neighbours[0], content, &mut self.probes),
             held_in(&self.neighbours[1], content, &mut self.probes),
+            held_in(&self.straddling, content, &mut self.probes),
         ];
         self.held_memo.insert(content, h);
         h
@@ -385,10 +382,11 @@ impl Deduper {
 
     /// Records without a usable `actionTime`: the copy's id and its fate. Copies are numbered
     /// per content in this read; the n-th (0-based) is new if the lake holds at most n copies
-    /// that this read can return. The files of windows overlapping this one count whole; a
+    /// that this read can return. The files of windows inside this one count whole; a
     /// neighbour's count only as far as the two windows' queries overlap (two seconds at each
-    /// bound), which only a query of that overlap can tell: such a copy is
-    /// [`Unplaced::Deferred`] until [`Deduper::resolve`] knows it.
+    /// bound), which only a query of that overlap can tell; a straddling window's, only as far
+    /// as its copies lie inside this window. Such a copy is [`Unplaced::Deferred`] until
+    /// [`Deduper::resolve`] (or the count over the windows it chains to) knows it.
     pub fn admit_unplaced(&mut self, record: &Record<'_>) -> (RecordId, Unplaced) {
         let content = self.content_of(record);
         let id = self.occurrences.next_id(content);
@@ -396,8 +394,8 @@ impl Deduper {
         if self.legacy_known(record) {
             return (id, Unplaced::Known);
         }
-        let [own, before, after] = self.held(content);
-        if before + after > 0 {
+        let [own, before, after, straddling] = self.held(content);
+        if before + after + straddling > 0 {
             return (id, Unplaced::Deferred { content, occurrence });
         }
         let new = occurrence >= own;
@@ -407,8 +405,15 @@ impl Deduper {
     /// Whether a deferred copy is new, given how many copies of its content the queries of the
     /// overlaps with the neighbours before and after returned (`band`).
     pub fn resolve(&mut self, content: Content, occurrence: u32, band: [u32; 2]) -> bool {
-        let [own, before, after] = self.held(content);
+        let [own, before, after, _] = self.held(content);
         occurrence >= own + before.min(band[0]) + after.min(band[1])
+    }
+
+    /// Whether a window straddling this one holds copies of `content`: where those lie, only
+    /// counting them window by window over the windows they chain to tells (see
+    /// `window::hull`), and [`Deduper::resolve`] does not apply.
+    pub fn straddled(&mut self, content: Content) -> bool {
+        self.held(content)[3] > 0
     }
 
     /// Whether the record's id under an older scheme is committed.
@@ -442,7 +447,8 @@ impl Deduper {
         // A map slot is a 16-byte key, a 4-byte count and a control byte, at 7/8 load.
         let slot = 24;
         let legacy = self.legacy.as_ref().map_or(0, Occurrences::capacity) + self.legacy2.as_ref().map_or(0, Occurrences::capacity);
-        let unplaced = self.known_unplaced.capacity() + self.neighbours.iter().map(|m| m.capacity()).sum::<usize>();
+        let unplaced =
+            self.known_unplaced.capacity() + self.straddling.capacity() + self.neighbours.iter().map(|m| m.capacity()).sum::<usize>();
         (self.known.capacity() + self.occurrences.capacity() + legacy + unplaced) * slot
     }
 

@@ -8,7 +8,7 @@
 
 mod gate;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 pub use gate::{MemoryGate, Ticket};
 
@@ -19,7 +19,7 @@ use url::Url;
 use crate::api::{ApiClient, ApiError};
 use crate::checkpoint::{Checkpoint, CheckpointError, CommitMarker, FileRow, Side};
 use crate::crashpoint;
-use crate::dedup::{Content, Deduper, ID_SCHEME};
+use crate::dedup::{Deduper, ID_SCHEME};
 use crate::model::page_index::with_record;
 use crate::model::{OnInvalidRecord, RecordId, StreamSpec, Window, attempt_prefix, marker_path, partitions_of};
 use crate::sink::{SinkError, SinkOptions, WindowWriter, readback};
@@ -187,25 +187,20 @@ async fn known_ids(deps: &Deps<'_>, w: &Window) -> Result<Deduper, ExportError> 
     let mut known = Vec::new();
     let mut unplaced = Vec::new();
     let mut neighbours: [Vec<RecordId>; 2] = Default::default();
+    let mut straddling = Vec::new();
     let mut schemes = Vec::new();
-    for (path, scheme, side) in deps.checkpoint.files_overlapping(w)? {
+    for (path, scheme, side, fw) in deps.checkpoint.files_overlapping(w)? {
         if scheme != ID_SCHEME && !schemes.contains(&scheme) {
             schemes.push(scheme);
         }
-        let rebuild = |e: StoreError| ExportError::Rebuild {
-            path: path.clone(),
-            message: e.to_string(),
-        };
-        let source = match deps.store.open_local(&path) {
-            Some(f) => readback::Source::File(f.map_err(rebuild)?),
-            None => readback::Source::Bytes(deps.store.read(&path).await.map_err(rebuild)?),
-        };
-        let ids = readback::record_ids_from(&path, source).map_err(|e| ExportError::Rebuild {
-            path: path.clone(),
-            message: e.message,
-        })?;
+        let ids = read_ids(deps, &path).await?;
         match side {
-            Side::Overlap if is_unknown_partition(&path) => unplaced.extend(ids),
+            Side::Overlap if is_unknown_partition(&path) => {
+                if fw.start < w.start || fw.end > w.end {
+                    straddling.extend(ids.iter().copied());
+                }
+                unplaced.extend(ids)
+            }
             Side::Overlap => known.extend(ids),
             Side::Before => neighbours[0].extend(ids),
             Side::After => neighbours[1].extend(ids),
@@ -213,10 +208,27 @@ async fn known_ids(deps: &Deps<'_>, w: &Window) -> Result<Deduper, ExportError> 
     }
     let mut dedup = Deduper::new(known, &schemes);
     dedup.add_unplaced(unplaced);
+    dedup.add_straddling(straddling);
     for (side, ids) in neighbours.into_iter().enumerate() {
         dedup.add_neighbour(side, ids);
     }
     Ok(dedup)
+}
+
+/// The `_record_id`s of a committed file, read back from the lake.
+async fn read_ids(deps: &Deps<'_>, path: &str) -> Result<Vec<RecordId>, ExportError> {
+    let rebuild = |e: StoreError| ExportError::Rebuild {
+        path: path.to_string(),
+        message: e.to_string(),
+    };
+    let source = match deps.store.open_local(path) {
+        Some(f) => readback::Source::File(f.map_err(rebuild)?),
+        None => readback::Source::Bytes(deps.store.read(path).await.map_err(rebuild)?),
+    };
+    readback::record_ids_from(path, source).map_err(|e| ExportError::Rebuild {
+        path: path.to_string(),
+        message: e.message,
+    })
 }
 
 /// Whether a file is in `dt=unknown` (records without a usable `actionTime`), data or quarantine.
@@ -246,6 +258,7 @@ fn marker_of(stream: &StreamSpec, w: &Window, generation: u32, prefix: &str, fil
 }
 
 mod progress;
+mod unplaced;
 use progress::Progress;
 
 /// Runs `f` on a blocking thread: a panic there is resumed here, and a runtime shutting down
@@ -379,33 +392,37 @@ pub async fn export_window(
         }
     }
     if !state.deferred.is_empty() {
-        // Records without `actionTime` that a neighbour's files hold copies of: how many of
-        // them lie where the two windows' queries overlap, only a query of that overlap says.
-        let mut band: [HashMap<Content, u32>; 2] = Default::default();
-        for (side, bound) in [w.start, w.end].into_iter().enumerate() {
-            let overlap = Window {
-                start: bound - crate::model::BOUND_PAD,
-                end: bound + crate::model::BOUND_PAD,
-            };
-            let mut next = Some(deps.api.first_url(stream, overlap.start, overlap.end));
-            let mut followed = HashSet::new();
-            while let Some(url) = next.take() {
-                let page = fetch(url).await?;
-                for rec in page.records().filter(|r| r.time.is_none()) {
-                    *band[side].entry(state.dedup.content_of(&rec)).or_insert(0) += 1;
-                }
-                if let Some(n) = &page.next_link {
-                    if !followed.insert(n.to_string()) {
-                        return Err(ExportError::RepeatedNextLink(n.to_string()));
-                    }
-                    next = Some(n.clone());
-                }
+        // Records without `actionTime` that a neighbour's or a straddling window's files hold
+        // copies of: how many of them are new, only counting what the API serves where those
+        // windows meet this one says (see `unplaced`).
+        let counter = unplaced::Counter {
+            deps,
+            stream,
+            fetch: &fetch,
+        };
+        let deferred = std::mem::take(&mut state.deferred);
+        let (mut chained, mut banded) = (HashSet::new(), HashSet::new());
+        for d in &deferred {
+            if state.dedup.straddled(d.content) {
+                chained.insert(d.content);
+            } else {
+                banded.insert(d.content);
             }
         }
-        let deferred = std::mem::take(&mut state.deferred);
+        let chained = counter.chained_new(&w, &chained, &mut state.dedup).await?;
+        let band = match banded.is_empty() {
+            true => Default::default(),
+            false => counter.bands(&w, &mut state.dedup, &banded).await?,
+        };
         for d in deferred {
-            let counts = [0, 1].map(|side| band[side].get(&d.content).copied().unwrap_or(0));
-            if !state.dedup.resolve(d.content, d.occurrence, counts) {
+            let new = match chained.get(&d.content) {
+                Some(n) => d.occurrence < *n,
+                None => {
+                    let counts = [0, 1].map(|side| u32::try_from(band[side].get(&d.content).copied().unwrap_or(0)).unwrap_or(0));
+                    state.dedup.resolve(d.content, d.occurrence, counts)
+                }
+            };
+            if !new {
                 state.duplicates += 1;
                 continue;
             }

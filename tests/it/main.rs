@@ -20,6 +20,7 @@ mod fuzz_seeds;
 mod gcs;
 mod identity;
 mod lake_truth;
+mod late_twins;
 mod lifecycle;
 mod model;
 mod object_store;

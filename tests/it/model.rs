@@ -18,7 +18,8 @@
 //! file deleted behind the exporter's back, then `verify --repair`; and `convert` of a Parquet
 //! folder into a Delta table.
 //! Records without `actionTime`, served at whole hours (window bounds) and in between, some as
-//! identical twins at one instant and some identical an hour apart, are part of the ground
+//! identical twins at one instant and some identical an hour apart, plus late copies of some of
+//! them (identical to copies already served, arriving hours later), are part of the ground
 //! truth.
 //!
 //! A third of the sequences write a Delta table (`export.format = "delta"`); for those the
@@ -133,6 +134,32 @@ fn unplaced_records() -> Vec<(DateTime<Utc>, serde_json::Value)> {
     out
 }
 
+/// Late copies of some of [`unplaced_records`] (served at, arrives at, record): identical to
+/// copies already served at another instant, or at the same instant, arriving hours later, so
+/// re-reads whose windows straddle those that wrote the others must find them.
+fn late_unplaced_records() -> Vec<(DateTime<Utc>, DateTime<Utc>, serde_json::Value)> {
+    let mut out = Vec::new();
+    for h in 1..DAYS * 24 - 1 {
+        if h % 12 == 9 {
+            let at = day0() + Duration::hours(h) + Duration::minutes(40);
+            out.push((
+                at,
+                at + Duration::hours(10),
+                serde_json::json!({"actionName": "NoTime", "objectName": format!("a{}", h / 12)}),
+            ));
+        }
+        if h % 22 == 0 {
+            let at = day0() + Duration::hours(h) + Duration::minutes(30);
+            out.push((
+                at,
+                at + Duration::hours(6),
+                serde_json::json!({"actionName": "NoTime", "objectName": format!("t{h}")}),
+            ));
+        }
+    }
+    out
+}
+
 /// The world of one sequence: emulator, pinned clock, the current configuration.
 struct World {
     emu: EmulatorHandle,
@@ -195,7 +222,11 @@ async fn play(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
         rate_malformed: 0.05,
         ..Faults::mixed(0.05, seed)
     };
-    let unplaced = unplaced_records();
+    let mut unplaced = unplaced_records();
+    for (at, arrival, rec) in late_unplaced_records() {
+        cfg.extra_arrivals.insert(unplaced.len(), arrival);
+        unplaced.push((at, rec));
+    }
     cfg.extra_records = unplaced.clone();
     cfg.bounds = Bounds::all()[(seed % 12) as usize];
     let emu = start(cfg).await;

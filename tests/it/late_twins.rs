@@ -1,0 +1,201 @@
+//! Identical records without a usable `actionTime` at different instants, some arriving late,
+//! re-read by windows that straddle those which wrote them (a `reconcile` from another start):
+//! the lake's copies may lie inside the re-read window or outside it, and only a count over the
+//! windows they chain to tells how many are new. Before, the straddling window's copies counted
+//! whole, and a late copy was taken for one of them: lost, while `reconcile` wrote 0.
+
+use aos_audit_export::exporter::Exporter;
+use aos_emulator::Bounds;
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::common::*;
+
+async fn exporter(s: &Setup, window: &str, now: DateTime<Utc>) -> Exporter {
+    let mut raw = aos_audit_export::config::load(Some(&s.config), &[]).unwrap();
+    raw.export.window = window.into();
+    Exporter::new(raw.validate(now).unwrap()).await.unwrap()
+}
+
+/// Per content: its copies, in hours after `day0`, and whether each arrives late (after the
+/// backfill). The backfill reads days `[0, 24h)`, `[24h, 48h)`, `[48h, 72h)`; the reconcile
+/// reads `[12h, 36h)` and `[36h, 60h)`.
+fn copies() -> Vec<(&'static str, Vec<(i64, bool)>)> {
+    vec![
+        // The late copy inside the re-read window, the known one outside it: the case lost before.
+        ("late-inside", vec![(3, false), (18, true)]),
+        // Both known, one inside: nothing to write.
+        ("both-known", vec![(3, false), (18, false)]),
+        // The late copy outside the re-read window, the known one inside.
+        ("late-outside", vec![(18, false), (2, true)]),
+        // On the other side: the straddled window is the next day.
+        ("far-side", vec![(44, false), (30, true)]),
+        // Across both re-read windows and three days, two of them late.
+        ("spread", vec![(5, false), (20, false), (26, true), (40, true), (50, false)]),
+        // Late twins at one instant beside a known copy.
+        ("twins", vec![(6, false), (15, true), (15, true)]),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn late_identical_records_without_action_time_are_written_once_by_straddling_rereads() {
+    let backfilled = day0() + Duration::days(3);
+    let arrival = backfilled + Duration::hours(1);
+    for bounds in Bounds::all() {
+        let mut cfg = emu_config(3, 20);
+        cfg.bounds = bounds;
+        let mut truth_extra: Vec<Value> = Vec::new();
+        for (name, at) in copies() {
+            for (h, late) in at {
+                let rec = json!({"actionName": "NoTime", "objectName": name});
+                if late {
+                    cfg.extra_arrivals.insert(cfg.extra_records.len(), arrival);
+                }
+                cfg.extra_records
+                    .push((day0() + Duration::hours(h) + Duration::minutes(7), rec.clone()));
+                truth_extra.push(rec);
+            }
+        }
+        let emu = start(cfg).await;
+        emu.set_now(Some(backfilled));
+        let s = setup(&emu, "concurrency = 2");
+        let cancel = CancellationToken::new();
+        let later = backfilled + Duration::days(1);
+        let ex = exporter(&s, "1d", backfilled).await;
+        ex.backfill(day0(), backfilled, backfilled, &cancel)
+            .await
+            .unwrap_or_else(|e| panic!("{bounds:?}: {e}"));
+        drop(ex);
+        emu.set_now(Some(later));
+        let mut truth = emu.ground_truth(day0(), backfilled);
+        truth.extend(truth_extra.iter().cloned());
+        let want = multiset(truth.iter());
+        let check = |step: &str| {
+            let rows = read_all(&s.out());
+            for (k, n) in multiset(rows.iter().map(|r| &r.record)) {
+                assert_eq!(Some(&n), want.get(&k), "{bounds:?} after {step}: {k}");
+            }
+            assert_same_multiset(&rows, &truth);
+        };
+        // Not aligned to the backfill's days: each window straddles two of them.
+        let late = copies().iter().flat_map(|(_, at)| at).filter(|(_, late)| *late).count();
+        let missing = truth.len() - read_all(&s.out()).len();
+        assert!(missing >= late, "{bounds:?}: the late copies arrived after the backfill");
+        let ex = exporter(&s, "1d", later).await;
+        let sum = ex
+            .reconcile(day0() + Duration::hours(12), day0() + Duration::hours(60), later, &cancel)
+            .await
+            .unwrap_or_else(|e| panic!("{bounds:?}: {e}"));
+        drop(ex);
+        assert_eq!(
+            sum.written as usize, missing,
+            "{bounds:?}: the straddling reconcile writes every late copy"
+        );
+        check("a straddling reconcile");
+        // Again, aligned, and in 5-hour windows at another offset: nothing more.
+        for (window, from) in [("1d", 12), ("1d", 0), ("5h", 1)] {
+            let ex = exporter(&s, window, later).await;
+            let sum = ex
+                .reconcile(day0() + Duration::hours(from), backfilled, later, &cancel)
+                .await
+                .unwrap_or_else(|e| panic!("{bounds:?}: {e}"));
+            drop(ex);
+            assert_eq!(sum.written, 0, "{bounds:?}: a {window} reconcile from {from}h wrote again");
+            check(&format!("a {window} reconcile from {from}h"));
+        }
+    }
+}
+
+/// Two reconciles of 6-day windows from different days: the second's window straddles the
+/// first's, and the count runs over a hull of 8 days, read in two pieces; a copy exactly where
+/// the pieces' padded queries meet is counted once. (Windows are cut at midnights, so only
+/// windows of several days from different starts straddle each other by days.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chain_longer_than_one_query_is_counted_in_pieces() {
+    let backfilled = day0() + Duration::days(10);
+    let d = |h: i64| day0() + Duration::hours(h);
+    // The hull `[1d, 9d)` is read as `[1d, 8d - 2s)` and `[8d - 2s, 9d)`.
+    let seam = day0() + Duration::days(8) - Duration::seconds(2);
+    let rec = json!({"actionName": "NoTime", "objectName": "week"});
+    // (served at, arrives after which step: 0 the backfill, 1 the first reconcile, 2 the second)
+    let served = [(d(27), 0), (seam, 0), (d(121), 1), (d(97), 2)];
+    let arrival = |step: i64| backfilled + Duration::hours(2 * step - 1);
+    for bounds in Bounds::all() {
+        let mut cfg = emu_config(10, 4);
+        cfg.bounds = bounds;
+        for (at, step) in served {
+            if step > 0 {
+                cfg.extra_arrivals.insert(cfg.extra_records.len(), arrival(step));
+            }
+            cfg.extra_records.push((at, rec.clone()));
+        }
+        let emu = start(cfg).await;
+        emu.set_now(Some(backfilled));
+        let s = setup(&emu, "concurrency = 2");
+        let cancel = CancellationToken::new();
+        let ex = exporter(&s, "1d", backfilled).await;
+        ex.backfill(day0(), backfilled, backfilled, &cancel)
+            .await
+            .unwrap_or_else(|e| panic!("{bounds:?}: {e}"));
+        drop(ex);
+        let mut truth = emu.ground_truth(day0(), backfilled);
+        truth.extend(served.iter().map(|_| rec.clone()));
+        for (step, window, from) in [(1, "6d", 1), (2, "6d", 3), (2, "6d", 3), (2, "1d", 0)] {
+            let now = arrival(step) + Duration::hours(1);
+            emu.set_now(Some(now));
+            let ex = exporter(&s, window, now).await;
+            ex.reconcile(day0() + Duration::days(from), backfilled, now, &cancel)
+                .await
+                .unwrap_or_else(|e| panic!("{bounds:?}: {e}"));
+            drop(ex);
+            let rows = read_all(&s.out());
+            let weeks = rows.iter().filter(|r| r.record == rec).count();
+            let arrived = served.iter().filter(|(_, at)| *at <= step).count();
+            assert_eq!(weeks, arrived, "{bounds:?}: after a {window} reconcile from day {from}");
+        }
+        assert_same_multiset(&read_all(&s.out()), &truth);
+    }
+}
+
+/// The window after a chain's hull holds a copy within a second of the hull's end (the hull's
+/// padded query returns it too): it counts as far as the band at that bound serves it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_a_neighbour_of_the_hull_holds_at_its_bound_is_not_written_again() {
+    let backfilled = day0() + Duration::days(3);
+    let later = backfilled + Duration::hours(2);
+    let d = |h: i64| day0() + Duration::hours(h);
+    let rec = json!({"actionName": "NoTime", "objectName": "edge"});
+    // Known at 3h; at the bound of 24h (held by the day after, which was read first); late at 18h.
+    let served = [(d(3), false), (d(24) + Duration::milliseconds(300), false), (d(18), true)];
+    for bounds in Bounds::all() {
+        let mut cfg = emu_config(3, 4);
+        cfg.bounds = bounds;
+        for (at, late) in served {
+            if late {
+                cfg.extra_arrivals.insert(cfg.extra_records.len(), backfilled + Duration::hours(1));
+            }
+            cfg.extra_records.push((at, rec.clone()));
+        }
+        let emu = start(cfg).await;
+        emu.set_now(Some(backfilled));
+        let s = setup(&emu, "concurrency = 1");
+        let cancel = CancellationToken::new();
+        let ex = exporter(&s, "1d", backfilled).await;
+        ex.backfill(d(24), backfilled, backfilled, &cancel).await.unwrap();
+        ex.backfill(day0(), backfilled, backfilled, &cancel).await.unwrap();
+        drop(ex);
+        emu.set_now(Some(later));
+        let ex = exporter(&s, "1d", later).await;
+        ex.reconcile(d(12), backfilled, later, &cancel)
+            .await
+            .unwrap_or_else(|e| panic!("{bounds:?}: {e}"));
+        drop(ex);
+        let rows = read_all(&s.out());
+        let edges = rows.iter().filter(|r| r.record == rec).count();
+        assert_eq!(edges, served.len(), "{bounds:?}");
+        let mut truth = emu.ground_truth(day0(), backfilled);
+        truth.extend(served.iter().map(|_| rec.clone()));
+        assert_same_multiset(&rows, &truth);
+    }
+}
