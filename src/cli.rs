@@ -181,4 +181,10 @@ pub struct EmulatorArgs {
     /// Pretty-print records (whitespace between tokens).
     #[arg(long)]
     pub pretty: bool,
+    /// Odd records to serve as well, one JSON object per line:
+    /// `{"servedAt": RFC 3339, "record": {...}, "arrivesAt": RFC 3339 (optional)}`. Each is
+    /// returned by every query whose range holds `servedAt` (whatever its `actionTime` says),
+    /// from `arrivesAt` on.
+    #[arg(long)]
+    pub extra_records: Option<std::path::PathBuf>,
 }

@@ -72,6 +72,29 @@ pub fn run_ranges(covered: &[Range], start: DateTime<Utc>, until: DateTime<Utc>,
     merged
 }
 
+/// `ranges` (sorted, merged), each starting where a committed window holding records without
+/// a usable `actionTime` starts if it began strictly inside one (`held`): a look-back then
+/// reads such a window whole rather than straddle it, and its copies of those records count
+/// without reading further (see `window::unplaced`). Sorted and merged again.
+pub fn widen_to_windows(ranges: Vec<Range>, held: &[Range]) -> Vec<Range> {
+    let mut out: Vec<Range> = ranges
+        .into_iter()
+        .map(|(a, b)| {
+            let a = held.iter().filter(|(s, e)| *s < a && a < *e).map(|r| r.0).min().unwrap_or(a);
+            (a, b)
+        })
+        .collect();
+    out.sort();
+    let mut merged: Vec<Range> = Vec::new();
+    for (a, b) in out {
+        match merged.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    merged
+}
+
 /// The parts of `[from, to)` not covered by `covered` (sorted or not, possibly overlapping).
 /// Backfill reads only these: a range already exported is never fetched again, so its pruned
 /// dedup keys can never be needed.
@@ -168,6 +191,35 @@ mod tests {
             w.iter()
                 .all(|x| x.start.date_naive() == (x.end - Duration::seconds(1)).date_naive()),
             "{w:?}"
+        );
+    }
+
+    #[test]
+    fn a_lookback_starting_inside_a_window_holding_unplaced_records_reads_it_whole() {
+        let r = |a: &str, b: &str| (t(a), t(b));
+        let held = [
+            r("2024-01-01T10:00:00Z", "2024-01-01T12:15:00Z"),
+            r("2024-01-01T12:15:00Z", "2024-01-01T14:30:00Z"),
+        ];
+        // The look-back from 12:30 begins inside the second window: read from its start.
+        let ranges = vec![r("2024-01-01T12:30:00Z", "2024-01-01T14:45:00Z")];
+        assert_eq!(
+            widen_to_windows(ranges, &held),
+            vec![r("2024-01-01T12:15:00Z", "2024-01-01T14:45:00Z")]
+        );
+        // At a window's bound, or outside every such window: unchanged.
+        for a in ["2024-01-01T12:15:00Z", "2024-01-01T09:00:00Z"] {
+            let ranges = vec![r(a, "2024-01-01T14:45:00Z")];
+            assert_eq!(widen_to_windows(ranges.clone(), &held), ranges);
+        }
+        // Widened into the range before it: merged.
+        let ranges = vec![
+            r("2024-01-01T08:00:00Z", "2024-01-01T10:30:00Z"),
+            r("2024-01-01T11:00:00Z", "2024-01-01T13:00:00Z"),
+        ];
+        assert_eq!(
+            widen_to_windows(ranges, &held),
+            vec![r("2024-01-01T08:00:00Z", "2024-01-01T13:00:00Z")]
         );
     }
 

@@ -113,6 +113,20 @@ impl Checkpoint {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The distinct windows (of any stream) whose committed files hold records without a
+    /// usable `actionTime` (`dt=unknown`, data or quarantine) and overlap `[from, to)`.
+    pub fn unplaced_windows(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<Range>, CheckpointError> {
+        let c = self.conn();
+        let mut st = c.prepare_cached(
+            "SELECT DISTINCT window_start_us, window_end_us FROM files WHERE partition IN (?1, ?2) AND window_end_us > ?3 AND window_start_us < ?4",
+        )?;
+        let quarantined = format!("{}/{}", crate::model::QUARANTINE_DIR, crate::model::UNKNOWN_PARTITION);
+        let rows = st.query_map(params![crate::model::UNKNOWN_PARTITION, quarantined, us(from), us(to)], |r| {
+            Ok((from_us(r.get(0)?), from_us(r.get(1)?)))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// When the `reconcile` of `stream_id` that a deadline, a signal or a kill stopped began
     /// (at most two days ago); else now, recorded. A reconcile resumes by skipping the windows
     /// that reconciles read again since then ([`Checkpoint::ranges_reconciled_since`]), whatever

@@ -92,6 +92,9 @@ pub(super) async fn standalone(a: EmulatorArgs, cancel: &CancellationToken) -> a
         respell: a.respell,
         pretty: a.pretty,
     };
+    if let Some(path) = &a.extra_records {
+        load_extras(path, &mut cfg)?;
+    }
     let emu = aos_emulator::EmulatorHandle::start(cfg, a.listen)
         .await
         .with_context(|| format!("cannot listen on {}", a.listen))?;
@@ -115,4 +118,24 @@ pub(super) async fn standalone(a: EmulatorArgs, cancel: &CancellationToken) -> a
     cancel.cancelled().await;
     emu.stop().await;
     Ok(error::OK)
+}
+
+/// `--extra-records`: one `{"servedAt", "record", "arrivesAt"?}` object per line.
+fn load_extras(path: &Path, cfg: &mut aos_emulator::EmulatorConfig) -> anyhow::Result<()> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct Extra {
+        served_at: DateTime<Utc>,
+        record: serde_json::Value,
+        arrives_at: Option<DateTime<Utc>>,
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("--extra-records {}: cannot read", path.display()))?;
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let e: Extra = serde_json::from_str(line).with_context(|| format!("--extra-records {} line {}", path.display(), n + 1))?;
+        if let Some(at) = e.arrives_at {
+            cfg.extra_arrivals.insert(cfg.extra_records.len(), at);
+        }
+        cfg.extra_records.push((e.served_at, e.record));
+    }
+    Ok(())
 }

@@ -416,6 +416,12 @@ impl Deduper {
         self.held(content)[3] > 0
     }
 
+    /// Copies of `content` in the files of windows lying inside this one.
+    pub fn held_inside(&mut self, content: Content) -> u32 {
+        let [own, _, _, straddling] = self.held(content);
+        own.saturating_sub(straddling)
+    }
+
     /// Whether the record's id under an older scheme is committed.
     fn legacy_known(&mut self, record: &Record<'_>) -> bool {
         let mut known = false;

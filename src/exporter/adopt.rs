@@ -52,8 +52,8 @@ impl Exporter {
     /// committed in the lake since, and later reads deduplicated against it); the others are
     /// deleted, marker first.
     pub async fn recover(&self) -> Result<(), ExportError> {
-        // A marker being written when the process died leaves its staging copy (`.tmp-…`):
-        // this process holds the lock, so every such copy is stale.
+        // A marker being written when the process died leaves its staging copy (`.tmp-…`). A
+        // second deployment's copy in flight is written again by it if deleted here.
         self.store.remove_stale_marker_copies()?;
         self.recover_rewrites().await?;
         self.finish_table_removes().await?;

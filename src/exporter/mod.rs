@@ -19,11 +19,9 @@ use crate::config::Settings;
 use crate::dedup::ID_SCHEME;
 use crate::metrics::Metrics;
 use crate::model::{Range, StreamSpec, Window};
+use crate::planner;
 use crate::store::Store;
-use crate::{
-    planner,
-    window::{self, Deps, ExportError},
-};
+use crate::window::{self, Deps, ExportError};
 
 mod adopt;
 mod bar;
@@ -182,7 +180,9 @@ impl Exporter {
                 let covered = self.checkpoint.committed_ranges(&stream.id, DateTime::UNIX_EPOCH, until)?;
                 let start = covered.iter().map(|r| r.0).min().map_or(e.start, |c| c.min(e.start));
                 let start = self.repaired_from(&stream.id)?.map_or(start, |r| r.min(start));
-                let ranges = planner::run_ranges(&covered, start, until, e.lookback);
+                let newest = covered.iter().map(|r| r.1).max().unwrap_or(until);
+                let held = self.checkpoint.unplaced_windows(newest - e.lookback, until)?;
+                let ranges = planner::widen_to_windows(planner::run_ranges(&covered, start, until, e.lookback), &held);
                 if ranges.is_empty() {
                     tracing::info!(stream = %stream.id, "nothing final to export yet (now − lag is not past the covered range)");
                     continue;

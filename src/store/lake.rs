@@ -99,8 +99,12 @@ impl Store {
         let mut removed = 0;
         for e in entries.flatten() {
             if e.file_name().to_string_lossy().starts_with(crate::model::STAGING_MARK) {
-                std::fs::remove_file(e.path()).map_err(|source| StoreError::Io { path: e.path(), source })?;
-                removed += 1;
+                match std::fs::remove_file(e.path()) {
+                    Ok(()) => removed += 1,
+                    // Renamed into place meanwhile by a second writer on the same output.
+                    Err(source) if source.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => return Err(StoreError::Io { path: e.path(), source }),
+                }
             }
         }
         if removed > 0 {

@@ -416,7 +416,13 @@ pub async fn export_window(
         };
         for d in deferred {
             let new = match chained.get(&d.content) {
-                Some(n) => d.occurrence < *n,
+                // Past the copies the windows inside this one hold (so no window ever holds
+                // more copies than its own query serves, whatever becomes of the straddling
+                // ones), as many as the chain lacks.
+                Some(n) => {
+                    let inside = state.dedup.held_inside(d.content);
+                    d.occurrence >= inside && d.occurrence - inside < *n
+                }
                 None => {
                     let counts = [0, 1].map(|side| u32::try_from(band[side].get(&d.content).copied().unwrap_or(0)).unwrap_or(0));
                     state.dedup.resolve(d.content, d.occurrence, counts)

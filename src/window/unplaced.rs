@@ -29,10 +29,16 @@ use url::Url;
 use super::{Deps, ExportError, is_unknown_partition, read_ids};
 use crate::api::Page;
 use crate::checkpoint::Side;
-use crate::dedup::{Content, Deduper, IdCounts};
+use crate::dedup::{Content, Deduper, ID_SCHEME, IdCounts};
 use crate::model::{BOUND_PAD, MAX_QUERY_WINDOW, StreamSpec, Window};
 
 type Instant = chrono::DateTime<chrono::Utc>;
+
+/// The longest chain counted: two windows of the longest size straddling each other.
+const CHAIN_SPAN: chrono::Duration = chrono::Duration::days(14);
+
+/// How much of the API's range one read may count chains over, all hulls together.
+const READ_BUDGET: chrono::Duration = chrono::Duration::days(21);
 
 /// Counts what the API serves, with the window's fetch (cancellation, retries, crash points).
 pub(super) struct Counter<'a, 'd, F> {
@@ -114,8 +120,10 @@ where
         }
     }
 
-    /// For each content of `chained` (copies held by a window straddling `w`), how many of
-    /// the copies this read returned are new: the first that many (by occurrence) are.
+    /// For each content of `chained` (copies held by a window straddling `w`) whose chain it
+    /// counts, how many copies the chain lacks. Those left out (a chain too long, an older id
+    /// scheme, past [`READ_BUDGET`]) are for [`Deduper::resolve`], which never writes a copy
+    /// twice but may miss a late one.
     pub(super) async fn chained_new(
         &self,
         w: &Window,
@@ -126,14 +134,27 @@ where
             deps: self.deps,
             listed: HashMap::new(),
             ids: HashMap::new(),
+            legacy: HashSet::new(),
         };
         let mut by_hull: HashMap<Window, Vec<(Content, Chain)>> = HashMap::new();
+        let mut left = 0;
         for c in chained {
-            let chain = lake.chain(w, *c).await?;
-            by_hull.entry(chain.hull).or_default().push((*c, chain));
+            match lake.chain(w, *c).await? {
+                Some(chain) => by_hull.entry(chain.hull).or_default().push((*c, chain)),
+                None => left += 1,
+            }
         }
+        let mut hulls: Vec<_> = by_hull.into_iter().collect();
+        // The shortest first, within the budget.
+        hulls.sort_by_key(|(h, _)| (h.end - h.start, h.start));
+        let mut spent = chrono::Duration::zero();
         let mut out = HashMap::new();
-        for (hull, chains) in by_hull {
+        for (hull, chains) in hulls {
+            spent += hull.end - hull.start;
+            if spent > READ_BUDGET {
+                left += chains.len();
+                continue;
+            }
             let want: HashSet<Content> = chains.iter().map(|(c, _)| *c).collect();
             tracing::info!(
                 start = %w.start, hull_start = %hull.start, hull_end = %hull.end, contents = want.len(),
@@ -151,6 +172,12 @@ where
                 let new = (served.get(&c).copied().unwrap_or(0) - known).max(0);
                 out.insert(c, u32::try_from(new).unwrap_or(u32::MAX));
             }
+        }
+        if left > 0 {
+            tracing::warn!(
+                start = %w.start, end = %w.end, contents = left,
+                "records without actionTime whose copies straddle this window over too long a range (or in files of an older id scheme): a late identical copy may be missed (never duplicated)"
+            );
         }
         Ok(out)
     }
@@ -170,14 +197,19 @@ struct Lake<'a, 'd> {
     deps: &'a Deps<'d>,
     listed: HashMap<Window, Vec<(String, Side, Window)>>,
     ids: HashMap<String, IdCounts>,
+    /// Files whose ids are of an older scheme (not counted by [`IdCounts`]).
+    legacy: HashSet<String>,
 }
 
 impl Lake<'_, '_> {
     async fn files(&mut self, w: &Window) -> Result<Vec<(String, Side, Window)>, ExportError> {
         if !self.listed.contains_key(w) {
             let mut v = Vec::new();
-            for (path, _, side, fw) in self.deps.checkpoint.files_overlapping(w)? {
+            for (path, scheme, side, fw) in self.deps.checkpoint.files_overlapping(w)? {
                 if is_unknown_partition(&path) {
+                    if scheme != ID_SCHEME {
+                        self.legacy.insert(path.clone());
+                    }
                     if !self.ids.contains_key(&path) {
                         let ids = IdCounts::new(read_ids(self.deps, &path).await?);
                         self.ids.insert(path.clone(), ids);
@@ -194,18 +226,25 @@ impl Lake<'_, '_> {
         self.ids.get(path).map_or(0, |ids| ids.copies(c))
     }
 
-    /// The chain of `c` from `w`.
-    async fn chain(&mut self, w: &Window, c: Content) -> Result<Chain, ExportError> {
+    /// The chain of `c` from `w`; none when it reaches past [`CHAIN_SPAN`] or meets a file of
+    /// an older id scheme (whose copies [`IdCounts`] cannot count).
+    async fn chain(&mut self, w: &Window, c: Content) -> Result<Option<Chain>, ExportError> {
         let mut hull = *w;
         let mut members = HashSet::new();
         loop {
             let mut grew = false;
             for (path, side, fw) in self.files(&hull).await? {
+                if self.legacy.contains(&path) {
+                    return Ok(None);
+                }
                 if side == Side::Overlap && self.copies(&path, c) > 0 && members.insert(path) {
                     hull.start = hull.start.min(fw.start);
                     hull.end = hull.end.max(fw.end);
                     grew = true;
                 }
+            }
+            if hull.end - hull.start > CHAIN_SPAN {
+                return Ok(None);
             }
             if !grew {
                 break;
@@ -223,6 +262,6 @@ impl Lake<'_, '_> {
                 Side::Overlap => {}
             }
         }
-        Ok(chain)
+        Ok(Some(chain))
     }
 }

@@ -20,7 +20,9 @@ async fn exporter(s: &Setup, window: &str, now: DateTime<Utc>) -> Exporter {
 
 /// Per content: its copies, in hours after `day0`, and whether each arrives late (after the
 /// backfill). The backfill reads days `[0, 24h)`, `[24h, 48h)`, `[48h, 72h)`; the reconcile
-/// reads `[12h, 36h)` and `[36h, 60h)`.
+/// from 12h reads `[12h, 24h)` (straddled by the first day: its copies may lie before 12h),
+/// then whole days (windows are cut at midnight); the 5-hour reconcile's windows then straddle
+/// both the days and `[12h, 24h)`.
 fn copies() -> Vec<(&'static str, Vec<(i64, bool)>)> {
     vec![
         // The late copy inside the re-read window, the known one outside it: the case lost before.
@@ -29,7 +31,7 @@ fn copies() -> Vec<(&'static str, Vec<(i64, bool)>)> {
         ("both-known", vec![(3, false), (18, false)]),
         // The late copy outside the re-read window, the known one inside.
         ("late-outside", vec![(18, false), (2, true)]),
-        // On the other side: the straddled window is the next day.
+        // The next day, read whole by the reconcile (no straddling: counted as before).
         ("far-side", vec![(44, false), (30, true)]),
         // Across both re-read windows and three days, two of them late.
         ("spread", vec![(5, false), (20, false), (26, true), (40, true), (50, false)]),
@@ -78,7 +80,7 @@ async fn late_identical_records_without_action_time_are_written_once_by_straddli
             }
             assert_same_multiset(&rows, &truth);
         };
-        // Not aligned to the backfill's days: each window straddles two of them.
+        // From 12h: its first window lies inside the first day, which straddles it.
         let late = copies().iter().flat_map(|(_, at)| at).filter(|(_, late)| *late).count();
         let missing = truth.len() - read_all(&s.out()).len();
         assert!(missing >= late, "{bounds:?}: the late copies arrived after the backfill");
@@ -198,4 +200,66 @@ async fn a_copy_a_neighbour_of_the_hull_holds_at_its_bound_is_not_written_again(
         truth.extend(served.iter().map(|_| rec.clone()));
         assert_same_multiset(&rows, &truth);
     }
+}
+
+/// A re-read straddled by a longer window counts its content over their chain, but never
+/// writes more copies than its own query serves beyond what the windows inside it hold: the
+/// longer window's file may be lost and repaired later, and the repair's re-read (which no
+/// longer sees that file) must then find no copy standing for one elsewhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_straddling_file_repaired_leaves_no_copy_written_twice() {
+    let backfilled = day0() + Duration::days(10);
+    let d = |h: i64| day0() + Duration::hours(h);
+    let rec = json!({"actionName": "NoTime", "objectName": "bridge"});
+    // x known at the backfill; y late before the 6-day reconcile; z late before the 1-day one.
+    let served = [(d(84), 0), (d(132), 1), (d(156), 2)];
+    let arrival = |step: i64| backfilled + Duration::hours(2 * step - 1);
+    let mut cfg = emu_config(10, 4);
+    for (at, step) in served {
+        if step > 0 {
+            cfg.extra_arrivals.insert(cfg.extra_records.len(), arrival(step));
+        }
+        cfg.extra_records.push((at, rec.clone()));
+    }
+    let emu = start(cfg).await;
+    emu.set_now(Some(backfilled));
+    let s = setup(&emu, "concurrency = 1");
+    let cancel = CancellationToken::new();
+    let ex = exporter(&s, "1d", backfilled).await;
+    ex.backfill(day0(), backfilled, backfilled, &cancel).await.unwrap();
+    drop(ex);
+    let bridges = |step: &str| {
+        let n = read_all(&s.out()).iter().filter(|r| r.record == rec).count();
+        assert!(n <= served.len(), "after {step}: {n} copies, the API serves {}", served.len());
+        n
+    };
+    for (step, window, from) in [(1, "6d", 1), (2, "1d", 3)] {
+        let now = arrival(step) + Duration::hours(1);
+        emu.set_now(Some(now));
+        let ex = exporter(&s, window, now).await;
+        ex.reconcile(day0() + Duration::days(from), backfilled, now, &cancel).await.unwrap();
+        drop(ex);
+        bridges(&format!("a {window} reconcile from day {from}"));
+    }
+    assert_eq!(bridges("both reconciles"), served.len());
+    // The 6-day window's file, which holds y, is lost; repaired.
+    let now = arrival(2) + Duration::hours(2);
+    let ex = exporter(&s, "1d", now).await;
+    let lost: Vec<String> = ex
+        .checkpoint()
+        .files()
+        .unwrap()
+        .into_iter()
+        .map(|f| f.path)
+        .filter(|p| p.starts_with("dt=unknown/") && p.contains("20240302T000000Z-20240308T000000Z"))
+        .collect();
+    assert_eq!(lost.len(), 1, "the 6-day window wrote one dt=unknown file");
+    std::fs::remove_file(s.out().join(&lost[0])).unwrap();
+    let repaired = ex.repair(&lost, now, &cancel).await.unwrap();
+    assert_eq!(repaired.files, 1);
+    drop(ex);
+    assert_eq!(bridges("the repair"), served.len());
+    let mut truth = emu.ground_truth(day0(), backfilled);
+    truth.extend(served.iter().map(|_| rec.clone()));
+    assert_same_multiset(&read_all(&s.out()), &truth);
 }
