@@ -137,12 +137,16 @@ impl Exporter {
         }
         let ours: std::collections::HashSet<String> = files.iter().map(|f| f.path.clone()).collect();
         let w = o.window;
+        // A read that met records without a usable `actionTime` may have counted them over
+        // windows far from its own (their chain, see `window::unplaced`): any `dt=unknown`
+        // file another writer added can then bear on it.
+        let unplaced = o.unplaced > 0;
         let cp = &self.checkpoint;
         // The paths the validation found unknown, and a state error if one occurred.
         let unknown = std::sync::Mutex::new(None::<String>);
         let validate = |view: &TableView| -> Result<(), String> {
             for path in view.files.keys() {
-                if ours.contains(path) || !can_hold(path, &w) {
+                if ours.contains(path) || !(can_hold(path, &w) || (unplaced && crate::window::is_unknown_partition(path))) {
                     continue;
                 }
                 match cp.has_file(path) {

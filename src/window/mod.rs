@@ -232,7 +232,7 @@ async fn read_ids(deps: &Deps<'_>, path: &str) -> Result<Vec<RecordId>, ExportEr
 }
 
 /// Whether a file is in `dt=unknown` (records without a usable `actionTime`), data or quarantine.
-fn is_unknown_partition(path: &str) -> bool {
+pub fn is_unknown_partition(path: &str) -> bool {
     let path = path
         .strip_prefix(crate::model::QUARANTINE_DIR)
         .and_then(|p| p.strip_prefix('/'))

@@ -90,3 +90,50 @@ for flags in "" "--precision seconds" "--start-exclusive --end-exclusive --preci
   stop_emu
   echo "5. bounds [${flags:-inclusive, tick}]: run exit $code, $(count "$work/$c/out"); re-read in another spelling: $(wrote "$work/$c/rec.log")"
 done
+
+# 6. Records without actionTime: one at a window bound, and identical copies at two instants of a
+#    day, the second arriving late, found by a `reconcile --from 7d` whose first window begins
+#    mid-day (inside the day's window that wrote the first copy).
+day=$(date -u -d '7 days ago' +%Y-%m-%d)
+arrive=$(date -u -d '+20 seconds' +%Y-%m-%dT%H:%M:%SZ)
+{
+  echo "{\"servedAt\": \"${day}T00:00:00Z\", \"record\": {\"actionName\": \"NoTime\", \"objectName\": \"at-a-bound\"}}"
+  echo "{\"servedAt\": \"${day}T00:00:30Z\", \"record\": {\"actionName\": \"NoTime\", \"objectName\": \"twin\"}}"
+  echo "{\"servedAt\": \"$(date -u -d '7 days ago 2 hours' +%Y-%m-%dT%H:%M:%SZ)\", \"record\": {\"actionName\": \"NoTime\", \"objectName\": \"twin\"}, \"arrivesAt\": \"$arrive\"}"
+  echo "{\"servedAt\": \"${day}T05:00:00Z\", \"record\": {\"actionName\": \"Collide\", \"actionTime\": \"${day}T05:00:00Z\", \"_record_id\": \"mine\", \"_ingested_at\": \"theirs\", \"_record_id_\": 1}}"
+} > "$work/extras.ndjson"
+start_emu --extra-records "$work/extras.ndjson"
+config late "$(date -u -d '12 days ago' +%Y-%m-%d)T00:00:00Z" $'window = "1d"\nlag = "0s"'
+ex late run > /dev/null 2>&1
+while [ "$(date -u +%s)" -lt "$(date -u -d "$arrive" +%s)" ]; do sleep 1; done
+ex late reconcile --from 7d > "$work/late/rec.log" 2>&1
+twins() {
+  python3 - "$1" <<'PY'
+import json, pathlib, sys
+rows = [json.loads(l) for f in pathlib.Path(sys.argv[1]).glob("dt=*/*.ndjson") for l in open(f)]
+n = lambda name: sum(1 for r in rows if r.get("objectName") == name)
+print(f"at-a-bound {n('at-a-bound')} of 1, twin {n('twin')} of 2")
+PY
+}
+echo "6. records without actionTime: reconcile --from 7d $(wrote "$work/late/rec.log"); $(twins "$work/late/out")"
+
+# 7. A record with keys named like the exporter's columns: every NDJSON line has unique keys, and
+#    later runs pass.
+dupkeys=$(python3 - "$work/late/out" <<'PY'
+import json, pathlib, sys
+bad = 0
+def hook(pairs):
+    global bad
+    keys = [k for k, _ in pairs]
+    bad += len(keys) != len(set(keys))
+    return dict(pairs)
+lines = [l for f in pathlib.Path(sys.argv[1]).glob("dt=*/*.ndjson") for l in open(f)]
+for l in lines:
+    json.loads(l, object_pairs_hook=hook)
+coll = [json.loads(l) for l in lines if '"Collide"' in l]
+print(f"{len(lines)} lines, {bad} with a repeated key; the colliding record's keys: {sorted(k for k in coll[0] if k.startswith('_'))}")
+PY
+)
+set +e; ex late run > "$work/late/run2.log" 2>&1; code=$?; ex late reconcile --from 7d > "$work/late/rec2.log" 2>&1; code2=$?; set -e
+echo "7. key collision: $dupkeys; next run exit $code, reconcile exit $code2 ($(wrote "$work/late/rec2.log"))"
+stop_emu
