@@ -180,7 +180,7 @@ impl Exporter {
                 let covered = self.checkpoint.committed_ranges(&stream.id, DateTime::UNIX_EPOCH, until)?;
                 let start = covered.iter().map(|r| r.0).min().map_or(e.start, |c| c.min(e.start));
                 let start = self.repaired_from(&stream.id)?.map_or(start, |r| r.min(start));
-                let newest = covered.iter().map(|r| r.1).max().unwrap_or(until);
+                let newest = covered.iter().map(|r| r.1).filter(|e| *e <= until).max().unwrap_or(until);
                 let held = self.checkpoint.unplaced_windows(newest - e.lookback, until)?;
                 let ranges = planner::widen_to_windows(planner::run_ranges(&covered, start, until, e.lookback), &held);
                 if ranges.is_empty() {

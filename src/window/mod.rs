@@ -416,6 +416,10 @@ pub async fn export_window(
         };
         for d in deferred {
             let new = match chained.get(&d.content) {
+                // A chain not counted (too long, an older id scheme): a copy written earlier
+                // by a chain may stand for one of these, which only the chain would see, so
+                // none is written (a late one may be missed; none is written twice).
+                None if state.dedup.straddled(d.content) => false,
                 // Past the copies the windows inside this one hold (so no window ever holds
                 // more copies than its own query serves, whatever becomes of the straddling
                 // ones), as many as the chain lacks.

@@ -122,8 +122,8 @@ where
 
     /// For each content of `chained` (copies held by a window straddling `w`) whose chain it
     /// counts, how many copies the chain lacks. Those left out (a chain too long, an older id
-    /// scheme, past [`READ_BUDGET`]) are for [`Deduper::resolve`], which never writes a copy
-    /// twice but may miss a late one.
+    /// scheme, past [`READ_BUDGET`]) are not written at all: a copy a chain wrote elsewhere may
+    /// stand for one of them, which no count over fewer windows sees.
     pub(super) async fn chained_new(
         &self,
         w: &Window,
@@ -176,7 +176,7 @@ where
         if left > 0 {
             tracing::warn!(
                 start = %w.start, end = %w.end, contents = left,
-                "records without actionTime whose copies straddle this window over too long a range (or in files of an older id scheme): a late identical copy may be missed (never duplicated)"
+                "records without actionTime whose copies straddle this window over too long a range (or near files of an older id scheme): not written by this read, so a late identical copy may be missed (none is written twice)"
             );
         }
         Ok(out)

@@ -263,3 +263,42 @@ async fn a_lost_straddling_file_repaired_leaves_no_copy_written_twice() {
     truth.extend(served.iter().map(|_| rec.clone()));
     assert_same_multiset(&read_all(&s.out()), &truth);
 }
+
+/// A chain longer than 14 days is not counted: its content is not written by that read (a copy
+/// a chain wrote elsewhere may stand for one of its copies), so a late copy is missed, as
+/// docs/output.md says, and none is ever written twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chain_too_long_to_count_writes_nothing_twice() {
+    let backfilled = day0() + Duration::days(20);
+    let d = |days: i64| day0() + Duration::days(days) + Duration::hours(3);
+    let rec = json!({"actionName": "NoTime", "objectName": "long"});
+    // Late before the first 6-day reconcile (one in each of its windows), then before the second.
+    // The last lies beyond the first straddling window's chain (`[1d, 13d)`), in the second's.
+    let served = [(d(3), 1), (d(9), 1), (d(15), 1), (d(5), 2), (d(14), 2)];
+    let arrival = |step: i64| backfilled + Duration::hours(2 * step - 1);
+    let mut cfg = emu_config(20, 2);
+    for (at, step) in served {
+        cfg.extra_arrivals.insert(cfg.extra_records.len(), arrival(step));
+        cfg.extra_records.push((at, rec.clone()));
+    }
+    let emu = start(cfg).await;
+    emu.set_now(Some(backfilled));
+    let s = setup(&emu, "concurrency = 1");
+    let cancel = CancellationToken::new();
+    let ex = exporter(&s, "1d", backfilled).await;
+    ex.backfill(day0(), backfilled, backfilled, &cancel).await.unwrap();
+    drop(ex);
+    let copies = || read_all(&s.out()).iter().filter(|r| r.record == rec).count();
+    // Windows [1d, 7d), [7d, 13d), [13d, 19d); then [4d, 10d), [10d, 16d), straddling them: the
+    // second's chain reaches from 1d to 19d.
+    for (step, from, want) in [(1, 1, 3), (2, 4, 4), (2, 4, 4)] {
+        let now = arrival(step) + Duration::hours(1);
+        emu.set_now(Some(now));
+        let ex = exporter(&s, "6d", now).await;
+        ex.reconcile(day0() + Duration::days(from), day0() + Duration::days(19), now, &cancel)
+            .await
+            .unwrap();
+        drop(ex);
+        assert_eq!(copies(), want, "after a 6-day reconcile from day {from}");
+    }
+}
