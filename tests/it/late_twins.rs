@@ -302,3 +302,44 @@ async fn a_chain_too_long_to_count_writes_nothing_twice() {
         assert_eq!(copies(), want, "after a 6-day reconcile from day {from}");
     }
 }
+
+/// The same at the hull's start: the window before it holds a copy within a second of its
+/// bound, and the re-read `[24h, 36h)` lies inside the day `[24h, 48h)` that straddles it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_the_neighbour_before_the_hull_holds_at_its_bound_is_not_written_again() {
+    let backfilled = day0() + Duration::days(3);
+    let later = backfilled + Duration::hours(2);
+    let d = |h: i64| day0() + Duration::hours(h);
+    let rec = json!({"actionName": "NoTime", "objectName": "edge-before"});
+    // Held by the first day (read first); known at 40h; late at 30h.
+    let served = [(d(24) - Duration::milliseconds(300), false), (d(40), false), (d(30), true)];
+    for bounds in Bounds::all() {
+        let mut cfg = emu_config(3, 4);
+        cfg.bounds = bounds;
+        for (at, late) in served {
+            if late {
+                cfg.extra_arrivals.insert(cfg.extra_records.len(), backfilled + Duration::hours(1));
+            }
+            cfg.extra_records.push((at, rec.clone()));
+        }
+        let emu = start(cfg).await;
+        emu.set_now(Some(backfilled));
+        let s = setup(&emu, "concurrency = 1");
+        let cancel = CancellationToken::new();
+        let ex = exporter(&s, "1d", backfilled).await;
+        ex.backfill(day0(), backfilled, backfilled, &cancel).await.unwrap();
+        drop(ex);
+        emu.set_now(Some(later));
+        let ex = exporter(&s, "1d", later).await;
+        ex.reconcile(d(24), d(36), later, &cancel)
+            .await
+            .unwrap_or_else(|e| panic!("{bounds:?}: {e}"));
+        drop(ex);
+        let rows = read_all(&s.out());
+        let edges = rows.iter().filter(|r| r.record == rec).count();
+        assert_eq!(edges, served.len(), "{bounds:?}");
+        let mut truth = emu.ground_truth(day0(), backfilled);
+        truth.extend(served.iter().map(|_| rec.clone()));
+        assert_same_multiset(&rows, &truth);
+    }
+}
