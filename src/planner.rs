@@ -61,15 +61,20 @@ pub fn run_ranges(covered: &[Range], start: DateTime<Utc>, until: DateTime<Utc>,
             out.push((from, end));
         }
     }
-    out.sort();
-    let mut merged: Vec<Range> = Vec::new();
-    for (a, b) in out {
-        match merged.last_mut() {
+    merged(out)
+}
+
+/// `ranges` sorted, with those that overlap or touch merged.
+fn merged(mut ranges: Vec<Range>) -> Vec<Range> {
+    ranges.sort();
+    let mut out: Vec<Range> = Vec::new();
+    for (a, b) in ranges {
+        match out.last_mut() {
             Some(last) if a <= last.1 => last.1 = last.1.max(b),
-            _ => merged.push((a, b)),
+            _ => out.push((a, b)),
         }
     }
-    merged
+    out
 }
 
 /// `ranges` (sorted, merged), each starting where a committed window holding records without
@@ -77,22 +82,11 @@ pub fn run_ranges(covered: &[Range], start: DateTime<Utc>, until: DateTime<Utc>,
 /// reads such a window whole rather than straddle it, and its copies of those records count
 /// without reading further (see `window::unplaced`). Sorted and merged again.
 pub fn widen_to_windows(ranges: Vec<Range>, held: &[Range]) -> Vec<Range> {
-    let mut out: Vec<Range> = ranges
-        .into_iter()
-        .map(|(a, b)| {
-            let a = held.iter().filter(|(s, e)| *s < a && a < *e).map(|r| r.0).min().unwrap_or(a);
-            (a, b)
-        })
-        .collect();
-    out.sort();
-    let mut merged: Vec<Range> = Vec::new();
-    for (a, b) in out {
-        match merged.last_mut() {
-            Some(last) if a <= last.1 => last.1 = last.1.max(b),
-            _ => merged.push((a, b)),
-        }
-    }
-    merged
+    let widened = ranges.into_iter().map(|(a, b)| {
+        let a = held.iter().filter(|(s, e)| *s < a && a < *e).map(|r| r.0).min().unwrap_or(a);
+        (a, b)
+    });
+    merged(widened.collect())
 }
 
 /// The parts of `[from, to)` not covered by `covered` (sorted or not, possibly overlapping).

@@ -160,48 +160,6 @@ async fn a_chain_longer_than_one_query_is_counted_in_pieces() {
     }
 }
 
-/// The window after a chain's hull holds a copy within a second of the hull's end (the hull's
-/// padded query returns it too): it counts as far as the band at that bound serves it.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_copy_a_neighbour_of_the_hull_holds_at_its_bound_is_not_written_again() {
-    let backfilled = day0() + Duration::days(3);
-    let later = backfilled + Duration::hours(2);
-    let d = |h: i64| day0() + Duration::hours(h);
-    let rec = json!({"actionName": "NoTime", "objectName": "edge"});
-    // Known at 3h; at the bound of 24h (held by the day after, which was read first); late at 18h.
-    let served = [(d(3), false), (d(24) + Duration::milliseconds(300), false), (d(18), true)];
-    for bounds in Bounds::all() {
-        let mut cfg = emu_config(3, 4);
-        cfg.bounds = bounds;
-        for (at, late) in served {
-            if late {
-                cfg.extra_arrivals.insert(cfg.extra_records.len(), backfilled + Duration::hours(1));
-            }
-            cfg.extra_records.push((at, rec.clone()));
-        }
-        let emu = start(cfg).await;
-        emu.set_now(Some(backfilled));
-        let s = setup(&emu, "concurrency = 1");
-        let cancel = CancellationToken::new();
-        let ex = exporter(&s, "1d", backfilled).await;
-        ex.backfill(d(24), backfilled, backfilled, &cancel).await.unwrap();
-        ex.backfill(day0(), backfilled, backfilled, &cancel).await.unwrap();
-        drop(ex);
-        emu.set_now(Some(later));
-        let ex = exporter(&s, "1d", later).await;
-        ex.reconcile(d(12), backfilled, later, &cancel)
-            .await
-            .unwrap_or_else(|e| panic!("{bounds:?}: {e}"));
-        drop(ex);
-        let rows = read_all(&s.out());
-        let edges = rows.iter().filter(|r| r.record == rec).count();
-        assert_eq!(edges, served.len(), "{bounds:?}");
-        let mut truth = emu.ground_truth(day0(), backfilled);
-        truth.extend(served.iter().map(|_| rec.clone()));
-        assert_same_multiset(&rows, &truth);
-    }
-}
-
 /// A re-read straddled by a longer window counts its content over their chain, but never
 /// writes more copies than its own query serves beyond what the windows inside it hold: the
 /// longer window's file may be lost and repaired later, and the repair's re-read (which no
@@ -303,16 +261,19 @@ async fn a_chain_too_long_to_count_writes_nothing_twice() {
     }
 }
 
-/// The same at the hull's start: the window before it holds a copy within a second of its
-/// bound, and the re-read `[24h, 36h)` lies inside the day `[24h, 48h)` that straddles it.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_copy_the_neighbour_before_the_hull_holds_at_its_bound_is_not_written_again() {
+/// A chain's hull with a neighbour holding a copy within a second of one of its bounds (the
+/// hull's padded query returns it too): that copy counts as far as the band at that bound
+/// serves it. `served`: (instant, late); `backfills`: where the 1-day backfills start, in
+/// order (the first read writes the copy at the bound); then `reread` is reconciled.
+async fn neighbour_at_the_hull_bound(
+    name: &str,
+    served: [(DateTime<Utc>, bool); 3],
+    backfills: &[DateTime<Utc>],
+    reread: (DateTime<Utc>, DateTime<Utc>),
+) {
     let backfilled = day0() + Duration::days(3);
     let later = backfilled + Duration::hours(2);
-    let d = |h: i64| day0() + Duration::hours(h);
-    let rec = json!({"actionName": "NoTime", "objectName": "edge-before"});
-    // Held by the first day (read first); known at 40h; late at 30h.
-    let served = [(d(24) - Duration::milliseconds(300), false), (d(40), false), (d(30), true)];
+    let rec = json!({"actionName": "NoTime", "objectName": name});
     for bounds in Bounds::all() {
         let mut cfg = emu_config(3, 4);
         cfg.bounds = bounds;
@@ -327,19 +288,40 @@ async fn a_copy_the_neighbour_before_the_hull_holds_at_its_bound_is_not_written_
         let s = setup(&emu, "concurrency = 1");
         let cancel = CancellationToken::new();
         let ex = exporter(&s, "1d", backfilled).await;
-        ex.backfill(day0(), backfilled, backfilled, &cancel).await.unwrap();
+        for from in backfills {
+            ex.backfill(*from, backfilled, backfilled, &cancel).await.unwrap();
+        }
         drop(ex);
         emu.set_now(Some(later));
         let ex = exporter(&s, "1d", later).await;
-        ex.reconcile(d(24), d(36), later, &cancel)
+        ex.reconcile(reread.0, reread.1, later, &cancel)
             .await
             .unwrap_or_else(|e| panic!("{bounds:?}: {e}"));
         drop(ex);
         let rows = read_all(&s.out());
-        let edges = rows.iter().filter(|r| r.record == rec).count();
-        assert_eq!(edges, served.len(), "{bounds:?}");
+        let copies = rows.iter().filter(|r| r.record == rec).count();
+        assert_eq!(copies, served.len(), "{bounds:?}");
         let mut truth = emu.ground_truth(day0(), backfilled);
         truth.extend(served.iter().map(|_| rec.clone()));
         assert_same_multiset(&rows, &truth);
     }
+}
+
+/// The window after the hull holds a copy at the hull's end: known at 3h; at the bound of 24h
+/// (held by the day after, read first); late at 18h; the re-read `[12h, 24h)` lies inside the
+/// first day, which straddles it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_a_neighbour_of_the_hull_holds_at_its_bound_is_not_written_again() {
+    let d = |h: i64| day0() + Duration::hours(h);
+    let served = [(d(3), false), (d(24) + Duration::milliseconds(300), false), (d(18), true)];
+    neighbour_at_the_hull_bound("edge", served, &[d(24), day0()], (d(12), d(72))).await;
+}
+
+/// The same at the hull's start: held by the first day (read first) just before 24h; known at
+/// 40h; late at 30h; the re-read `[24h, 36h)` lies inside the day `[24h, 48h)`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_the_neighbour_before_the_hull_holds_at_its_bound_is_not_written_again() {
+    let d = |h: i64| day0() + Duration::hours(h);
+    let served = [(d(24) - Duration::milliseconds(300), false), (d(40), false), (d(30), true)];
+    neighbour_at_the_hull_bound("edge-before", served, &[day0()], (d(24), d(36))).await;
 }
