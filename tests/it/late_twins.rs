@@ -325,3 +325,38 @@ async fn a_copy_the_neighbour_before_the_hull_holds_at_its_bound_is_not_written_
     let served = [(d(24) - Duration::milliseconds(300), false), (d(40), false), (d(30), true)];
     neighbour_at_the_hull_bound("edge-before", served, &[day0()], (d(24), d(36))).await;
 }
+
+/// A scheduled run's look-back that would begin inside the previous run's window, which holds
+/// records without `actionTime`, begins at that window's start: the run reads it whole rather
+/// than straddle it (docs/output.md). A late identical copy in it is found; nothing twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lookback_reads_a_window_holding_records_without_action_time_whole() {
+    let d = |m: i64| day0() + Duration::minutes(m);
+    let rec = json!({"actionName": "NoTime", "objectName": "trickle"});
+    let mut cfg = emu_config(1, 20);
+    // Known at 1h, late at 9h (arrives after the first run).
+    cfg.extra_records.push((d(60), rec.clone()));
+    cfg.extra_arrivals.insert(1, d(605));
+    cfg.extra_records.push((d(540), rec.clone()));
+    // Elsewhere in the day, without actionTime: the look-back's own window reads nothing unplaced.
+    cfg.extra_records
+        .push((d(400), json!({"actionName": "NoTime", "objectName": "other"})));
+    let emu = start(cfg).await;
+    let s = setup(&emu, "window = \"1d\"\nlookback = \"2h\"");
+    let cancel = CancellationToken::new();
+    for now in [d(600), d(615)] {
+        emu.set_now(Some(now));
+        let ex = exporter(&s, "1d", now).await;
+        ex.run_once(now, &cancel).await.unwrap();
+        drop(ex);
+    }
+    emu.set_now(Some(d(615)));
+    let ex = exporter(&s, "1d", d(615)).await;
+    let windows = ex.checkpoint().committed_ranges("all", day0(), d(615)).unwrap();
+    drop(ex);
+    // Without the widening the second run would read [8h, 10h15m), straddled by [0, 10h).
+    assert!(windows.contains(&(day0(), d(615))), "{windows:?}");
+    assert!(!windows.contains(&(d(480), d(615))), "{windows:?}");
+    let copies = read_all(&s.out()).iter().filter(|r| r.record == rec).count();
+    assert_eq!(copies, 2);
+}
