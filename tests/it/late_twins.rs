@@ -18,6 +18,16 @@ async fn exporter(s: &Setup, window: &str, now: DateTime<Utc>) -> Exporter {
     Exporter::new(raw.validate(now).unwrap()).await.unwrap()
 }
 
+/// Serves `rec` at each instant: from its arrival (emulator time) when it has one.
+fn serve(cfg: &mut aos_emulator::EmulatorConfig, rec: &Value, copies: impl IntoIterator<Item = (DateTime<Utc>, Option<DateTime<Utc>>)>) {
+    for (at, arrival) in copies {
+        if let Some(a) = arrival {
+            cfg.extra_arrivals.insert(cfg.extra_records.len(), a);
+        }
+        cfg.extra_records.push((at, rec.clone()));
+    }
+}
+
 /// Per content: its copies, in hours after `day0`, and whether each arrives late (after the
 /// backfill). The backfill reads days `[0, 24h)`, `[24h, 48h)`, `[48h, 72h)`; the reconcile
 /// from 12h reads `[12h, 24h)` (straddled by the first day: its copies may lie before 12h),
@@ -49,15 +59,12 @@ async fn late_identical_records_without_action_time_are_written_once_by_straddli
         cfg.bounds = bounds;
         let mut truth_extra: Vec<Value> = Vec::new();
         for (name, at) in copies() {
-            for (h, late) in at {
-                let rec = json!({"actionName": "NoTime", "objectName": name});
-                if late {
-                    cfg.extra_arrivals.insert(cfg.extra_records.len(), arrival);
-                }
-                cfg.extra_records
-                    .push((day0() + Duration::hours(h) + Duration::minutes(7), rec.clone()));
-                truth_extra.push(rec);
-            }
+            let rec = json!({"actionName": "NoTime", "objectName": name});
+            truth_extra.extend(at.iter().map(|_| rec.clone()));
+            let at = at
+                .into_iter()
+                .map(|(h, late)| (day0() + Duration::hours(h) + Duration::minutes(7), late.then_some(arrival)));
+            serve(&mut cfg, &rec, at);
         }
         let emu = start(cfg).await;
         emu.set_now(Some(backfilled));
@@ -126,12 +133,7 @@ async fn a_chain_longer_than_one_query_is_counted_in_pieces() {
     for bounds in Bounds::all() {
         let mut cfg = emu_config(10, 4);
         cfg.bounds = bounds;
-        for (at, step) in served {
-            if step > 0 {
-                cfg.extra_arrivals.insert(cfg.extra_records.len(), arrival(step));
-            }
-            cfg.extra_records.push((at, rec.clone()));
-        }
+        serve(&mut cfg, &rec, served.map(|(at, step)| (at, (step > 0).then(|| arrival(step)))));
         let emu = start(cfg).await;
         emu.set_now(Some(backfilled));
         let s = setup(&emu, "concurrency = 2");
@@ -173,12 +175,7 @@ async fn a_lost_straddling_file_repaired_leaves_no_copy_written_twice() {
     let served = [(d(84), 0), (d(132), 1), (d(156), 2)];
     let arrival = |step: i64| backfilled + Duration::hours(2 * step - 1);
     let mut cfg = emu_config(10, 4);
-    for (at, step) in served {
-        if step > 0 {
-            cfg.extra_arrivals.insert(cfg.extra_records.len(), arrival(step));
-        }
-        cfg.extra_records.push((at, rec.clone()));
-    }
+    serve(&mut cfg, &rec, served.map(|(at, step)| (at, (step > 0).then(|| arrival(step)))));
     let emu = start(cfg).await;
     emu.set_now(Some(backfilled));
     let s = setup(&emu, "concurrency = 1");
@@ -235,10 +232,7 @@ async fn a_chain_too_long_to_count_writes_nothing_twice() {
     let served = [(d(3), 1), (d(9), 1), (d(15), 1), (d(5), 2), (d(14), 2)];
     let arrival = |step: i64| backfilled + Duration::hours(2 * step - 1);
     let mut cfg = emu_config(20, 2);
-    for (at, step) in served {
-        cfg.extra_arrivals.insert(cfg.extra_records.len(), arrival(step));
-        cfg.extra_records.push((at, rec.clone()));
-    }
+    serve(&mut cfg, &rec, served.map(|(at, step)| (at, Some(arrival(step)))));
     let emu = start(cfg).await;
     emu.set_now(Some(backfilled));
     let s = setup(&emu, "concurrency = 1");
@@ -277,12 +271,11 @@ async fn neighbour_at_the_hull_bound(
     for bounds in Bounds::all() {
         let mut cfg = emu_config(3, 4);
         cfg.bounds = bounds;
-        for (at, late) in served {
-            if late {
-                cfg.extra_arrivals.insert(cfg.extra_records.len(), backfilled + Duration::hours(1));
-            }
-            cfg.extra_records.push((at, rec.clone()));
-        }
+        serve(
+            &mut cfg,
+            &rec,
+            served.map(|(at, late)| (at, late.then(|| backfilled + Duration::hours(1)))),
+        );
         let emu = start(cfg).await;
         emu.set_now(Some(backfilled));
         let s = setup(&emu, "concurrency = 1");
