@@ -28,6 +28,19 @@ fn serve(cfg: &mut aos_emulator::EmulatorConfig, rec: &Value, copies: impl IntoI
     }
 }
 
+/// The emulator of `cfg`, its clock at `backfilled`, and a lake backfilled in 1-day windows up
+/// to it, one window at a time.
+async fn backfilled_lake(cfg: aos_emulator::EmulatorConfig, backfilled: DateTime<Utc>) -> (aos_emulator::EmulatorHandle, Setup) {
+    let emu = start(cfg).await;
+    emu.set_now(Some(backfilled));
+    let s = setup(&emu, "concurrency = 1");
+    let ex = exporter(&s, "1d", backfilled).await;
+    ex.backfill(day0(), backfilled, backfilled, &CancellationToken::new())
+        .await
+        .unwrap();
+    (emu, s)
+}
+
 /// Per content: its copies, in hours after `day0`, and whether each arrives late (after the
 /// backfill). The backfill reads days `[0, 24h)`, `[24h, 48h)`, `[48h, 72h)`; the reconcile
 /// from 12h reads `[12h, 24h)` (straddled by the first day: its copies may lie before 12h),
@@ -176,13 +189,8 @@ async fn a_lost_straddling_file_repaired_leaves_no_copy_written_twice() {
     let arrival = |step: i64| backfilled + Duration::hours(2 * step - 1);
     let mut cfg = emu_config(10, 4);
     serve(&mut cfg, &rec, served.map(|(at, step)| (at, (step > 0).then(|| arrival(step)))));
-    let emu = start(cfg).await;
-    emu.set_now(Some(backfilled));
-    let s = setup(&emu, "concurrency = 1");
+    let (emu, s) = backfilled_lake(cfg, backfilled).await;
     let cancel = CancellationToken::new();
-    let ex = exporter(&s, "1d", backfilled).await;
-    ex.backfill(day0(), backfilled, backfilled, &cancel).await.unwrap();
-    drop(ex);
     let bridges = |step: &str| {
         let n = read_all(&s.out()).iter().filter(|r| r.record == rec).count();
         assert!(n <= served.len(), "after {step}: {n} copies, the API serves {}", served.len());
@@ -233,13 +241,8 @@ async fn a_chain_too_long_to_count_writes_nothing_twice() {
     let arrival = |step: i64| backfilled + Duration::hours(2 * step - 1);
     let mut cfg = emu_config(20, 2);
     serve(&mut cfg, &rec, served.map(|(at, step)| (at, Some(arrival(step)))));
-    let emu = start(cfg).await;
-    emu.set_now(Some(backfilled));
-    let s = setup(&emu, "concurrency = 1");
+    let (emu, s) = backfilled_lake(cfg, backfilled).await;
     let cancel = CancellationToken::new();
-    let ex = exporter(&s, "1d", backfilled).await;
-    ex.backfill(day0(), backfilled, backfilled, &cancel).await.unwrap();
-    drop(ex);
     let copies = || read_all(&s.out()).iter().filter(|r| r.record == rec).count();
     // Windows [1d, 7d), [7d, 13d), [13d, 19d); then [4d, 10d), [10d, 16d), straddling them: the
     // second's chain reaches from 1d to 19d.
