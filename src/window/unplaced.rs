@@ -135,6 +135,7 @@ where
             listed: HashMap::new(),
             ids: HashMap::new(),
             legacy: HashSet::new(),
+            counted: HashMap::new(),
         };
         let mut by_hull: HashMap<Window, Vec<(Content, Chain)>> = HashMap::new();
         let mut left = 0;
@@ -199,6 +200,9 @@ struct Lake<'a, 'd> {
     ids: HashMap<String, IdCounts>,
     /// Files whose ids are of an older scheme (not counted by [`IdCounts`]).
     legacy: HashSet<String>,
+    /// Copies of a content per file, counted once (a count hashes hundreds of ids, and a
+    /// chain asks again as it grows).
+    counted: HashMap<(String, Content), u32>,
 }
 
 impl Lake<'_, '_> {
@@ -222,8 +226,13 @@ impl Lake<'_, '_> {
         Ok(self.listed[w].clone())
     }
 
-    fn copies(&self, path: &str, c: Content) -> u32 {
-        self.ids.get(path).map_or(0, |ids| ids.copies(c))
+    fn copies(&mut self, path: &str, c: Content) -> u32 {
+        if let Some(n) = self.counted.get(&(path.to_string(), c)) {
+            return *n;
+        }
+        let n = self.ids.get(path).map_or(0, |ids| ids.copies(c));
+        self.counted.insert((path.to_string(), c), n);
+        n
     }
 
     /// The chain of `c` from `w`; none when it reaches past [`CHAIN_SPAN`] or meets a file of
@@ -250,11 +259,11 @@ impl Lake<'_, '_> {
                 break;
             }
         }
-        let mut chain = Chain {
-            hull,
-            held: members.iter().map(|p| self.copies(p, c)).sum(),
-            near: [0, 0],
-        };
+        let mut held = 0;
+        for p in &members {
+            held += self.copies(p, c);
+        }
+        let mut chain = Chain { hull, held, near: [0, 0] };
         for (path, side, _) in self.files(&hull).await? {
             match side {
                 Side::Before => chain.near[0] += self.copies(&path, c),
